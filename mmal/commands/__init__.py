@@ -1,0 +1,1 @@
+"""click commands, one module per stage; each imports its library code lazily."""

@@ -1,0 +1,1 @@
+"""Built-in strategies, one module each; importing a module registers it."""

@@ -1,0 +1,86 @@
+"""Shapley values of modalities from coalition logits (NumPy or CuPy).
+
+Shared math: the cache summary, selection (BMMAL) and training metrics all use
+it. For M modalities and a value V(S) per coalition S (bitmask, bit m set =
+modality m present),
+
+    phi_m = sum_{S not containing m} |S|! (M-|S|-1)! / M! * [V(S + m) - V(S)].
+
+Since phi is linear in V, it is one matrix product ``V @ C`` with the
+(2^M, M) coefficient matrix of :func:`shapley_matrix`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from math import factorial
+from typing import Any
+
+import numpy as np
+
+
+@lru_cache(maxsize=16)
+def shapley_matrix(num_modalities: int) -> np.ndarray:
+    """(2^M, M) float64 ``C`` with ``phi = V @ C`` for values ``V`` (n, 2^M)."""
+    m_total = num_modalities
+    c = np.zeros((2**m_total, m_total))
+    for mask in range(2**m_total):
+        size = bin(mask).count("1")
+        for m in range(m_total):
+            if mask >> m & 1:  # S' = S + m with |S| = size - 1
+                c[mask, m] += factorial(size - 1) * factorial(m_total - size) / factorial(m_total)
+            else:  # S itself, |S| = size
+                c[mask, m] -= factorial(size) * factorial(m_total - size - 1) / factorial(m_total)
+    c.setflags(write=False)
+    return c
+
+
+def coalition_values(
+    coalitions: Any, target: Any, *, multi_label: bool = False, xp: Any = np
+) -> Any:
+    """Model outcome V(S): probability of class ``target`` under each coalition.
+
+    Parameters
+    ----------
+    coalitions : (n, 2^M, K) logits of every coalition.
+    target : (n,) int class per sample (the pseudo-label or the true class).
+    multi_label : sigmoid per class instead of softmax over classes.
+
+    Returns
+    -------
+    (n, 2^M) float64 probabilities.
+    """
+    logits = coalitions.astype(xp.float64)
+    idx = xp.asarray(target).astype(xp.int64)[:, None, None]
+    picked = xp.take_along_axis(logits, xp.broadcast_to(idx, (*logits.shape[:2], 1)), axis=2)[..., 0]
+    if multi_label:
+        return 1.0 / (1.0 + xp.exp(-picked))
+    top = logits.max(axis=2, keepdims=True)
+    log_norm = xp.log(xp.exp(logits - top).sum(axis=2)) + top[..., 0]
+    return xp.exp(picked - log_norm)
+
+
+def shapley_values(values: Any, xp: Any = np) -> Any:
+    """(n, M) Shapley values phi from coalition values ``values`` (n, 2^M)."""
+    num_modalities = int(round(np.log2(values.shape[1])))
+    if 2**num_modalities != values.shape[1]:
+        raise ValueError(f"expected 2^M coalition values, got {values.shape[1]}")
+    return values @ xp.asarray(shapley_matrix(num_modalities))
+
+
+def contributions(phi: Any, xp: Any = np) -> Any:
+    """(n, M) contributions Phi_m = |phi_m| / sum_j |phi_j| (1/M where all phi are 0)."""
+    mag = xp.abs(phi)
+    total = mag.sum(axis=1, keepdims=True)
+    uniform = xp.full_like(mag, 1.0 / phi.shape[1])
+    return xp.where(total > 0, mag / xp.where(total > 0, total, 1.0), uniform)
+
+
+def balance_weights(phi_share: Any, xp: Any = np) -> Any:
+    """(n, M) BMMAL weights w_m = 1 - (Phi_max - Phi_m); the dominant modality gets 1."""
+    return 1.0 - (phi_share.max(axis=1, keepdims=True) - phi_share)
+
+
+def pseudo_labels(logits_mm: Any, xp: Any = np) -> Any:
+    """(n,) class with the largest multimodal logit (most probable class)."""
+    return xp.argmax(logits_mm, axis=1)
