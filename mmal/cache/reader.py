@@ -17,7 +17,14 @@ import h5py
 import numpy as np
 
 from mmal.cache.fusion import head_input
-from mmal.cache.schema import CACHE_TYPE, SCHEMA_VERSION, CacheMeta, FieldSpec, field_specs, head_specs
+from mmal.cache.schema import (
+    CACHE_TYPE,
+    SCHEMA_VERSION,
+    CacheMeta,
+    FieldSpec,
+    field_specs,
+    head_specs,
+)
 from mmal.cache.stamp import check_stamp
 from mmal.cache.writer import _duplicates, _preview, partial_path
 from mmal.errors import CacheError
@@ -170,7 +177,13 @@ class Cache:
                 if field == "mc_logits" else ""
             raise CacheError(f"{self.path}: field '{field}' is not in this cache{hint}")
         ds = self._f[field]
-        data = ds[()] if ds.ndim == 0 else ds[_as_selection(rows)]
+        try:
+            data = ds[()] if ds.ndim == 0 else ds[_as_selection(rows)]
+        except OSError as exc:
+            raise CacheError(
+                f"{self.path}: field '{field}' cannot be read, the file is damaged "
+                f"({str(exc).splitlines()[0]}); rewrite the cache"
+            ) from None
         if spec.finite:
             finite = np.isfinite(data)
             if not finite.all():

@@ -19,7 +19,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mmal.cache.schema import CACHE_TYPE, SCHEMA_VERSION, CacheMeta, FieldSpec, field_specs, head_specs
+from mmal.cache.schema import (
+    CACHE_TYPE,
+    SCHEMA_VERSION,
+    CacheMeta,
+    field_specs,
+    head_specs,
+)
 from mmal.cache.stamp import stamp
 from mmal.errors import CacheError
 

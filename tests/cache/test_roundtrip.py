@@ -7,7 +7,6 @@ import pytest
 
 from mmal.cache import CacheMeta, CacheWriter, open_cache
 from mmal.cache.schema import field_specs
-
 from tests.cache.batches import random_batches
 
 CASES = [
