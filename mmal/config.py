@@ -1,0 +1,474 @@
+"""Workspace configuration: a TOML file read into frozen dataclasses.
+
+``load_config(path)`` reads the file with :mod:`tomllib`, fills in defaults,
+checks every key and value, and returns a :class:`Config`. Every problem is a
+one-line :class:`~mmal.errors.ConfigError` that names the file and the dotted
+key, e.g. ``mmal.toml: key 'modalities.image.encoder' is 'resnet7'; choose one
+of resnet18, resnet50, resnet101``. ``docs/config.md`` lists every key.
+
+Paths in the file (``dataset.root``, ``modalities.<name>.pretrained``) are
+relative to the folder holding the file; the loaded config holds them
+absolute, so :func:`dump_config` writes a file that works from anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmal.errors import ConfigError
+
+DATASET_KINDS = ("manifest", "food101", "kinetics-sound", "vggsound", "uci-mfeat")
+MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
+ENCODERS = {
+    "image": ("resnet18", "resnet50", "resnet101"),
+    "text": ("bert",),
+    "audio": ("audio-resnet18",),
+    "video": ("r2plus1d_18",),
+    "vector": ("mlp",),
+}
+UCI_VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
+FUSIONS = ("concat", "sum")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+# Kind-specific modality options and their defaults (all land in ModalityConfig.options).
+MODALITY_OPTIONS: dict[str, dict[str, Any]] = {
+    "image": {"image_size": 224},
+    "text": {"max_tokens": 64},
+    "audio": {"sample_rate": 16000, "clip_seconds": 5.0},
+    "video": {"frames": 5, "image_size": 112},
+    "vector": {},
+}
+_OPTION_RANGES = {
+    "image_size": (16, 2048), "max_tokens": (1, 8192), "sample_rate": (1000, 192000),
+    "clip_seconds": (0.05, 600.0), "frames": (1, 256),
+}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the samples live and how to read them (section ``[dataset]``)."""
+
+    kind: str
+    root: Path | None = None
+    train: str = ""
+    test: str = ""
+    classes: str | tuple[str, ...] = ""
+    multi_label: bool = False
+    views: tuple[str, ...] = ("fac", "fou")
+    test_fraction: float = 0.2
+    standardize: bool = True
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """One modality (table ``[modalities.<name>]``); order = modality order in the cache.
+
+    ``options`` holds the kind-specific keys with defaults filled in:
+    image ``image_size``; text ``max_tokens``; audio ``sample_rate``,
+    ``clip_seconds``; video ``frames``, ``image_size``; plus ``column``
+    (manifest column, default the modality name).
+    """
+
+    name: str
+    kind: str
+    encoder: str
+    pretrained: str = ""
+    freeze: bool = False
+    dim: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Fusion and head (section ``[model]``)."""
+
+    fusion: str = "concat"
+    fused_dim: int = 0
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of ``mmal train`` (section ``[train]``)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    num_workers: int = 0
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class ALConfig:
+    """Active-learning settings (section ``[al]``)."""
+
+    initial_budget: int = 100
+    budget: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated workspace configuration.
+
+    ``modalities`` is ordered as in the file; ``path`` is the file it was read
+    from (None when built from a dict).
+    """
+
+    dataset: DatasetConfig
+    modalities: tuple[ModalityConfig, ...]
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    al: ALConfig = ALConfig()
+    path: Path | None = None
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    def modality(self, name: str) -> ModalityConfig:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of str/int/float/bool/list (TOML- and checkpoint-safe)."""
+        return _to_dict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate the TOML configuration at ``path``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the dotted key for a missing file, bad TOML,
+        missing required key, unknown key, wrong type or bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file; pass the path of a TOML file "
+                          "(see docs/config.md)")
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
+    return config_from_dict(raw, source=path, base_dir=path.resolve().parent)
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str | os.PathLike = "<config>",
+                     base_dir: str | os.PathLike | None = None) -> Config:
+    """Validate a parsed config dict (as from TOML or :meth:`Config.to_dict`).
+
+    Relative paths resolve against ``base_dir`` (default: the current directory).
+    """
+    r = _Reader(str(source), Path(base_dir) if base_dir is not None else Path.cwd())
+    r.known(raw, "", ("dataset", "modalities", "model", "train", "al"))
+    dataset = _dataset(r, r.table(raw, "dataset", required=True))
+    modalities = _modalities(r, raw, dataset)
+    model = _model(r, r.table(raw, "model"))
+    train = _train(r, r.table(raw, "train"))
+    al = _al(r, r.table(raw, "al"))
+    if model.fusion == "sum" and model.fused_dim < 0:
+        raise r.error("model.fused_dim", model.fused_dim, "must be >= 0")
+    return Config(dataset=dataset, modalities=modalities, model=model, train=train, al=al,
+                  path=Path(source) if base_dir is not None else None)
+
+
+def dump_config(config: Config, *, header: str = "") -> str:
+    """TOML text of ``config`` with every key explicit; ``load_config`` reads it back equal."""
+    data = config.to_dict()
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    for section in ("dataset", "model", "train", "al"):
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
+    for name, table in data["modalities"].items():
+        lines += ["", f"[modalities.{_toml_key(name)}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
+    keys = ("kind", "root", "train", "test", "classes", "multi_label", "views",
+            "test_fraction", "standardize")
+    r.known(t, "dataset", keys)
+    kind = r.choice(t, "dataset.kind", DATASET_KINDS, required=True)
+    defaults = {
+        "manifest": ("train.csv", "test.csv", "classes.txt"),
+        "food101": ("train.json", "test.json", ""),
+        "kinetics-sound": ("train.csv", "test.csv", ""),
+        "vggsound": ("train.csv", "test.csv", ""),
+        "uci-mfeat": ("", "", ""),
+    }[kind]
+    root = r.get(t, "dataset.root", str, required=kind != "uci-mfeat")
+    root_path = None
+    if root is not None:
+        root_path = r.resolve(root)
+        if not root_path.is_dir():
+            raise r.error("dataset.root", root, "is not a folder (paths are relative to the "
+                          "config file's folder); point it at the data folder")
+    classes = t.get("classes", defaults[2])
+    if isinstance(classes, list):
+        if not classes or not all(isinstance(c, str) and c for c in classes):
+            raise r.error("dataset.classes", classes, "must be a file name or a non-empty list "
+                          "of non-empty strings")
+        if len(set(classes)) != len(classes):
+            raise r.error("dataset.classes", classes, "lists a class name twice")
+        classes = tuple(classes)
+    elif not isinstance(classes, str):
+        raise r.type_error("dataset.classes", classes, "a string (file name) or a list of strings")
+    views = r.get(t, "dataset.views", list, default=list(DatasetConfig.views))
+    for i, v in enumerate(views):
+        if v not in UCI_VIEWS:
+            raise r.error(f"dataset.views[{i}]", v, f"choose one of {', '.join(UCI_VIEWS)}")
+    if not views or len(set(views)) != len(views):
+        raise r.error("dataset.views", views, "must list distinct views")
+    frac = r.number(t, "dataset.test_fraction", default=0.2)
+    if not 0 < frac < 1:
+        raise r.error("dataset.test_fraction", frac, "must lie strictly between 0 and 1")
+    return DatasetConfig(
+        kind=kind, root=root_path,
+        train=r.get(t, "dataset.train", str, default=defaults[0]),
+        test=r.get(t, "dataset.test", str, default=defaults[1]),
+        classes=classes,
+        multi_label=r.get(t, "dataset.multi_label", bool, default=False),
+        views=tuple(views), test_fraction=float(frac),
+        standardize=r.get(t, "dataset.standardize", bool, default=True),
+    )
+
+
+def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tuple[ModalityConfig, ...]:
+    tables = r.table(raw, "modalities", required=True)
+    if not tables:
+        raise r.missing("modalities", "add one [modalities.<name>] table per modality")
+    out = []
+    for name, t in tables.items():
+        key = f"modalities.{name}"
+        if not isinstance(t, dict):
+            raise r.type_error(key, t, "a table")
+        if not name or any(c in name for c in "/ \t"):
+            raise r.error(key, name, "modality names may not be empty or hold '/' or spaces")
+        kind = r.choice(t, f"{key}.kind", MODALITY_KINDS, required=True)
+        opt_defaults = dict(MODALITY_OPTIONS[kind])
+        r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column",
+                         *opt_defaults))
+        encoder = r.choice(t, f"{key}.encoder", ENCODERS[kind], required=True)
+        pretrained = r.get(t, f"{key}.pretrained", str, default="")
+        if pretrained:
+            resolved = r.resolve(pretrained)
+            if resolved.exists():
+                pretrained = str(resolved)
+            elif kind != "text":
+                raise r.error(f"{key}.pretrained", pretrained, "does not exist (relative paths "
+                              "start at the config file's folder); fix the path or use \"\"")
+        dim = r.get(t, f"{key}.dim", int, default=0)
+        if dim < 0:
+            raise r.error(f"{key}.dim", dim, "must be >= 0 (0 = encoder default)")
+        options: dict[str, Any] = {"column": r.get(t, f"{key}.column", str, default=name)}
+        for opt, default in opt_defaults.items():
+            value = r.number(t, f"{key}.{opt}", default=default,
+                             integer=isinstance(default, int))
+            lo, hi = _OPTION_RANGES[opt]
+            if not lo <= value <= hi:
+                raise r.error(f"{key}.{opt}", value, f"must lie in [{lo}, {hi}]")
+            options[opt] = value
+        out.append(ModalityConfig(name=name, kind=kind, encoder=encoder, pretrained=pretrained,
+                                  freeze=r.get(t, f"{key}.freeze", bool, default=False),
+                                  dim=dim, options=options))
+    _check_modalities_fit_dataset(r, dataset, out)
+    return tuple(out)
+
+
+def _check_modalities_fit_dataset(r: _Reader, dataset: DatasetConfig,
+                                  mods: list[ModalityConfig]) -> None:
+    allowed = {
+        "food101": ("image", "text"),
+        "kinetics-sound": ("image", "video", "audio"),
+        "vggsound": ("image", "video", "audio"),
+        "uci-mfeat": ("vector",),
+    }.get(dataset.kind)
+    for m in mods:
+        if allowed and m.kind not in allowed:
+            raise r.error(f"modalities.{m.name}.kind", m.kind,
+                          f"is not available in a {dataset.kind} dataset; choose one of "
+                          f"{', '.join(allowed)}")
+    if dataset.kind == "uci-mfeat" and len(mods) != len(dataset.views):
+        raise r.error("dataset.views", list(dataset.views),
+                      f"lists {len(dataset.views)} views but there are {len(mods)} "
+                      "[modalities.*] tables; give one vector modality per view, in order")
+
+
+def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
+    r.known(t, "model", ("fusion", "fused_dim", "dropout"))
+    dropout = r.number(t, "model.dropout", default=0.0)
+    if not 0 <= dropout < 1:
+        raise r.error("model.dropout", dropout, "must lie in [0, 1)")
+    fused_dim = r.get(t, "model.fused_dim", int, default=0)
+    if fused_dim < 0:
+        raise r.error("model.fused_dim", fused_dim, "must be >= 0 (0 = widest modality)")
+    return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default="concat"),
+                       fused_dim=fused_dim, dropout=float(dropout))
+
+
+def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
+    r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
+                         "weight_decay", "num_workers", "augment"))
+    vals = {}
+    for key, lo in (("epochs", 1), ("batch_size", 1), ("num_workers", 0)):
+        vals[key] = r.get(t, f"train.{key}", int, default=getattr(TrainConfig, key))
+        if vals[key] < lo:
+            raise r.error(f"train.{key}", vals[key], f"must be >= {lo}")
+    for key in ("lr", "encoder_lr", "weight_decay"):
+        vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
+        if vals[key] < 0:
+            raise r.error(f"train.{key}", vals[key], "must be >= 0")
+    return TrainConfig(**vals, optimizer=r.choice(t, "train.optimizer", OPTIMIZERS, default="adamw"),
+                       augment=r.get(t, "train.augment", bool, default=True))
+
+
+def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
+    r.known(t, "al", ("initial_budget", "budget", "seed"))
+    vals = {}
+    for key, lo in (("initial_budget", 1), ("budget", 1), ("seed", 0)):
+        vals[key] = r.get(t, f"al.{key}", int, default=getattr(ALConfig, key))
+        if vals[key] < lo:
+            raise r.error(f"al.{key}", vals[key], f"must be >= {lo}")
+    return ALConfig(**vals)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+               dict: "a table"}
+
+
+class _Reader:
+    """Typed access to nested TOML values with errors naming file and dotted key."""
+
+    def __init__(self, source: str, base_dir: Path):
+        self.source = source
+        self.base_dir = base_dir
+
+    def error(self, key: str, value: Any, rule: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{key}' is {_show(value)}; {rule}")
+
+    def missing(self, key: str, hint: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{key}' is missing; {hint}")
+
+    def type_error(self, key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{key}' is {_show(value)} "
+                           f"({_toml_type(value)}); expected {expected}")
+
+    def known(self, t: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> None:
+        for k in t:
+            if k not in keys:
+                where = f"{prefix}.{k}" if prefix else k
+                raise ConfigError(f"{self.source}: key '{where}' is unknown; known keys here: "
+                                  f"{', '.join(keys)} (see docs/config.md)")
+
+    def table(self, t: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
+        if key not in t:
+            if required:
+                raise self.missing(key, f"add a [{key}] table (see docs/config.md)")
+            return {}
+        if not isinstance(t[key], dict):
+            raise self.type_error(key, t[key], "a table")
+        return t[key]
+
+    def get(self, t: dict[str, Any], key: str, typ: type, *, required: bool = False,
+            default: Any = None) -> Any:
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf not in t:
+            if required:
+                raise self.missing(key, "add it (see docs/config.md)")
+            return default
+        value = t[leaf]
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        if not ok:
+            raise self.type_error(key, value, _TYPE_NAMES[typ])
+        return value
+
+    def number(self, t: dict[str, Any], key: str, *, default: float, integer: bool = False):
+        leaf = key.rsplit(".", 1)[-1]
+        value = t.get(leaf, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                integer and not isinstance(value, int)):
+            raise self.type_error(key, value, "an integer" if integer else "a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, value, "must be finite")
+        return value
+
+    def choice(self, t: dict[str, Any], key: str, choices: tuple[str, ...], *,
+               required: bool = False, default: str | None = None) -> str:
+        value = self.get(t, key, str, required=required, default=default)
+        if value not in choices:
+            raise self.error(key, value, f"choose one of {', '.join(choices)}")
+        return value
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, dict) else "a table"
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return {str: "string", int: "integer", float: "float", list: "list",
+            dict: "table"}.get(type(value), type(value).__name__)
+
+
+def _to_dict(config: Config) -> dict[str, Any]:
+    d = config.dataset
+    dataset: dict[str, Any] = {"kind": d.kind}
+    if d.root is not None:
+        dataset["root"] = str(d.root)
+    dataset.update(train=d.train, test=d.test,
+                   classes=list(d.classes) if isinstance(d.classes, tuple) else d.classes,
+                   multi_label=d.multi_label, views=list(d.views),
+                   test_fraction=d.test_fraction, standardize=d.standardize)
+    mods = {}
+    for m in config.modalities:
+        mods[m.name] = {"kind": m.kind, "encoder": m.encoder, "pretrained": m.pretrained,
+                        "freeze": m.freeze, "dim": m.dim, **m.options}
+    return {
+        "dataset": dataset,
+        "modalities": mods,
+        "model": dict(vars(config.model)),
+        "train": dict(vars(config.train)),
+        "al": dict(vars(config.al)),
+    }
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
