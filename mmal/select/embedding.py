@@ -1,0 +1,179 @@
+"""BADGE's gradient embedding in factorized form, never materialized.
+
+The gradient of the loss at the pseudo-label with respect to the multimodal
+head's weight ``W`` (K, D) is the outer product ``g = r ⊗ u``:
+
+* ``r`` (K,) is the gradient with respect to the logits: ``p - e_ŷ`` for a
+  softmax head (``ŷ = argmax p``), ``sigmoid(l) - 1[sigmoid(l) >= 0.5]`` for a
+  multi-label (sigmoid, binary cross-entropy) head;
+* ``u`` (D,) is the head input ``h`` (BADGE) or BMMAL's scaled head input
+  ``w_1 z_1 ⊕ w_2 z_2 ⊕ ...`` (concatenation) / ``Σ w_m z_m`` (sum).
+
+Flattened row-major, ``g = (r[:, None] * u[None, :]).ravel()`` has ``K·D``
+entries, too many to store for large pools (229 GB at VGGSound scale). Every
+quantity k-means++ needs follows from ``r`` and ``u``:
+
+    ‖g_a‖² = ‖r_a‖² ‖u_a‖²
+    ‖g_a - g_b‖² = ‖g_a‖² + ‖g_b‖² - 2 (r_a·r_b)(u_a·u_b)
+
+so memory stays O(N(K + D)). All functions take the array module ``xp``
+(NumPy or CuPy) and work on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmal.cache.fusion import head_input
+
+#: Rows per matrix-product chunk in :func:`FactorizedEmbedding.sq_distances`;
+#: keeps the (chunk, n_centers) temporaries small and cache-friendly.
+DISTANCE_CHUNK_ROWS = 8192
+
+
+def logit_gradient(logits: Any, *, multi_label: bool = False, xp: Any = np, dtype: Any = None) -> Any:
+    """``r``: gradient of the pseudo-label loss with respect to the logits.
+
+    Parameters
+    ----------
+    logits : array (n, K)
+        Multimodal logits (``logits/mm``).
+    multi_label : bool
+        Sigmoid head with binary cross-entropy against ``1[p >= 0.5]`` instead
+        of softmax cross-entropy against ``argmax p``.
+    xp : array module
+    dtype : dtype, optional
+        Output dtype; default float64 computation cast back to the input's
+        floating dtype.
+
+    Returns
+    -------
+    r : array (n, K)
+    """
+    out_dtype = dtype or logits.dtype
+    z = logits.astype(xp.float64)
+    if multi_label:
+        p = 1.0 / (1.0 + xp.exp(-z))
+        return (p - (p >= 0.5).astype(xp.float64)).astype(out_dtype)
+    z = z - z.max(axis=1, keepdims=True)
+    p = xp.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    top = xp.argmax(p, axis=1)
+    p[xp.arange(len(p)), top] -= 1.0
+    return p.astype(out_dtype)
+
+
+def scaled_head_input(
+    features: Sequence[Any], fusion: str, *, weights: Any = None, xp: Any = np, dtype: Any = None
+) -> Any:
+    """``u``: the head input, each modality scaled by its per-sample weight.
+
+    Parameters
+    ----------
+    features : sequence of arrays (n, D_m)
+        Modality features in the cache's modality order.
+    fusion : {"concat", "sum"}
+    weights : array (n, M), optional
+        BMMAL weights ``w``; None gives BADGE's unscaled ``h``.
+    xp : array module
+    dtype : dtype, optional
+        Output dtype (default the features' dtype).
+
+    Returns
+    -------
+    u : array (n, D_fused)
+    """
+    dtype = dtype or features[0].dtype
+    feats = [z.astype(dtype, copy=False) for z in features]
+    per_modality = None
+    if weights is not None:
+        w = weights.astype(dtype, copy=False)
+        per_modality = [w[:, m] for m in range(w.shape[1])]
+    return head_input(feats, fusion, weights=per_modality, xp=xp).astype(dtype, copy=False)
+
+
+@dataclass
+class FactorizedEmbedding:
+    """The gradient embedding ``g_i = r_i ⊗ u_i`` of ``n`` samples, stored as factors.
+
+    Attributes
+    ----------
+    r : array (n, K)
+        Logit-gradient factor.
+    u : array (n, D)
+        (Scaled) head-input factor; same dtype and array module as ``r``.
+    """
+
+    r: Any
+    u: Any
+
+    def __post_init__(self) -> None:
+        if self.r.shape[0] != self.u.shape[0]:
+            raise ValueError(f"r has {self.r.shape[0]} rows but u has {self.u.shape[0]}")
+        self._sq_norms = None
+
+    def __len__(self) -> int:
+        return int(self.r.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """``K·D``, the width of the (never stored) embedding."""
+        return int(self.r.shape[1] * self.u.shape[1])
+
+    def sq_norms(self) -> Any:
+        """(n,) squared norms ``‖r‖²‖u‖²`` (computed once)."""
+        if self._sq_norms is None:
+            self._sq_norms = (self.r * self.r).sum(axis=1) * (self.u * self.u).sum(axis=1)
+        return self._sq_norms
+
+    def sq_distances(self, r_b: Any, u_b: Any, sq_norms_b: Any, rows: Any = None) -> Any:
+        """Squared distances from rows of this embedding to the points ``(r_b, u_b)``.
+
+        Parameters
+        ----------
+        r_b : array (m, K)
+        u_b : array (m, D)
+        sq_norms_b : array (m,)
+            ``‖r_b‖²‖u_b‖²``.
+        rows : slice or int array, optional
+            Rows of this embedding (default all).
+
+        Returns
+        -------
+        array (n_rows, m), clipped at 0 (the expansion can round slightly below).
+        """
+        r_a = self.r if rows is None else self.r[rows]
+        u_a = self.u if rows is None else self.u[rows]
+        a = self.sq_norms() if rows is None else self.sq_norms()[rows]
+        d2 = (r_a @ r_b.T) * (u_a @ u_b.T)
+        d2 *= -2.0
+        d2 += a[:, None]
+        d2 += sq_norms_b[None, :]
+        return d2.clip(0.0, None)
+
+    def materialize(self) -> Any:
+        """(n, K·D) explicit embedding: only for tests and tiny pools."""
+        return (self.r[:, :, None] * self.u[:, None, :]).reshape(len(self), -1)
+
+
+def pairwise_sq_distances(a: FactorizedEmbedding, b: FactorizedEmbedding) -> Any:
+    """(n_a, n_b) squared distances between two factorized embeddings."""
+    return a.sq_distances(b.r, b.u, b.sq_norms())
+
+
+def min_sq_distances(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any, *,
+                     xp: Any = np, chunk_rows: int = DISTANCE_CHUNK_ROWS) -> Any:
+    """(n,) squared distance from every row of ``emb`` to its nearest of the ``m`` centers.
+
+    Works in row chunks so the temporaries are (chunk_rows, m), not (n, m).
+    """
+    n = len(emb)
+    out = xp.empty(n, dtype=emb.r.dtype)
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n))
+        out[rows] = emb.sq_distances(r_c, u_c, sq_norms_c, rows).min(axis=1)
+    return out

@@ -1,0 +1,97 @@
+"""Known-answer tests of the factorized gradient embedding (torch autograd, brute force)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from mmal.select.backend import asnumpy
+from mmal.select.embedding import (
+    FactorizedEmbedding,
+    logit_gradient,
+    min_sq_distances,
+    pairwise_sq_distances,
+    scaled_head_input,
+)
+
+
+def _autograd_head_gradients(h, weight, bias, multi_label):
+    """Per-sample gradient of the pseudo-label loss w.r.t. the head weight, by torch autograd."""
+    import torch
+
+    grads = []
+    for row in h:
+        w = torch.tensor(weight, dtype=torch.float64, requires_grad=True)
+        logits = torch.tensor(row, dtype=torch.float64) @ w.T + torch.tensor(bias, dtype=torch.float64)
+        if multi_label:
+            target = (torch.sigmoid(logits) >= 0.5).to(torch.float64).detach()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+        else:
+            target = torch.argmax(logits).detach()
+            loss = torch.nn.functional.cross_entropy(logits[None], target[None], reduction="sum")
+        loss.backward()
+        grads.append(w.grad.numpy().ravel())
+    return np.stack(grads)
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["softmax", "multilabel"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_closed_form_equals_autograd(multi_label, seed):
+    rng = np.random.default_rng(seed)
+    n, k, d = 6, 7, 5
+    h = rng.normal(size=(n, d))
+    weight, bias = rng.normal(size=(k, d)) * 2, rng.normal(size=k)
+    logits = h @ weight.T + bias
+    emb = FactorizedEmbedding(logit_gradient(logits, multi_label=multi_label), h)
+    expected = _autograd_head_gradients(h, weight, bias, multi_label)
+    np.testing.assert_allclose(emb.materialize(), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+def test_scaled_head_input_scales_each_modality(fusion):
+    rng = np.random.default_rng(4)
+    z1, z2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    w = rng.uniform(size=(5, 2))
+    u = scaled_head_input([z1, z2], fusion, weights=w)
+    a, b = w[:, :1] * z1, w[:, 1:] * z2
+    np.testing.assert_allclose(u, np.concatenate([a, b], axis=1) if fusion == "concat" else a + b)
+    np.testing.assert_allclose(scaled_head_input([z1, z2], fusion),
+                               np.concatenate([z1, z2], axis=1) if fusion == "concat" else z1 + z2)
+
+
+def test_softmax_gradient_sums_to_zero_and_is_negative_at_pseudo_label():
+    logits = np.random.default_rng(5).normal(size=(50, 9)).astype(np.float32)
+    r = logit_gradient(logits)
+    assert r.dtype == np.float32
+    np.testing.assert_allclose(r.sum(axis=1), 0.0, atol=1e-6)
+    top = logits.argmax(axis=1)
+    assert np.all(r[np.arange(50), top] <= 0)
+    assert np.all(np.delete(r.reshape(-1), np.arange(50) * 9 + top) >= 0)
+
+
+def test_factorized_distances_equal_materialized(xp):
+    rng = np.random.default_rng(6)
+    a = FactorizedEmbedding(xp.asarray(rng.normal(size=(11, 4))), xp.asarray(rng.normal(size=(11, 6))))
+    b = FactorizedEmbedding(xp.asarray(rng.normal(size=(7, 4))), xp.asarray(rng.normal(size=(7, 6))))
+    ga, gb = asnumpy(a.materialize()), asnumpy(b.materialize())
+    np.testing.assert_allclose(asnumpy(a.sq_norms()), (ga**2).sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(asnumpy(pairwise_sq_distances(a, b)), cdist(ga, gb, "sqeuclidean"),
+                               rtol=1e-9, atol=1e-9)
+    nearest = min_sq_distances(a, b.r, b.u, b.sq_norms(), xp=xp, chunk_rows=3)
+    np.testing.assert_allclose(asnumpy(nearest), cdist(ga, gb, "sqeuclidean").min(axis=1),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_self_distance_is_zero_not_negative():
+    rng = np.random.default_rng(7)
+    emb = FactorizedEmbedding(rng.normal(size=(20, 5)).astype(np.float32),
+                              1e3 * rng.normal(size=(20, 8)).astype(np.float32))
+    d2 = pairwise_sq_distances(emb, emb)
+    assert d2.min() >= 0.0
+    assert np.all(np.diag(d2) <= 1e-4 * emb.sq_norms())
+
+
+def test_mismatched_factors_are_rejected():
+    with pytest.raises(ValueError, match="r has 3 rows but u has 2"):
+        FactorizedEmbedding(np.zeros((3, 2)), np.zeros((2, 2)))

@@ -1,0 +1,131 @@
+"""k-means++ seeding: exact D² distribution, first center, no repeats, backends."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import cdist
+
+from mmal.select.embedding import FactorizedEmbedding
+from mmal.select.kmeanspp import kmeans_pp
+
+
+def _small_pool(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return FactorizedEmbedding(rng.normal(size=(n, 3)), rng.normal(size=(n, 4)))
+
+
+def _exact_pair_probabilities(emb):
+    """P(second = s, third = t) of exact k-means++ after the largest-norm first center."""
+    g = emb.materialize()
+    d2 = cdist(g, g, "sqeuclidean")
+    first = int(np.argmax((g**2).sum(axis=1)))
+    probs = {}
+    p_second = d2[first] / d2[first].sum()
+    for s in range(len(g)):
+        if s == first:
+            continue
+        nearest = np.minimum(d2[first], d2[s])
+        for t in range(len(g)):
+            if t not in (first, s):
+                probs[(s, t)] = p_second[s] * nearest[t] / nearest.sum()
+    return first, probs
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 8])
+def test_draws_follow_exact_d2_distribution(block_size):
+    emb = _small_pool()
+    first, probs = _exact_pair_probabilities(emb)
+    runs = 3000
+    counts = dict.fromkeys(probs, 0)
+    for seed in range(runs):
+        picks = kmeans_pp(emb, 3, rng=np.random.default_rng(seed), block_size=block_size)
+        assert picks[0] == first
+        counts[(int(picks[1]), int(picks[2]))] += 1
+    cells = sorted(probs)
+    observed = np.array([counts[c] for c in cells])
+    expected = np.array([probs[c] for c in cells]) * runs
+    assert observed.sum() == runs
+    result = stats.chisquare(observed, expected)
+    assert result.pvalue > 1e-3, (result, observed, expected.round(1))
+
+
+def test_chi_square_detects_a_wrong_distribution():
+    # The same test statistic rejects D (not D²) weighting: the check can fail.
+    emb = _small_pool()
+    g = emb.materialize()
+    d = np.sqrt(cdist(g, g, "sqeuclidean"))
+    first = int(np.argmax((g**2).sum(axis=1)))
+    rng = np.random.default_rng(0)
+    wrong = rng.choice(len(g), size=3000, p=d[first] / d[first].sum())
+    _, probs = _exact_pair_probabilities(emb)
+    p_second = np.zeros(len(g))
+    for (s, _), p in probs.items():
+        p_second[s] += p
+    observed = np.bincount(wrong, minlength=len(g))[p_second > 0]
+    assert stats.chisquare(observed, p_second[p_second > 0] * 3000).pvalue < 1e-3
+
+
+def test_first_center_is_largest_norm():
+    emb = _small_pool(50, seed=3)
+    norms = (emb.materialize() ** 2).sum(axis=1)
+    for seed in range(5):
+        assert kmeans_pp(emb, 4, rng=np.random.default_rng(seed))[0] == np.argmax(norms)
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 128])
+def test_never_repeats_even_with_duplicates_and_zero_rows(block_size):
+    rng = np.random.default_rng(8)
+    r = rng.normal(size=(10, 3))
+    u = rng.normal(size=(10, 4))
+    r[5:] = r[:5]  # exact duplicates
+    u[5:] = u[:5]
+    r[0] = 0.0  # a zero embedding (and its duplicate, row 5)
+    r[5] = 0.0
+    picks = kmeans_pp(FactorizedEmbedding(r, u), 10, rng=np.random.default_rng(1), block_size=block_size)
+    assert sorted(picks.tolist()) == list(range(10))
+    # The five distinct points come first: duplicates have D² = 0 once their twin is chosen.
+    assert {int(p) % 5 for p in picks[:5]} == set(range(5))
+
+
+def test_same_seed_same_picks_any_block_size_differs_only_in_speed():
+    emb = _small_pool(300, seed=9)
+    a = kmeans_pp(emb, 40, rng=np.random.default_rng(5), block_size=16)
+    b = kmeans_pp(emb, 40, rng=np.random.default_rng(5), block_size=16)
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a.tolist())) == 40
+
+
+def test_float32_and_float64_agree_on_well_separated_pool():
+    emb = _small_pool(200, seed=10)
+    emb32 = FactorizedEmbedding(emb.r.astype(np.float32), emb.u.astype(np.float32))
+    a = kmeans_pp(emb, 10, rng=np.random.default_rng(2))
+    b = kmeans_pp(emb32, 10, rng=np.random.default_rng(2))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_numpy_and_backend_pick_the_same_ids_in_float64(xp):
+    rng = np.random.default_rng(11)
+    r, u = rng.normal(size=(3000, 7)), rng.normal(size=(3000, 33))
+    cpu = kmeans_pp(FactorizedEmbedding(r, u), 200, rng=np.random.default_rng(0), block_size=32)
+    dev = kmeans_pp(FactorizedEmbedding(xp.asarray(r), xp.asarray(u)), 200,
+                    rng=np.random.default_rng(0), xp=xp, block_size=32)
+    np.testing.assert_array_equal(cpu, dev)
+
+
+@pytest.mark.parametrize(("budget", "block_size", "message"), [
+    (0, None, "budget must be in"), (7, None, "budget must be in"), (2, 0, "block_size must be"),
+])
+def test_bad_arguments(budget, block_size, message):
+    with pytest.raises(ValueError, match=message):
+        kmeans_pp(_small_pool(), budget, rng=np.random.default_rng(0), block_size=block_size)
+
+
+def test_all_pairs_reachable():
+    # Every ordered pair of non-first samples has positive probability in the pool used above.
+    _, probs = _exact_pair_probabilities(_small_pool())
+    assert len(probs) == len(list(itertools.permutations(range(5), 2)))
+    assert min(probs.values()) > 0
