@@ -1,0 +1,218 @@
+"""Decoding one sample's source into an array: images, text, wav audio, frame folders, vectors.
+
+Every reader takes the sample's id (``sample``) so a bad file gives a
+one-line :class:`~mmal.errors.DataError` naming both. Random choices take a
+``numpy.random.Generator`` (None = the deterministic evaluation variant).
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
+
+from mmal.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Kinetics-400 statistics used by torchvision's video models.
+VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
+VIDEO_STD = (0.22803, 0.22145, 0.216989)
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+N_FFT = 512
+HOP = N_FFT - 353  # window 512 with overlap 353, as in the paper
+
+
+# ----------------------------------------------------------------------------- images
+
+def read_image(path: Path, *, sample: str) -> Image.Image:
+    """The image at ``path`` as RGB."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"sample {sample}: image file {path} does not exist") from None
+    except UnidentifiedImageError:
+        raise DataError(f"sample {sample}: cannot read image {path} (not a known image "
+                        "format); replace or remove the file") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"sample {sample}: cannot read image {path} ({_reason(exc)}); "
+                        "replace or remove the file") from None
+
+
+def crop_params(width: int, height: int, rng: np.random.Generator | None, *,
+                scale: tuple[float, float] = (0.08, 1.0)) -> tuple[int, int, int, int, bool]:
+    """(top, left, h, w, flip) of a random resized crop, or the full image without flip."""
+    if rng is None:
+        return 0, 0, height, width, False
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w = int(round(np.sqrt(target * ratio)))
+        h = int(round(np.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w, bool(rng.random() < 0.5)
+    side = min(width, height)  # fallback: central square
+    return (height - side) // 2, (width - side) // 2, side, side, bool(rng.random() < 0.5)
+
+
+def image_tensor(img: Image.Image, size: int, params: tuple[int, int, int, int, bool] | None,
+                 *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """(3, size, size) float32, normalized.
+
+    ``params`` from :func:`crop_params` (training), or None: resize the shorter
+    side to size*256/224 and crop the centre (evaluation).
+    """
+    if params is None:
+        img = TF.resize(img, int(round(size * 256 / 224)))
+        img = TF.center_crop(img, [size, size])
+    else:
+        top, left, h, w, flip = params
+        img = TF.resized_crop(img, top, left, h, w, [size, size])
+        if flip:
+            img = TF.hflip(img)
+    return TF.normalize(TF.to_tensor(img), mean, std)
+
+
+def load_image(path: Path, size: int, rng: np.random.Generator | None, *,
+               sample: str) -> torch.Tensor:
+    """(3, size, size) float32 image; random resized crop + flip when ``rng`` is given."""
+    if path.is_dir():  # a frame folder read as an image: one frame of the clip
+        frames = list_frames(path, sample=sample)
+        path = frames[int(rng.integers(len(frames))) if rng is not None else len(frames) // 2]
+    img = read_image(path, sample=sample)
+    return image_tensor(img, size, crop_params(*img.size, rng) if rng is not None else None)
+
+
+# ----------------------------------------------------------------------------- video
+
+def list_frames(folder: Path, *, sample: str) -> list[Path]:
+    """Frame files (jpg/png) of a clip folder, in name order."""
+    if not folder.is_dir():
+        raise DataError(f"sample {sample}: frame folder {folder} does not exist")
+    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not frames:
+        raise DataError(f"sample {sample}: frame folder {folder} holds no .jpg or .png frames")
+    return frames
+
+
+def frame_indices(available: int, wanted: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Sorted indices of ``wanted`` frames: random distinct ones (training) or evenly spaced."""
+    if rng is None:
+        return np.linspace(0, available - 1, wanted).round().astype(np.int64)
+    replace = wanted > available
+    return np.sort(rng.choice(available, size=wanted, replace=replace)).astype(np.int64)
+
+
+def load_clip(folder: Path, frames: int, size: int, rng: np.random.Generator | None, *,
+              sample: str) -> torch.Tensor:
+    """(3, frames, size, size) float32 clip; one crop/flip shared by all frames when training."""
+    files = list_frames(folder, sample=sample)
+    chosen = [read_image(files[i], sample=sample) for i in frame_indices(len(files), frames, rng)]
+    params = crop_params(*chosen[0].size, rng, scale=(0.3, 1.0)) if rng is not None else None
+    clip = [image_tensor(img, size, params, mean=VIDEO_MEAN, std=VIDEO_STD) for img in chosen]
+    return torch.stack(clip, dim=1)
+
+
+# ----------------------------------------------------------------------------- audio
+
+def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
+    """Mono waveform (n,) float32 in [-1, 1] at ``sample_rate`` Hz (linear resampling)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except FileNotFoundError:
+        raise DataError(f"sample {sample}: audio file {path} does not exist") from None
+    except (wave.Error, EOFError, OSError) as exc:
+        raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
+                        "mmal reads PCM wav files") from None
+    signal = _pcm_to_float(raw, width, path, sample)
+    usable = len(signal) - len(signal) % channels
+    signal = signal[:usable].reshape(-1, channels).mean(axis=1)
+    if len(signal) == 0:
+        raise DataError(f"sample {sample}: wav {path} holds no audio frames")
+    if rate != sample_rate:
+        n_out = max(1, int(round(len(signal) * sample_rate / rate)))
+        signal = np.interp(np.arange(n_out) * (rate / sample_rate), np.arange(len(signal)), signal)
+    return signal.astype(np.float32)
+
+
+def _pcm_to_float(raw: bytes, width: int, path: Path, sample: str) -> np.ndarray:
+    if width == 1:
+        return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    if width == 2:
+        return np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    if width == 3:
+        b = np.frombuffer(raw[: len(raw) - len(raw) % 3], np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        return (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / (1 << 23)
+    if width == 4:
+        return np.frombuffer(raw, "<i4").astype(np.float32) / 2**31
+    raise DataError(f"sample {sample}: wav {path} has {8 * width}-bit samples; use 8-32 bit PCM")
+
+
+def crop_audio(signal: np.ndarray, length: int, rng: np.random.Generator | None) -> np.ndarray:
+    """(length,) window: random start (training) or centred; zero-padded when too short."""
+    if len(signal) >= length:
+        slack = len(signal) - length
+        start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+        return signal[start:start + length]
+    out = np.zeros(length, dtype=signal.dtype)
+    start = (length - len(signal)) // 2
+    out[start:start + len(signal)] = signal
+    return out
+
+
+def spectrogram(signal: np.ndarray) -> torch.Tensor:
+    """(1, 257, T) float32 log-magnitude STFT, Hann window 512, hop 159 (overlap 353)."""
+    x = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
+    spec = torch.stft(x, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,
+                      window=torch.hann_window(N_FFT), center=True, return_complex=True)
+    return torch.log(spec.abs() + 1e-7).unsqueeze(0)
+
+
+def load_audio(path: Path, sample_rate: int, clip_seconds: float,
+               rng: np.random.Generator | None, *, sample: str) -> torch.Tensor:
+    """(1, 257, T) spectrogram of a ``clip_seconds`` window (random crop when ``rng`` is given)."""
+    signal = read_wav(path, sample_rate, sample=sample)
+    return spectrogram(crop_audio(signal, int(round(clip_seconds * sample_rate)), rng))
+
+
+# ----------------------------------------------------------------------------- text, vectors
+
+def load_text(path: Path, *, sample: str) -> str:
+    """Contents of a UTF-8 text file, whitespace-normalized."""
+    try:
+        return " ".join(path.read_text(encoding="utf-8").split())
+    except FileNotFoundError:
+        raise DataError(f"sample {sample}: text file {path} does not exist") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"sample {sample}: cannot read text {path} ({_reason(exc)}); "
+                        "save it as UTF-8") from None
+
+
+def load_vector(path: Path, *, sample: str) -> np.ndarray:
+    """(D,) float32 from a ``.npy`` file (any shape is flattened)."""
+    try:
+        value = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"sample {sample}: vector file {path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"sample {sample}: cannot read vector {path} ({_reason(exc)}); "
+                        "save it with numpy.save") from None
+    if not np.issubdtype(value.dtype, np.number) or value.size == 0:
+        raise DataError(f"sample {sample}: vector {path} holds {value.dtype} of size "
+                        f"{value.size}; expected a non-empty numeric array")
+    return value.reshape(-1).astype(np.float32)
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
