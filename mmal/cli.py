@@ -14,6 +14,8 @@ import click
 
 from mmal import __version__
 from mmal.commands.cache import inspect_command, synth_command
+from mmal.commands.select import select_command, strategies_command
+from mmal.commands.workspace import init_command, next_command
 from mmal.errors import MmalError
 
 
@@ -47,6 +49,10 @@ def cli(verbose: int) -> None:
 
 cli.add_command(synth_command)
 cli.add_command(inspect_command)
+cli.add_command(select_command)
+cli.add_command(strategies_command)
+cli.add_command(init_command)
+cli.add_command(next_command)
 
 
 def main() -> None:

@@ -10,16 +10,29 @@
       rounds/000/cache.h5       feature cache from `mmal extract`
       rounds/000/selections/    index files from `mmal select`
 
-Every stage finds its inputs and outputs through this module.
+Every stage finds its inputs and outputs through this module. It also starts
+workspaces (:func:`init_workspace`: config + round 0's random labeled set) and
+rounds (:func:`next_round`: labeled(r+1) = labeled(r) followed by a selection).
+Nothing is overwritten without ``force`` and every file is written atomically.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mmal.errors import WorkspaceError
+import numpy as np
+
+from mmal.errors import ConfigError, WorkspaceError
+
+if TYPE_CHECKING:
+    from mmal.config import Config
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "mmal.toml"
 ROUNDS_DIR = "rounds"
@@ -88,3 +101,183 @@ def latest_round(workspace: str | os.PathLike, *, having: str | None = None) -> 
         what = f"with {having}" if having else "at all"
         raise WorkspaceError(f"{workspace}: no round {what} yet; see `mmal --help` for the stages")
     return rounds[-1]
+
+
+def load_workspace_config(workspace: str | os.PathLike) -> Config:
+    """The validated configuration ``<workspace>/mmal.toml``."""
+    from mmal.config import load_config
+
+    path = Path(workspace) / CONFIG_NAME
+    if not path.is_file():
+        raise WorkspaceError(f"{workspace}: has no {CONFIG_NAME}; create the workspace with "
+                             "`mmal init DIR --config FILE`")
+    return load_config(path)
+
+
+def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike, *,
+                   force: bool = False) -> Path:
+    """Create a workspace in ``directory`` from the config file at ``config_path``.
+
+    Validates the config and the train split, writes ``rounds/000/labeled.json``
+    (``al.initial_budget`` ids drawn uniformly without replacement with seed
+    ``al.seed``, in ascending order), then ``mmal.toml``: the config with every
+    key explicit and absolute paths. Returns the workspace path.
+
+    Raises
+    ------
+    WorkspaceError
+        If ``directory`` is already a workspace and ``force`` is False, or if it
+        holds results beyond round 0's labeled set (never replaced, even with
+        ``force``).
+    ConfigError, DataError
+        Bad config or data; nothing is written then.
+    """
+    from mmal.cache.index import write_index
+    from mmal.config import dump_config, load_config
+    from mmal.data import load_pool
+
+    directory = Path(directory)
+    target = directory / CONFIG_NAME
+    round0 = round_paths(directory, 0)
+    if target.exists() or round0.labeled.exists():
+        if not force:
+            raise WorkspaceError(f"{directory}: is already a workspace ({target.name} or "
+                                 f"{round0.labeled.relative_to(directory)} exists); pass --force "
+                                 "to start it over or choose a new DIR")
+        _refuse_results(directory, [r for r in list_rounds(directory) if r > 0],
+                        _outputs(round0), "--force only replaces mmal.toml and "
+                        "rounds/000/labeled.json")
+    config = load_config(config_path)
+    pool = load_pool(config, "train")
+    budget = config.al.initial_budget
+    if budget > len(pool):
+        raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget} but the train "
+                          f"split holds {len(pool)} samples; lower it")
+    rng = np.random.default_rng(config.al.seed)
+    ids = np.sort(rng.choice(pool.ids, size=budget, replace=False))
+    write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
+        "round": 0, "source": "random initial draw", "seed": config.al.seed,
+        "initial_budget": budget, "pool_size": len(pool), "pool_fingerprint": pool.fingerprint(),
+    })
+    header = (f"Written by `mmal init` from {Path(config_path).resolve()}.\n"
+              "Every key is explicit (defaults filled in) and paths are absolute.")
+    _write_text_atomic(target, dump_config(config, header=header))
+    logger.info("workspace %s: round 0 labeled set of %d ids", directory, budget)
+    return directory
+
+
+def read_labeled(workspace: str | os.PathLike, round: int | None = None) -> np.ndarray:
+    """(n,) int64 ids labeled in ``round`` (default: the newest round with a labeled set)."""
+    from mmal.cache.index import read_index
+
+    if round is None:
+        round = latest_round(workspace, having="labeled.json")
+    path = round_paths(workspace, round).labeled
+    if not path.is_file():
+        raise WorkspaceError(f"{path}: no labeled set for round {round}; start the round with "
+                             "`mmal next --selection FILE`")
+    index = read_index(path)
+    if index.kind != "labeled":
+        raise WorkspaceError(f"{path}: is a {index.kind} index file, expected kind 'labeled'")
+    return index.ids
+
+
+def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, *,
+               force: bool = False) -> int:
+    """Start round r+1 with labeled(r+1) = labeled(r) followed by the selection's ids.
+
+    r is the round whose ``selections/`` folder holds ``selection_path``, or
+    else the newest round with a labeled set. Returns r+1.
+
+    Raises
+    ------
+    WorkspaceError
+        If round r+1 already has a labeled set (unless ``force``), or holds a
+        model, metrics or cache, or later rounds exist (never replaced).
+    IndexFileError
+        If the file is not a selection, repeats labeled ids, or names ids
+        outside the train pool.
+    """
+    from mmal.cache.index import read_index, write_index
+    from mmal.data import load_pool
+    from mmal.errors import IndexFileError
+
+    workspace = Path(workspace)
+    selection_path = Path(selection_path)
+    selection = read_index(selection_path)
+    if selection.kind != "selection":
+        raise IndexFileError(f"{selection_path}: is a {selection.kind} index file; pass a "
+                             "selection written by `mmal select`")
+    base = _round_of_selection(workspace, selection_path)
+    if base is None:
+        base = latest_round(workspace, having="labeled.json")
+    labeled = read_labeled(workspace, base)
+    again = np.intersect1d(labeled, selection.ids)
+    if again.size:
+        raise IndexFileError(f"{selection_path}: ids {_preview(again)} are already labeled in "
+                             f"round {base:03d}; the selection was made for another round")
+    pool = load_pool(load_workspace_config(workspace), "train")
+    absent = selection.ids[~np.isin(selection.ids, pool.ids)]
+    if absent.size:
+        raise IndexFileError(f"{selection_path}: ids {_preview(absent)} are not in the train "
+                             "pool of this workspace; the selection belongs to another dataset")
+    new = round_paths(workspace, base + 1)
+    if new.labeled.exists():
+        if not force:
+            raise WorkspaceError(f"{new.labeled}: round {base + 1:03d} already exists; pass "
+                                 "--force to replace its labeled set")
+        _refuse_results(workspace, [r for r in list_rounds(workspace) if r > base + 1],
+                        _outputs(new), "--force only replaces the labeled set")
+    ids = np.concatenate([labeled, selection.ids])
+    write_index(new.labeled, ids, kind="labeled", overwrite=force, provenance={
+        "round": base + 1, "previous": str(round_paths(workspace, base).labeled.resolve()),
+        "previous_count": int(len(labeled)), "selection": str(selection_path.resolve()),
+        "strategy": selection.provenance.get("strategy"), "added": int(len(selection.ids)),
+    })
+    logger.info("round %03d: %d labeled (+%d)", base + 1, len(ids), len(selection.ids))
+    return base + 1
+
+
+def _round_of_selection(workspace: Path, selection_path: Path) -> int | None:
+    folder = selection_path.resolve().parent
+    rounds = (workspace / ROUNDS_DIR).resolve()
+    if folder.name == "selections" and folder.parent.parent == rounds \
+            and folder.parent.name.isdigit():
+        return int(folder.parent.name)
+    return None
+
+
+def _outputs(paths: RoundPaths) -> list[Path]:
+    found = [p for p in (paths.model, paths.metrics, paths.cache) if p.exists()]
+    if paths.selections.is_dir() and any(paths.selections.iterdir()):
+        found.append(paths.selections)
+    return found
+
+
+def _refuse_results(workspace: Path, later_rounds: list[int], outputs: list[Path],
+                    what_force_does: str) -> None:
+    held = [f"rounds/{r:03d}" for r in later_rounds] + [
+        str(p.relative_to(workspace)) for p in outputs]
+    if held:
+        raise WorkspaceError(f"{workspace}: holds results built on what would be replaced "
+                             f"({', '.join(held)}); {what_force_does}, so move those away "
+                             "first or use a new workspace")
+
+
+def _preview(ids: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in ids[:limit])
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

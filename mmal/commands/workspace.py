@@ -1,0 +1,64 @@
+"""Workspace commands: ``init`` (create a workspace) and ``next`` (start the next round)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mmal.commands.options import force_option
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML configuration to start from (see docs/config.md).")
+@force_option
+def init_command(directory, config_path, force):
+    """Create a workspace in DIRECTORY from a TOML config.
+
+    Checks the config and every file of the train split, writes DIRECTORY/mmal.toml
+    (the config with every default spelled out and absolute paths) and round 0's
+    labeled set rounds/000/labeled.json: al.initial_budget ids drawn at random
+    with seed al.seed. An existing workspace is an error unless --force.
+
+    \b
+    Example:
+      mmal init uci-run --config examples/uci.toml
+      cd uci-run && mmal train && mmal extract && mmal select --strategy bmmal --budget 50
+    """
+    from mmal.workspace import init_workspace, read_labeled, round_paths
+
+    init_workspace(directory, config_path, force=force)
+    n = len(read_labeled(directory, 0))
+    click.echo(f"created workspace {directory}: {n} labeled ids in "
+               f"{round_paths(directory, 0).labeled}")
+
+
+@click.command("next")
+@click.option("--selection", "selection_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Selection index file written by `mmal select`.")
+@click.option("--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Workspace folder  [default: the one containing the current "
+              "directory]")
+@force_option
+def next_command(selection_path, workspace, force):
+    """Start the next round: labeled(r+1) = labeled(r) + the selection's ids.
+
+    Round r is the round whose selections/ folder holds the file, else the newest
+    round with a labeled set. Writes rounds/<r+1>/labeled.json; an existing one is
+    an error unless --force.
+
+    \b
+    Example:
+      mmal next --selection rounds/000/selections/bmmal-50.json
+      mmal train        # trains round 001
+    """
+    from mmal.workspace import find_workspace, next_round, read_labeled, round_paths
+
+    workspace = find_workspace(workspace)
+    new = next_round(workspace, selection_path, force=force)
+    n = len(read_labeled(workspace, new))
+    click.echo(f"started round {new:03d}: {n} labeled ids in {round_paths(workspace, new).labeled}")
