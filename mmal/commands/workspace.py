@@ -13,7 +13,7 @@ from mmal.commands.options import force_option
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--config", "config_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML configuration to start from (see docs/config.md).")
+              show_default=True, help="TOML configuration to start from (see docs/config.md).")
 @force_option
 def init_command(directory, config_path, force):
     """Create a workspace in DIRECTORY from a TOML config.
@@ -39,7 +39,7 @@ def init_command(directory, config_path, force):
 @click.command("next")
 @click.option("--selection", "selection_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="Selection index file written by `mmal select`.")
+              show_default=True, help="Selection index file written by `mmal select`.")
 @click.option("--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Workspace folder  [default: the one containing the current "
               "directory]")
