@@ -4,6 +4,7 @@ Nothing here imports torch at import time; strategies that need it (``gcn``)
 import it inside their function.
 """
 
+from mmal.select.api import select
 from mmal.select.registry import Selection, Strategy, available_strategies, get_strategy, register
 
-__all__ = ["Selection", "Strategy", "available_strategies", "get_strategy", "register"]
+__all__ = ["Selection", "Strategy", "available_strategies", "get_strategy", "register", "select"]

@@ -177,3 +177,75 @@ def min_sq_distances(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: A
         rows = slice(start, min(start + chunk_rows, n))
         out[rows] = emb.sq_distances(r_c, u_c, sq_norms_c, rows).min(axis=1)
     return out
+
+
+PRECISIONS = ("float32", "float64")
+
+
+def check_precision(precision: str) -> str:
+    """The embedding dtype name for ``precision``; SelectionError when it is neither."""
+    if precision not in PRECISIONS:
+        from mmal.errors import SelectionError
+
+        raise SelectionError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    return precision
+
+
+#: Cache rows read per block when building an embedding: bounds the temporaries
+#: (coalitions in float64 are the largest: block_rows · 2^M · K · 8 bytes).
+CACHE_BLOCK_ROWS = 8192
+
+
+def cache_embedding(
+    cache: Any,
+    *,
+    xp: Any = np,
+    dtype: str = "float32",
+    modality_weights: Any = None,
+    block_rows: int = CACHE_BLOCK_ROWS,
+) -> tuple[np.ndarray, FactorizedEmbedding]:
+    """Factorized embedding of a cache's unlabeled rows, read in contiguous row blocks.
+
+    Parameters
+    ----------
+    cache : mmal.cache.Cache
+    xp : array module
+        Where ``r`` and ``u`` are stored and computed.
+    dtype : {"float32", "float64"}
+        Precision of ``r`` and ``u``.
+    modality_weights : callable, optional
+        ``modality_weights(rows, keep, logits)`` with ``rows`` the block's slice,
+        ``keep`` the (b,) host bool mask of its unlabeled rows and ``logits``
+        their (n_b, K) multimodal logits on ``xp``; returns (n_b, M) weights on
+        ``xp`` (BMMAL) or None. Default: unscaled head input (BADGE).
+    block_rows : int
+        Rows per read.
+
+    Returns
+    -------
+    positions : np.ndarray
+        (n,) int64 cache rows of the unlabeled samples, increasing.
+    emb : FactorizedEmbedding
+        ``n`` rows in the order of ``positions``.
+    """
+    meta = cache.meta
+    positions = np.flatnonzero(~cache.labeled).astype(np.int64)
+    n = len(positions)
+    r = xp.empty((n, meta.num_classes), dtype=dtype)
+    u = xp.empty((n, meta.fused_dim), dtype=dtype)
+    filled = 0
+    for rows in cache.row_blocks(block_rows):
+        keep = ~cache.labeled[rows]
+        count = int(keep.sum())
+        if not count:
+            continue
+        logits = xp.asarray(cache.logits("mm", rows)[keep])
+        features = [xp.asarray(cache.features(m, rows)[keep]) for m in meta.modalities]
+        weights = modality_weights(rows, keep, logits) if modality_weights else None
+        out = slice(filled, filled + count)
+        r[out] = logit_gradient(logits, multi_label=meta.multi_label, xp=xp, dtype=dtype)
+        u[out] = scaled_head_input(features, meta.fusion, weights=weights, xp=xp, dtype=dtype)
+        filled += count
+    return positions, FactorizedEmbedding(r, u)

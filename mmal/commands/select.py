@@ -1,0 +1,108 @@
+"""Commands of the selection stage: ``select`` and ``strategies``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mmal.commands.options import device_option, force_option, seed_option
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    """``("block_size=64", "precision=float64")`` -> dict; values parsed as JSON when they are."""
+    params = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
+        try:
+            params[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.replace("-", "_")] = raw
+    return params
+
+
+def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | None) -> Path:
+    """The cache to read: --cache, or the workspace round (--round, default the newest with one)."""
+    if cache is not None:
+        if round_ is not None or workspace is not None:
+            raise click.UsageError("pass either --cache or --round/--workspace, not both")
+        return cache
+    from mmal.workspace import find_workspace, latest_round, round_paths
+
+    root = workspace if workspace is not None else find_workspace()
+    number = round_ if round_ is not None else latest_round(root, having="cache.h5")
+    return round_paths(root, number).cache
+
+
+@click.command("select")
+@click.option("--strategy", "-s", required=True,
+              help="Strategy name; `mmal strategies` lists them (e.g. bmmal, badge, random).")
+@click.option("--budget", "-b", type=int, required=True,
+              help="Number of unlabeled samples to pick (at most the unlabeled count).")
+@click.option("--round", "round_", type=click.IntRange(min=0), default=None,
+              help="Workspace round whose cache.h5 to read  [default: newest round with a cache]")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read this cache file instead of a workspace round.")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Workspace folder  [default: the one containing the current directory]")
+@seed_option
+@device_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Index file to write  [default: <cache folder>/selections/"
+                   "<strategy>-b<budget>-s<seed>.json]")
+@force_option
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default=None,
+              help="Embedding precision of badge/bmmal; float64 makes CPU and GPU pick the "
+                   "same ids  [default: float32]")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Strategy parameter, repeatable (e.g. -p block_size=64); values are JSON "
+                   "when they parse as JSON, else strings.")
+def select_command(strategy, budget, round_, cache, workspace, seed, device, out, force,
+                   precision, params):
+    """Pick the next samples to label from a round's feature cache.
+
+    Reads only the cache, runs the strategy and writes an index file of the
+    chosen sample ids (in pick order) with its provenance. BMMAL also writes
+    per-sample diagnostics (Shapley values, contributions, weights) next to it
+    as <index stem>.diagnostics.npz.
+
+    \b
+    Examples:
+      mmal select --strategy bmmal --budget 500
+      mmal select -s badge -b 500 --round 3 --seed 1 --device cpu
+      mmal select -s bmmal -b 50 --cache pool.h5 --out picks.json -p block_size=64
+    """
+    import sys
+
+    from mmal.select.api import select
+
+    path = _resolve_cache(cache, round_, workspace)
+    index = select(path, strategy, budget, seed=seed, device=device, out=out,
+                   params=_parse_params(params), overwrite=force, precision=precision,
+                   progress=sys.stderr.isatty())
+    prov = index.provenance
+    click.echo(f"selected {len(index)} samples with {prov['strategy']} on {prov['backend']} "
+               f"in {prov['wall_time_s']:.2f} s -> {index.path}")
+    if "diagnostics" in prov:
+        click.echo(f"diagnostics -> {Path(index.path).parent / prov['diagnostics']}")
+
+
+@click.command("strategies")
+def strategies_command():
+    """List the selection strategies (built-in and from plugins).
+
+    Third-party packages add strategies through the `mmal.strategies` entry point.
+
+    \b
+    Example:
+      mmal strategies
+    """
+    from mmal.select import available_strategies
+
+    strategies = available_strategies()
+    width = max(len(name) for name in strategies)
+    for name, strat in strategies.items():
+        click.echo(f"{name:<{width}}  {strat.description}")

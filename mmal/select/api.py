@@ -1,0 +1,230 @@
+"""``select``: run a strategy on a cache and write the chosen ids as an index file.
+
+This is the one entry point behind ``mmal select``: it validates the request,
+creates the random generator and picks the array module once, runs the
+strategy, checks its answer (no labeled or repeated sample) and writes the
+index file plus, when the strategy reports any, its per-sample diagnostics
+(``docs/index-files.md``, section "Diagnostics").
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmal import __version__
+from mmal.cache.index import IndexFile, read_index, write_index
+from mmal.cache.reader import Cache, open_cache
+from mmal.errors import IndexFileError, SelectionError
+from mmal.select.backend import array_module, asnumpy, backend_name
+from mmal.select.registry import Selection, Strategy, get_strategy
+
+log = logging.getLogger(__name__)
+
+#: Keyword arguments every strategy receives from ``select`` itself.
+_RESERVED = ("cache", "budget", "rng", "xp")
+#: Parameters that change how a strategy runs but never what it picks.
+_NOT_PROVENANCE = ("progress",)
+
+
+def default_output(cache_path: str | os.PathLike, strategy: str, budget: int, seed: int) -> Path:
+    """``<cache folder>/selections/<strategy>-b<budget>-s<seed>.json``."""
+    return Path(cache_path).parent / "selections" / f"{strategy}-b{budget}-s{seed}.json"
+
+
+def diagnostics_path(index_path: str | os.PathLike) -> Path:
+    """Where the diagnostics of the index file at ``index_path`` go: ``<stem>.diagnostics.npz``."""
+    index_path = Path(index_path)
+    return index_path.with_name(f"{index_path.stem}.diagnostics.npz")
+
+
+def select(
+    cache: str | os.PathLike | Cache,
+    strategy: str,
+    budget: int,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    params: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    precision: str | None = None,
+    progress: bool = False,
+) -> IndexFile:
+    """Pick ``budget`` unlabeled samples of ``cache`` with ``strategy`` and write them.
+
+    Parameters
+    ----------
+    cache : path or Cache
+        The round's feature cache.
+    strategy : str
+        A registered name (see ``mmal strategies``).
+    budget : int
+        Samples to pick, ``1 <= budget <=`` the unlabeled count.
+    seed : int
+        Seed of the one ``numpy.random.Generator`` the strategy draws from.
+    device : {"auto", "cpu", "cuda"}
+        Array module: NumPy, CuPy, or CuPy when a GPU is visible.
+    out : path, optional
+        Index file to write; default :func:`default_output`.
+    params : mapping, optional
+        Strategy keyword parameters (e.g. ``{"block_size": 64}``).
+    overwrite : bool
+        Replace an existing ``out`` (and its diagnostics).
+    precision : {"float32", "float64"}, optional
+        Embedding precision for strategies that have one (badge, bmmal);
+        float64 makes NumPy and CuPy pick the same ids.
+    progress : bool
+        Progress bar for strategies that support one.
+
+    Returns
+    -------
+    IndexFile
+        The written selection (``kind="selection"``), read back from disk.
+
+    Examples
+    --------
+    >>> select("rounds/003/cache.h5", "bmmal", 500, seed=1)  # doctest: +SKIP
+    """
+    strat = get_strategy(strategy)
+    if isinstance(cache, Cache):
+        return _select_open(cache, strat, budget, seed, device, out, params, overwrite,
+                            precision, progress)
+    with open_cache(cache) as opened:
+        return _select_open(opened, strat, budget, seed, device, out, params, overwrite,
+                            precision, progress)
+
+
+def _select_open(cache, strat, budget, seed, device, out, params, overwrite, precision, progress):
+    _check_budget(cache, budget)
+    out = Path(out) if out is not None else default_output(cache.path, strat.name, budget, seed)
+    if out.exists() and not overwrite:
+        raise IndexFileError(f"{out}: already exists; pass --force to replace it")
+    kwargs = dict(params or {})
+    if precision is not None:
+        kwargs["precision"] = precision
+    recorded = _resolve_params(strat, kwargs)
+    if progress and _accepts(strat, "progress"):
+        kwargs["progress"] = True
+    xp = array_module(device)
+    rng = np.random.default_rng(seed)
+    log.info("selecting %d of %d unlabeled samples with %s on %s", budget, cache.num_unlabeled,
+             strat.name, backend_name(xp))
+    start = time.perf_counter()
+    selection = strat.func(cache, budget, rng=rng, xp=xp, **kwargs)
+    wall = time.perf_counter() - start
+    positions = _checked_positions(selection, cache, budget, strat.name)
+    provenance = {
+        "strategy": strat.name, "params": recorded, "seed": seed, "budget": budget,
+        "cache": str(cache.path), "cache_fingerprint": cache.fingerprint,
+        "backend": backend_name(xp), "wall_time_s": round(wall, 3), "mmal_version": __version__,
+    }
+    diag = None
+    if selection.diagnostics:
+        diag = _write_diagnostics(diagnostics_path(out), selection, cache, strat.name)
+        provenance["diagnostics"] = diag.name
+    if selection.summary:
+        provenance["summary"] = selection.summary
+    try:
+        write_index(out, cache.ids[positions], kind="selection", provenance=provenance,
+                    overwrite=overwrite)
+    except BaseException:
+        if diag is not None:
+            diag.unlink(missing_ok=True)
+        raise
+    if diag is None and overwrite:
+        diagnostics_path(out).unlink(missing_ok=True)  # stale, from the replaced selection
+    return read_index(out)
+
+
+def _check_budget(cache: Cache, budget: Any) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer):
+        raise SelectionError(f"budget must be an integer, got {budget!r}")
+    if budget < 1:
+        raise SelectionError(f"budget must be at least 1, got {budget}")
+    left = cache.num_unlabeled
+    if budget > left:
+        raise SelectionError(
+            f"budget={budget} exceeds the {left} unlabeled samples in {cache.path}; "
+            f"lower --budget to at most {left}"
+        )
+
+
+def _signature(strat: Strategy) -> inspect.Signature:
+    return inspect.signature(strat.func)
+
+
+def _accepts(strat: Strategy, name: str) -> bool:
+    sig = _signature(strat).parameters
+    return name in sig or any(p.kind is p.VAR_KEYWORD for p in sig.values())
+
+
+def _resolve_params(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy's keyword defaults overlaid with ``given``; unknown names are an error."""
+    sig = _signature(strat).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.values())
+    known = {name: p.default for name, p in sig.items()
+             if name not in _RESERVED and p.kind is p.KEYWORD_ONLY}
+    unknown = [k for k in given if k not in known and not takes_any]
+    if unknown or any(k in _RESERVED for k in given):
+        bad = unknown or [k for k in given if k in _RESERVED]
+        names = ", ".join(k for k in known if k not in _NOT_PROVENANCE) or "no parameters"
+        raise SelectionError(
+            f"strategy {strat.name!r} has no parameter {bad[0]!r}; it takes: {names}"
+        )
+    resolved = {k: v for k, v in known.items()
+                if v is not inspect.Parameter.empty and k not in _NOT_PROVENANCE}
+    resolved.update(given)
+    return resolved
+
+
+def _checked_positions(selection: Selection, cache: Cache, budget: int, name: str) -> np.ndarray:
+    """The strategy's row positions as int64, or an error naming what it got wrong."""
+    positions = np.asarray(asnumpy(selection.positions)).astype(np.int64).ravel()
+    problem = None
+    if len(positions) != budget:
+        problem = f"returned {len(positions)} samples for a budget of {budget}"
+    elif positions.size and (positions.min() < 0 or positions.max() >= cache.num_samples):
+        problem = "returned row positions outside the cache"
+    elif len(np.unique(positions)) != len(positions):
+        problem = "returned a sample twice"
+    elif cache.labeled[positions].any():
+        problem = f"returned labeled samples (ids {cache.ids[positions[cache.labeled[positions]]][:5].tolist()})"
+    if problem:
+        raise SelectionError(f"strategy {name!r} {problem}; this is a bug in the strategy")
+    return positions
+
+
+def _write_diagnostics(path: Path, selection: Selection, cache: Cache, name: str) -> Path:
+    """Write per-sample diagnostics with the unlabeled ids, atomically (temp + rename)."""
+    ids = cache.ids[~cache.labeled]
+    arrays = {"ids": ids}
+    for key, value in selection.diagnostics.items():
+        value = np.asarray(asnumpy(value))
+        if value.shape[:1] != ids.shape:
+            raise SelectionError(
+                f"strategy {name!r} reported diagnostic {key!r} with {value.shape[:1]} rows for "
+                f"{len(ids)} unlabeled samples; this is a bug in the strategy"
+            )
+        arrays[key] = value
+    arrays["modalities"] = np.asarray(cache.meta.modalities)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

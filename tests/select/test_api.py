@@ -1,0 +1,156 @@
+"""``mmal.select.select``: validation, determinism, index and diagnostics files, no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmal.cache import open_cache, read_index
+from mmal.errors import IndexFileError, SelectionError
+from mmal.select import Selection, Strategy, select
+from mmal.select import registry as registry_module
+from mmal.select.api import default_output, diagnostics_path
+
+MINE = ["badge", "bmmal", "random"]
+KINDS = ["concat2", "sum2", "concat3", "sum3", "multilabel", "float16"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("strategy", MINE)
+def test_every_strategy_runs_on_every_cache_kind(cache_factory, tmp_path, strategy, kind):
+    path = cache_factory(kind)
+    index = select(path, strategy, 9, seed=2, out=tmp_path / "s.json")
+    with open_cache(path) as cache:
+        labeled_ids = set(cache.ids[cache.labeled].tolist())
+        assert set(index.ids.tolist()) <= set(cache.ids.tolist())
+    assert len(index.ids) == 9 == len(set(index.ids.tolist()))
+    assert not labeled_ids & set(index.ids.tolist())
+
+
+@pytest.mark.parametrize("strategy", MINE)
+def test_same_cache_strategy_and_seed_give_the_same_index_file(cache_factory, tmp_path, strategy):
+    path = cache_factory("concat2")
+    a = select(path, strategy, 20, seed=7, out=tmp_path / "a.json")
+    b = select(path, strategy, 20, seed=7, out=tmp_path / "b.json")
+    c = select(path, strategy, 20, seed=8, out=tmp_path / "c.json")
+    np.testing.assert_array_equal(a.ids, b.ids)
+    assert not np.array_equal(a.ids, c.ids)
+    doc_a, doc_b = (json.loads(p.read_text()) for p in (a.path, b.path))
+    assert doc_a["ids"] == doc_b["ids"]
+    assert doc_a["provenance"]["params"] == doc_b["provenance"]["params"]
+
+
+def test_provenance_and_default_output(cache_factory):
+    path = cache_factory("concat3")
+    index = select(path, "bmmal", 5, seed=1, params={"block_size": 2}, overwrite=True)
+    assert index.path == default_output(path, "bmmal", 5, 1) == path.parent / "selections" / "bmmal-b5-s1.json"
+    prov = index.provenance
+    for key in ("strategy", "params", "seed", "budget", "cache", "cache_fingerprint", "backend",
+                "wall_time_s", "mmal_version", "diagnostics", "summary"):
+        assert key in prov
+    assert prov["params"] == {"precision": "float32", "block_size": 2}
+    with open_cache(path) as cache:
+        assert prov["cache_fingerprint"] == cache.fingerprint
+    assert prov["backend"] == "numpy" and prov["strategy"] == "bmmal" and prov["budget"] == 5
+    assert set(prov["summary"]["subpools"]) == {"m0", "m1", "m2"}
+
+
+def test_diagnostics_file_is_aligned_with_unlabeled_ids(cache_factory, tmp_path):
+    path = cache_factory("concat2")
+    index = select(path, "bmmal", 4, out=tmp_path / "pick.json")
+    diag_path = diagnostics_path(index.path)
+    assert diag_path.name == "pick.diagnostics.npz" == index.provenance["diagnostics"]
+    diag = np.load(diag_path)
+    with open_cache(path) as cache:
+        np.testing.assert_array_equal(diag["ids"], cache.ids[~cache.labeled])
+    n = len(diag["ids"])
+    assert diag["phi"].shape == diag["Phi"].shape == diag["weights"].shape == (n, 2)
+    assert diag["rho"].shape == (n,)
+    assert diag["modalities"].tolist() == ["m0", "m1"]
+    np.testing.assert_allclose(diag["rho"], np.abs(diag["Phi"][:, 0] - diag["Phi"][:, 1]))
+    # Replacing it with a strategy that has no diagnostics removes the stale file.
+    select(path, "random", 4, out=tmp_path / "pick.json", overwrite=True)
+    assert not diag_path.exists()
+
+
+@pytest.mark.parametrize(("budget", "message"), [
+    (0, "budget must be at least 1, got 0"),
+    (-3, "budget must be at least 1, got -3"),
+    (2.5, "budget must be an integer, got 2.5"),
+    (True, "budget must be an integer, got True"),
+    (121, "budget=121 exceeds the 120 unlabeled samples in {path}; lower --budget to at most 120"),
+])
+def test_bad_budgets(cache_factory, tmp_path, budget, message):
+    path = cache_factory("concat2")
+    with pytest.raises(SelectionError) as err:
+        select(path, "bmmal", budget, out=tmp_path / "x.json")
+    assert str(err.value) == message.format(path=path)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_unknown_strategy_and_parameter(cache_factory, tmp_path):
+    path = cache_factory("concat2")
+    with pytest.raises(SelectionError, match=r"unknown strategy 'nope'; choose one of: .*badge.*bmmal"):
+        select(path, "nope", 3, out=tmp_path / "x.json")
+    with pytest.raises(SelectionError,
+                       match="strategy 'bmmal' has no parameter 'k'; it takes: precision, block_size"):
+        select(path, "bmmal", 3, out=tmp_path / "x.json", params={"k": 1})
+    with pytest.raises(SelectionError, match="strategy 'random' has no parameter 'precision'"):
+        select(path, "random", 3, out=tmp_path / "x.json", precision="float64")
+
+
+def test_existing_output_needs_overwrite(cache_factory, tmp_path):
+    path = cache_factory("concat2")
+    out = tmp_path / "x.json"
+    first = select(path, "random", 3, out=out)
+    with pytest.raises(IndexFileError, match="already exists; pass --force to replace it"):
+        select(path, "random", 3, out=out, seed=5)
+    np.testing.assert_array_equal(read_index(out).ids, first.ids)
+    assert not np.array_equal(select(path, "random", 3, out=out, seed=5, overwrite=True).ids, first.ids)
+
+
+@pytest.mark.parametrize(("positions", "problem"), [
+    ("labeled", "returned labeled samples"),
+    ("repeat", "returned a sample twice"),
+    ("short", "returned 2 samples for a budget of 3"),
+    ("outside", "returned row positions outside the cache"),
+])
+def test_a_misbehaving_strategy_is_caught(cache_factory, tmp_path, monkeypatch, positions, problem):
+    path = cache_factory("concat2")
+
+    def bad(cache, budget, *, rng, xp):
+        unlabeled, labeled = np.flatnonzero(~cache.labeled), np.flatnonzero(cache.labeled)
+        return Selection(positions={
+            "labeled": np.r_[unlabeled[:2], labeled[:1]], "repeat": unlabeled[[0, 1, 1]],
+            "short": unlabeled[:2], "outside": np.r_[unlabeled[:2], cache.num_samples],
+        }[positions])
+
+    monkeypatch.setitem(registry_module._REGISTRY, "bad", Strategy("bad", bad))
+    with pytest.raises(SelectionError, match=f"strategy 'bad' {problem}"):
+        select(path, "bad", 3, out=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_open_cache_object_is_accepted_and_left_open(cache_factory, tmp_path):
+    with open_cache(cache_factory("concat2")) as cache:
+        index = select(cache, "badge", 3, out=tmp_path / "x.json", precision="float64")
+        assert len(index) == 3 and cache.num_samples == 160  # still readable
+
+
+def test_select_and_bmmal_do_not_import_torch(cache_factory, tmp_path):
+    path = cache_factory("concat2")
+    code = (
+        "import sys\n"
+        "import mmal.select\n"
+        "assert 'torch' not in sys.modules, 'import mmal.select pulled in torch'\n"
+        f"mmal.select.select({str(path)!r}, 'bmmal', 4, out={str(tmp_path / 'x.json')!r})\n"
+        "mmal.select.available_strategies()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

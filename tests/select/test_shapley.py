@@ -1,0 +1,81 @@
+"""Known-answer tests of mmal.shapley: enumeration over orderings, efficiency, contributions."""
+
+from __future__ import annotations
+
+import itertools
+from math import factorial
+
+import numpy as np
+import pytest
+
+from mmal.shapley import (
+    balance_weights,
+    coalition_values,
+    contributions,
+    pseudo_labels,
+    shapley_matrix,
+    shapley_values,
+)
+
+
+def _brute_force_shapley(values_row, num_modalities):
+    """Average marginal contribution over all M! orderings (the textbook definition)."""
+    phi = np.zeros(num_modalities)
+    for order in itertools.permutations(range(num_modalities)):
+        mask = 0
+        for m in order:
+            phi[m] += values_row[mask | (1 << m)] - values_row[mask]
+            mask |= 1 << m
+    return phi / factorial(num_modalities)
+
+
+@pytest.mark.parametrize("num_modalities", [2, 3])
+def test_shapley_equals_enumeration_and_is_efficient(num_modalities, xp):
+    rng = np.random.default_rng(num_modalities)
+    values = rng.uniform(size=(40, 2**num_modalities))
+    phi = shapley_values(xp.asarray(values), xp=xp)
+    phi = phi.get() if hasattr(phi, "get") else phi
+    expected = np.stack([_brute_force_shapley(v, num_modalities) for v in values])
+    np.testing.assert_allclose(phi, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(phi.sum(axis=1), values[:, -1] - values[:, 0], rtol=1e-12)
+
+
+def test_two_modality_formula_from_the_paper():
+    v = np.array([[0.1, 0.5, 0.3, 0.9]])  # V(∅), V(z1), V(z2), V(z1, z2)
+    phi = shapley_values(v)[0]
+    assert phi[0] == pytest.approx(0.5 * (0.9 - 0.3 + 0.5 - 0.1))
+    assert phi[1] == pytest.approx(0.5 * (0.9 - 0.5 + 0.3 - 0.1))
+
+
+def test_shapley_matrix_columns_sum_to_zero():
+    # A constant value function gives phi = 0 for every modality (dummy axiom).
+    for m in (1, 2, 3, 4):
+        np.testing.assert_allclose(shapley_matrix(m).sum(axis=0), 0.0, atol=1e-15)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_coalition_values_are_probabilities_of_the_target(multi_label):
+    rng = np.random.default_rng(1)
+    coalitions = rng.normal(size=(7, 4, 5)) * 3
+    target = pseudo_labels(coalitions[:, -1])
+    values = coalition_values(coalitions, target, multi_label=multi_label)
+    picked = coalitions[np.arange(7), :, target]
+    if multi_label:
+        expected = 1 / (1 + np.exp(-picked))
+    else:
+        e = np.exp(coalitions - coalitions.max(axis=2, keepdims=True))
+        expected = (e / e.sum(axis=2, keepdims=True))[np.arange(7), :, target]
+    np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def test_contributions_normalize_and_fall_back_to_uniform():
+    phi = np.array([[0.3, -0.1], [0.0, 0.0], [0.2, 0.2], [0.0, 0.0]])[:, :2]
+    share = contributions(phi)
+    np.testing.assert_allclose(share, [[0.75, 0.25], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    three = contributions(np.zeros((1, 3)))
+    np.testing.assert_allclose(three, [[1 / 3] * 3])
+
+
+def test_weights_dominant_is_one_others_lowered_by_gap():
+    share = np.array([[0.7, 0.2, 0.1], [0.25, 0.5, 0.25]])
+    np.testing.assert_allclose(balance_weights(share), [[1.0, 0.5, 0.4], [0.75, 1.0, 0.75]])
