@@ -252,7 +252,7 @@ def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
 
 
 def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tuple[ModalityConfig, ...]:
-    tables = r.table(raw, "modalities", required=True)
+    tables = r.table(raw, "modalities")
     if not tables:
         raise r.missing("modalities", "add one [modalities.<name>] table per modality")
     out = []

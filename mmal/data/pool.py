@@ -196,6 +196,8 @@ def encode_labels(raw: Sequence[Any], names: Sequence[str], class_names: Sequenc
            else np.empty(len(raw), dtype=np.int64))
     for i, value in enumerate(raw):
         parts = split_label(value, multi_label=multi_label)
+        if not multi_label and parts[0] not in index:
+            parts = split_label(value, multi_label=True) or parts  # for the hint below
         if not multi_label and len(parts) != 1:
             raise DataError(f"sample {names[i]}: label {value!r} names {len(parts)} classes "
                             f"({where[i]}); set dataset.multi_label = true for multi-label data")

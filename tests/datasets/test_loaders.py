@@ -1,0 +1,194 @@
+"""Per-modality loaders: known answers, deterministic augmentation, bad files, collate."""
+
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmal.config import load_config
+from mmal.data import MultimodalDataset, collate, load_pool
+from mmal.data import loaders as L
+from mmal.errors import DataError
+from tests.fixtures_data import make_tiny_dataset, write_wav
+
+
+def test_solid_image_normalizes_to_known_values(tmp_path):
+    path = tmp_path / "red.png"
+    Image.new("RGB", (50, 40), (255, 128, 0)).save(path)
+    x = L.load_image(path, 24, None, sample="s")
+    expected = [(c / 255 - m) / s for c, m, s in zip((255, 128, 0), L.IMAGENET_MEAN, L.IMAGENET_STD,
+                                                     strict=True)]
+    assert x.shape == (3, 24, 24) and x.dtype == torch.float32
+    assert torch.allclose(x.mean(dim=(1, 2)), torch.tensor(expected), atol=1e-5)
+
+
+def test_grayscale_image_becomes_rgb(tmp_path):
+    path = tmp_path / "g.jpg"
+    Image.new("L", (30, 30), 90).save(path)
+    assert L.load_image(path, 16, np.random.default_rng(0), sample="s").shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crop_params_stay_inside_the_image(seed):
+    rng = np.random.default_rng(seed)
+    width, height = int(rng.integers(5, 300)), int(rng.integers(5, 300))
+    top, left, h, w, flip = L.crop_params(width, height, rng)
+    assert 0 <= top and top + h <= height and 0 <= left and left + w <= width and h > 0 and w > 0
+    assert isinstance(flip, bool)
+
+
+def test_flip_is_a_mirror(tmp_path):
+    path = tmp_path / "ramp.png"
+    ramp = np.tile(np.arange(32, dtype=np.uint8)[None, :, None] * 8, (32, 1, 3))
+    Image.fromarray(ramp).save(path)
+    img = L.read_image(path, sample="s")
+    plain = L.image_tensor(img, 32, (0, 0, 32, 32, False))
+    flipped = L.image_tensor(img, 32, (0, 0, 32, 32, True))
+    assert torch.allclose(flipped, plain.flip(-1))
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_wav_reads_back_what_was_written(tmp_path, width):
+    path = write_wav(tmp_path / "a.wav", 1, np.random.default_rng(0), seconds=0.1, rate=8000,
+                     channels=2, width=width)
+    signal = L.read_wav(path, 8000, sample="s")
+    t = np.arange(800) / 8000
+    clean = 0.5 * np.sin(2 * np.pi * 550 * t)
+    assert signal.shape == (800,) and signal.dtype == np.float32
+    assert np.abs(signal - clean).max() < 0.25  # noise 0.05 sd plus quantization
+    assert np.corrcoef(signal, clean)[0, 1] > 0.95
+
+
+def test_wav_resamples_to_the_configured_rate(tmp_path):
+    path = write_wav(tmp_path / "a.wav", 0, np.random.default_rng(0), seconds=0.5, rate=8000)
+    assert L.read_wav(path, 16000, sample="s").shape == (8000,)
+    assert L.read_wav(path, 4000, sample="s").shape == (2000,)
+
+
+def test_crop_audio_random_centred_and_padded():
+    signal = np.arange(10, dtype=np.float32)
+    assert L.crop_audio(signal, 4, None).tolist() == [3, 4, 5, 6]
+    padded = L.crop_audio(signal, 14, None)
+    assert padded.tolist() == [0, 0] + list(range(10)) + [0, 0]
+    starts = {L.crop_audio(signal, 4, np.random.default_rng(s))[0] for s in range(50)}
+    assert starts == set(range(7))
+
+
+def test_spectrogram_matches_a_direct_dft():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=2000).astype(np.float32)
+    spec = L.spectrogram(signal)
+    frames = 1 + 2000 // 159
+    assert spec.shape == (1, 257, frames)
+    padded = np.pad(signal.astype(np.float64), 256, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+    for t in (0, 5, frames - 1):
+        segment = padded[t * 159:t * 159 + 512] * window
+        expected = np.log(np.abs(np.fft.rfft(segment)) + 1e-7)
+        assert np.allclose(spec[0, :, t].numpy(), expected, atol=1e-3)
+
+
+def test_frame_indices():
+    assert L.frame_indices(10, 5, None).tolist() == [0, 2, 4, 7, 9]
+    assert L.frame_indices(10, 1, None).tolist() == [0]
+    drawn = L.frame_indices(10, 5, np.random.default_rng(0))
+    assert len(set(drawn.tolist())) == 5 and drawn.tolist() == sorted(drawn.tolist())
+    assert len(L.frame_indices(3, 5, np.random.default_rng(0))) == 5  # repeats when too few
+
+
+@pytest.mark.parametrize("content,reader,message", [
+    (b"\xff\xfe\x00bad", lambda p: L.load_text(p, sample="7"),
+     "sample 7: cannot read text {p} ('utf-8' codec can't decode byte 0xff in position 0: "
+     "invalid start byte); save it as UTF-8"),
+    (b"plain text", lambda p: L.load_vector(p, sample="7"),
+     "sample 7: cannot read vector {p} (This file contains pickled (object) data. If you trust "
+     "the file you can load it unsafely using the `allow_pickle=` keyword argument or "
+     "`pickle.load()`.); save it with numpy.save"),
+    (b"", lambda p: L.load_image(p, 16, None, sample="7"),
+     "sample 7: cannot read image {p} (not a known image format); replace or remove the file"),
+    (b"RIFF\x00\x00\x00\x00WAVEjunk", lambda p: L.read_wav(p, 8000, sample="7"),
+     "sample 7: cannot read wav {p} (not a WAVE file); mmal reads PCM wav "
+     "files"),
+])
+def test_unreadable_files_name_sample_and_file(tmp_path, content, reader, message):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        reader(path)
+    assert str(info.value) == message.format(p=path)
+
+
+def test_missing_file_at_load_time(tmp_path):
+    with pytest.raises(DataError) as info:
+        L.load_image(tmp_path / "gone.jpg", 16, None, sample="3")
+    assert str(info.value) == f"sample 3: image file {tmp_path / 'gone.jpg'} does not exist"
+
+
+def test_empty_wav(tmp_path):
+    path = tmp_path / "e.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+    with pytest.raises(DataError, match=r"^sample 1: wav .* holds no audio frames$"):
+        L.read_wav(path, 8000, sample="1")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    config = load_config(make_tiny_dataset(tmp_path_factory.mktemp("m"), "manifest"))
+    return config, load_pool(config, "train")
+
+
+def test_every_modality_has_the_contract_shape(manifest):
+    config, pool = manifest
+    batch = collate([MultimodalDataset(pool, config.modalities, training=True)[i] for i in (0, 1, 2)])
+    assert batch["id"].tolist() == [0, 1, 2] and batch["index"].tolist() == [0, 1, 2]
+    assert batch["label"].dtype == torch.int64 and batch["label"].tolist() == [0, 1, 2]
+    x = batch["inputs"]
+    assert isinstance(x["text"], list) and all(isinstance(t, str) and t for t in x["text"])
+    assert tuple(x["image"].shape) == (3, 3, 32, 32)
+    assert tuple(x["audio"].shape) == (3, 1, 257, 26)
+    assert tuple(x["video"].shape) == (3, 3, 2, 32, 32)
+    assert tuple(x["vector"].shape) == (3, 6)
+    assert all(v.dtype == torch.float32 for k, v in x.items() if k != "text")
+
+
+def test_augmentation_depends_on_seed_epoch_and_pool_row_only(manifest):
+    config, pool = manifest
+    full = MultimodalDataset(pool, config.modalities, training=True, seed=5)
+    part = full.subset([7, 2])
+    assert part.ids.tolist() == [7, 2] and part[0]["index"] == 7
+    for name in ("image", "audio", "video"):
+        assert torch.equal(part[0]["inputs"][name], full[7]["inputs"][name])
+    other_seed = MultimodalDataset(pool, config.modalities, training=True, seed=6)
+    assert not torch.equal(other_seed[7]["inputs"]["image"], full[7]["inputs"]["image"])
+    full.set_epoch(2)
+    assert not torch.equal(part[0]["inputs"]["image"], full[7]["inputs"]["image"])
+
+
+def test_dataloader_workers_see_the_same_samples(manifest):
+    config, pool = manifest
+    dataset = MultimodalDataset(pool, config.modalities[:1], training=True, seed=1)
+    dataset.set_epoch(3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate, num_workers=2)
+    direct = torch.stack([dataset[i]["inputs"]["image"] for i in range(len(dataset))])
+    assert torch.equal(torch.cat([b["inputs"]["image"] for b in loader]), direct)
+
+
+def test_multi_label_sample_is_float_multi_hot(tmp_path):
+    config = load_config(make_tiny_dataset(tmp_path, "manifest", multi_label=True,
+                                           modalities=["vector"]))
+    sample = MultimodalDataset(load_pool(config, "train"), config.modalities, training=False)[1]
+    assert sample["label"].dtype == torch.float32 and sample["label"].tolist() == [0, 1, 1]
+
+
+def test_unknown_modality_is_refused(manifest):
+    config, pool = manifest
+    other = load_config(make_tiny_dataset(pool.root.parent.parent / "u", "uci"))
+    with pytest.raises(DataError, match=r"the train split has no modality 'fac'; it has image"):
+        MultimodalDataset(pool, other.modalities, training=False)

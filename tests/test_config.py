@@ -1,0 +1,203 @@
+"""Config loading: defaults, round trip, and one exact error line per kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmal.config import config_from_dict, dump_config, load_config
+from mmal.errors import ConfigError
+
+UCI = """
+[dataset]
+kind = "uci-mfeat"
+views = ["fac", "fou"]
+
+[modalities.strong]
+kind = "vector"
+encoder = "mlp"
+
+[modalities.weak]
+kind = "vector"
+encoder = "mlp"
+dim = 32
+"""
+
+MANIFEST = """
+[dataset]
+kind = "manifest"
+root = "data"
+
+[modalities.image]
+kind = "image"
+encoder = "resnet50"
+image_size = 64
+
+[modalities.text]
+kind = "text"
+encoder = "bert"
+pretrained = "bert-base-uncased"
+
+[model]
+fusion = "sum"
+fused_dim = 128
+dropout = 0.2
+
+[train]
+epochs = 3
+lr = 0.01
+
+[al]
+initial_budget = 500
+budget = 250
+seed = 7
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "mmal.toml") -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_fill_every_optional_key(tmp_path):
+    config = load_config(_write(tmp_path, UCI))
+    assert config.modality_names == ["strong", "weak"]
+    assert config.dataset.kind == "uci-mfeat" and config.dataset.root is None
+    assert config.dataset.views == ("fac", "fou") and config.dataset.test_fraction == 0.2
+    assert config.model.fusion == "concat" and config.model.dropout == 0.0
+    assert (config.train.epochs, config.train.batch_size, config.train.optimizer) == (10, 32, "adamw")
+    assert (config.al.initial_budget, config.al.budget, config.al.seed) == (100, 50, 0)
+    weak = config.modality("weak")
+    assert (weak.kind, weak.encoder, weak.dim, weak.freeze, weak.pretrained) == (
+        "vector", "mlp", 32, False, "")
+    assert weak.options == {"column": "weak"}
+
+
+def test_values_and_kind_defaults(tmp_path):
+    config = load_config(_write(tmp_path, MANIFEST))
+    assert config.dataset.root == (tmp_path / "data").resolve()
+    assert (config.dataset.train, config.dataset.test, config.dataset.classes) == (
+        "train.csv", "test.csv", "classes.txt")
+    image, text = config.modalities
+    assert image.options == {"column": "image", "image_size": 64}
+    assert text.options == {"column": "text", "max_tokens": 64}
+    assert text.pretrained == "bert-base-uncased"  # not a path here: kept as a model name
+    assert (config.model.fusion, config.model.fused_dim, config.model.dropout) == ("sum", 128, 0.2)
+    assert (config.train.epochs, config.train.lr, config.train.encoder_lr) == (3, 0.01, 1e-4)
+    assert (config.al.initial_budget, config.al.budget, config.al.seed) == (500, 250, 7)
+
+
+def test_audio_and_video_option_defaults(tmp_path):
+    text = MANIFEST.replace('kind = "image"\nencoder = "resnet50"\nimage_size = 64',
+                            'kind = "audio"\nencoder = "audio-resnet18"')
+    text = text.replace('kind = "text"\nencoder = "bert"\npretrained = "bert-base-uncased"',
+                        'kind = "video"\nencoder = "r2plus1d_18"\nframes = 8')
+    audio, video = load_config(_write(tmp_path, text)).modalities
+    assert audio.options == {"column": "image", "sample_rate": 16000, "clip_seconds": 5.0}
+    assert video.options == {"column": "text", "frames": 8, "image_size": 112}
+
+
+@pytest.mark.parametrize("text", [UCI, MANIFEST])
+def test_dump_round_trips(tmp_path, text):
+    config = load_config(_write(tmp_path, text))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    dumped = _write(other, dump_config(config, header="copy"), "copy.toml")
+    again = load_config(dumped)
+    assert again.to_dict() == config.to_dict()
+    assert dumped.read_text().startswith("# copy\n")
+    assert config_from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_relative_pretrained_path_resolves_against_config_folder(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    text = MANIFEST.replace("image_size = 64", 'image_size = 64\npretrained = "weights.pt"')
+    image = load_config(_write(tmp_path, text)).modalities[0]
+    assert image.pretrained == str((tmp_path / "weights.pt").resolve())
+
+
+def _replace(base: str, old: str, new: str) -> str:
+    assert old in base, old
+    return base.replace(old, new)
+
+
+BAD = [
+    (_replace(UCI, 'kind = "uci-mfeat"', 'kind = "imagenet"'),
+     "key 'dataset.kind' is 'imagenet'; choose one of manifest, food101, kinetics-sound, "
+     "vggsound, uci-mfeat"),
+    (_replace(UCI, 'kind = "uci-mfeat"\n', ""),
+     "key 'dataset.kind' is missing; add it (see docs/config.md)"),
+    (_replace(MANIFEST, 'encoder = "resnet50"', 'encoder = "resnet7"'),
+     "key 'modalities.image.encoder' is 'resnet7'; choose one of resnet18, resnet50, resnet101"),
+    (_replace(MANIFEST, 'encoder = "bert"', 'encoder = "resnet18"'),
+     "key 'modalities.text.encoder' is 'resnet18'; choose one of bert"),
+    (_replace(UCI, 'encoder = "mlp"\ndim = 32', "dim = 32"),
+     "key 'modalities.weak.encoder' is missing; add it (see docs/config.md)"),
+    (_replace(UCI, 'kind = "vector"\nencoder = "mlp"\ndim', 'encoder = "mlp"\ndim'),
+     "key 'modalities.weak.kind' is missing; add it (see docs/config.md)"),
+    (_replace(MANIFEST, 'root = "data"\n', ""),
+     "key 'dataset.root' is missing; add it (see docs/config.md)"),
+    (_replace(MANIFEST, 'root = "data"', 'root = "nowhere"'),
+     "key 'dataset.root' is 'nowhere'; is not a folder (paths are relative to the config "
+     "file's folder); point it at the data folder"),
+    ("[dataset]\nkind = \"uci-mfeat\"\n",
+     "key 'modalities' is missing; add one [modalities.<name>] table per modality"),
+    (_replace(MANIFEST, "epochs = 3", 'epochs = "ten"'),
+     "key 'train.epochs' is 'ten' (string); expected an integer"),
+    (_replace(MANIFEST, "epochs = 3", "epochs = 3.0"),
+     "key 'train.epochs' is 3.0 (float); expected an integer"),
+    (_replace(MANIFEST, "epochs = 3", "epochs = 0"), "key 'train.epochs' is 0; must be >= 1"),
+    (_replace(MANIFEST, "lr = 0.01", "lr = true"),
+     "key 'train.lr' is True (boolean); expected a number"),
+    (_replace(MANIFEST, "epochs = 3", "epoch = 3"),
+     "key 'train.epoch' is unknown; known keys here: epochs, batch_size, optimizer, lr, "
+     "encoder_lr, weight_decay, num_workers, augment (see docs/config.md)"),
+    (_replace(MANIFEST, "image_size = 64", "max_tokens = 64"),
+     "key 'modalities.image.max_tokens' is unknown; known keys here: kind, encoder, "
+     "pretrained, freeze, dim, column, image_size (see docs/config.md)"),
+    (_replace(MANIFEST, "image_size = 64", "image_size = 4"),
+     "key 'modalities.image.image_size' is 4; must lie in [16, 2048]"),
+    (_replace(MANIFEST, 'fusion = "sum"', 'fusion = "attention"'),
+     "key 'model.fusion' is 'attention'; choose one of concat, sum"),
+    (_replace(MANIFEST, "dropout = 0.2", "dropout = 1.5"),
+     "key 'model.dropout' is 1.5; must lie in [0, 1)"),
+    (_replace(MANIFEST, "seed = 7", "seed = -1"), "key 'al.seed' is -1; must be >= 0"),
+    (_replace(UCI, '["fac", "fou"]', '["fac", "abc"]'),
+     "key 'dataset.views[1]' is 'abc'; choose one of fac, fou, kar, mor, pix, zer"),
+    (_replace(UCI, '["fac", "fou"]', '["fac", "fac"]'),
+     "key 'dataset.views' is ['fac', 'fac']; must list distinct views"),
+    (_replace(UCI, '["fac", "fou"]', '["fac", "fou", "kar"]'),
+     "key 'dataset.views' is ['fac', 'fou', 'kar']; lists 3 views but there are 2 "
+     "[modalities.*] tables; give one vector modality per view, in order"),
+    (_replace(UCI, 'kind = "vector"\nencoder = "mlp"\ndim', 'kind = "image"\nencoder = "resnet18"\ndim'),
+     "key 'modalities.weak.kind' is 'image'; is not available in a uci-mfeat dataset; "
+     "choose one of vector"),
+    (_replace(MANIFEST, 'image_size = 64', 'image_size = 64\npretrained = "missing.pt"'),
+     "key 'modalities.image.pretrained' is 'missing.pt'; does not exist (relative paths start "
+     "at the config file's folder); fix the path or use \"\""),
+    (_replace(UCI, 'views = ["fac", "fou"]', 'views = ["fac", "fou"]\nextra = 1'),
+     "key 'dataset.extra' is unknown; known keys here: kind, root, train, test, classes, "
+     "multi_label, views, test_fraction, standardize (see docs/config.md)"),
+    (_replace(UCI, "[dataset]", "[data]"),
+     "key 'data' is unknown; known keys here: dataset, modalities, model, train, al "
+     "(see docs/config.md)"),
+    ("[dataset\nkind = 1", "is not valid TOML (Expected ']' at the end of a table "
+     "declaration (at line 1, column 9))"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD, ids=[m[:40] for _, m in BAD])
+def test_bad_config_gives_one_line_naming_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"no such config file; pass the path of a TOML file"):
+        load_config(tmp_path / "absent.toml")
