@@ -1,0 +1,171 @@
+"""Workspaces: init (config + round 0), next (labeled(r+1) = labeled(r) + selection), no overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mmal.cache.index import read_index, write_index
+from mmal.cli import cli
+from mmal.config import load_config
+from mmal.data import load_pool
+from mmal.errors import ConfigError, IndexFileError, WorkspaceError
+from mmal.workspace import (
+    init_workspace,
+    latest_round,
+    load_workspace_config,
+    next_round,
+    read_labeled,
+    round_paths,
+)
+from tests.fixtures_data import make_tiny_dataset
+
+
+def _selection(path, ids):
+    provenance = {"strategy": "random", "params": {}, "seed": 0, "budget": len(ids),
+                  "cache": "cache.h5", "cache_fingerprint": "x", "backend": "numpy",
+                  "wall_time_s": 0.0}
+    return write_index(path, ids, kind="selection", provenance=provenance)
+
+
+@pytest.fixture
+def uci(tmp_path):
+    return make_tiny_dataset(tmp_path, "uci", overrides={"al": {"initial_budget": 20, "seed": 4}})
+
+
+def test_init_writes_explicit_config_and_random_round_zero(tmp_path, uci):
+    ws = init_workspace(tmp_path / "ws", uci)
+    config = load_workspace_config(ws)
+    assert config.to_dict() == load_config(uci).to_dict()
+    assert (ws / "mmal.toml").read_text().startswith("# Written by `mmal init` from ")
+    index = read_index(round_paths(ws, 0).labeled)
+    pool = load_pool(config, "train")
+    assert index.kind == "labeled" and len(index) == 20 and np.isin(index.ids, pool.ids).all()
+    assert index.provenance["pool_fingerprint"] == pool.fingerprint()
+    again = init_workspace(tmp_path / "ws2", uci)
+    assert np.array_equal(read_labeled(again, 0), index.ids)  # same seed, same draw
+    other = make_tiny_dataset(tmp_path / "o", "uci", overrides={"al": {"initial_budget": 20}})
+    assert not np.array_equal(read_labeled(init_workspace(tmp_path / "ws3", other), 0), index.ids)
+
+
+def test_workspace_config_works_from_anywhere(tmp_path):
+    path = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"])
+    ws = init_workspace(tmp_path / "ws", path)
+    (tmp_path / "src" / "manifest.toml").unlink()
+    assert len(load_pool(load_workspace_config(ws), "train")) == 9
+
+
+def test_init_refuses_existing_workspace_unless_force(tmp_path, uci):
+    ws = init_workspace(tmp_path / "ws", uci)
+    before = (ws / "mmal.toml").read_text()
+    with pytest.raises(WorkspaceError) as info:
+        init_workspace(ws, uci)
+    assert str(info.value) == (f"{ws}: is already a workspace (mmal.toml or rounds/000/labeled.json "
+                               "exists); pass --force to start it over or choose a new DIR")
+    assert (ws / "mmal.toml").read_text() == before
+    init_workspace(ws, uci, force=True)
+    round_paths(ws, 0).model.write_bytes(b"model")
+    with pytest.raises(WorkspaceError) as info:
+        init_workspace(ws, uci, force=True)
+    assert str(info.value) == (f"{ws}: holds results built on what would be replaced "
+                               "(rounds/000/model.pt); --force only replaces mmal.toml and "
+                               "rounds/000/labeled.json, so move those away first or use a new "
+                               "workspace")
+
+
+def test_init_with_bad_input_writes_nothing(tmp_path, uci):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(uci.read_text().replace('encoder = "mlp"', 'encoder = "transformer"', 1))
+    with pytest.raises(ConfigError, match="modalities.fac.encoder"):
+        init_workspace(tmp_path / "ws", bad)
+    big = make_tiny_dataset(tmp_path / "b", "uci", overrides={"al": {"initial_budget": 1601}})
+    with pytest.raises(ConfigError) as info:
+        init_workspace(tmp_path / "ws", big)
+    assert str(info.value) == (f"{big}: key 'al.initial_budget' is 1601 but the train split "
+                               "holds 1600 samples; lower it")
+    assert not (tmp_path / "ws" / "mmal.toml").exists()
+    assert not round_paths(tmp_path / "ws", 0).labeled.exists()
+
+
+def test_next_round_appends_the_selection(tmp_path, uci):
+    ws = init_workspace(tmp_path / "ws", uci)
+    labeled = read_labeled(ws, 0)
+    pool_ids = load_pool(load_workspace_config(ws), "train").ids
+    pick = np.setdiff1d(pool_ids, labeled)[[5, 1, 9]]
+    sel = _selection(round_paths(ws, 0).selections / "random-3.json", pick)
+    assert next_round(ws, sel) == 1
+    assert read_labeled(ws, 1).tolist() == labeled.tolist() + pick.tolist()
+    assert latest_round(ws) == 1 and read_labeled(ws).tolist() == read_labeled(ws, 1).tolist()
+    provenance = read_index(round_paths(ws, 1).labeled).provenance
+    assert provenance["added"] == 3 and provenance["strategy"] == "random"
+    # a selection outside any round folder builds on the newest round
+    pick2 = np.setdiff1d(pool_ids, read_labeled(ws, 1))[:2]
+    assert next_round(ws, _selection(tmp_path / "mine.json", pick2)) == 2
+    assert len(read_labeled(ws, 2)) == 25
+
+
+def test_next_round_refusals(tmp_path, uci):
+    ws = init_workspace(tmp_path / "ws", uci)
+    labeled = read_labeled(ws, 0)
+    pool_ids = load_pool(load_workspace_config(ws), "train").ids
+    sel_dir = round_paths(ws, 0).selections
+    overlap = _selection(sel_dir / "overlap.json", [int(labeled[0]), int(labeled[3])])
+    with pytest.raises(IndexFileError) as info:
+        next_round(ws, overlap)
+    shown = ", ".join(str(i) for i in sorted([int(labeled[0]), int(labeled[3])]))
+    assert str(info.value) == (f"{overlap}: ids {shown} are already labeled in round 000; "
+                               "the selection was made for another round")
+    test_id = int(np.setdiff1d(np.arange(2000), pool_ids)[0])
+    foreign = _selection(sel_dir / "foreign.json", [test_id])
+    with pytest.raises(IndexFileError) as info:
+        next_round(ws, foreign)
+    assert str(info.value) == (f"{foreign}: ids {test_id} are not in the train pool of this "
+                               "workspace; the selection belongs to another dataset")
+    with pytest.raises(IndexFileError, match="is a labeled index file; pass a selection"):
+        next_round(ws, round_paths(ws, 0).labeled)
+    good = _selection(sel_dir / "good.json", np.setdiff1d(pool_ids, labeled)[:4])
+    next_round(ws, good)
+    first = read_labeled(ws, 1)
+    other = _selection(sel_dir / "other.json", np.setdiff1d(pool_ids, labeled)[4:6])
+    with pytest.raises(WorkspaceError) as info:
+        next_round(ws, other)
+    assert str(info.value) == (f"{round_paths(ws, 1).labeled}: round 001 already exists; pass "
+                               "--force to replace its labeled set")
+    assert np.array_equal(read_labeled(ws, 1), first)
+    assert next_round(ws, other, force=True) == 1 and len(read_labeled(ws, 1)) == 22
+    round_paths(ws, 1).cache.write_bytes(b"cache")
+    with pytest.raises(WorkspaceError, match=r"\(rounds/001/cache.h5\); --force only replaces "):
+        next_round(ws, good, force=True)
+
+
+def test_read_labeled_of_a_missing_round(tmp_path, uci):
+    ws = init_workspace(tmp_path / "ws", uci)
+    with pytest.raises(WorkspaceError) as info:
+        read_labeled(ws, 4)
+    assert str(info.value) == (f"{round_paths(ws, 4).labeled}: no labeled set for round 4; start "
+                               "the round with `mmal next --selection FILE`")
+
+
+def test_cli_init_and_next(tmp_path, uci):
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    result = runner.invoke(cli, ["init", str(ws), "--config", str(uci)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"created workspace {ws}: 20 labeled ids in {ws}/rounds/000/labeled.json\n"
+    result = runner.invoke(cli, ["init", str(ws), "--config", str(uci)])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {ws}: is already a workspace (mmal.toml or "
+                             "rounds/000/labeled.json exists); pass --force to start it over or "
+                             "choose a new DIR\n")
+    pool_ids = load_pool(load_workspace_config(ws), "train").ids
+    sel = _selection(tmp_path / "s.json", np.setdiff1d(pool_ids, read_labeled(ws, 0))[:5])
+    result = runner.invoke(cli, ["next", "--selection", str(sel), "--workspace", str(ws)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"started round 001: 25 labeled ids in {ws}/rounds/001/labeled.json\n"
+    result = runner.invoke(cli, ["next", "--selection", str(sel), "--workspace", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path}: not inside")
+    doc = json.loads(round_paths(ws, 1).labeled.read_text())
+    assert doc["count"] == 25 and doc["kind"] == "labeled"
