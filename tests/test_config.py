@@ -201,3 +201,16 @@ def test_bad_config_gives_one_line_naming_file_and_key(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match=r"no such config file; pass the path of a TOML file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_example_configs_load(tmp_path):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    uci = load_config(examples / "uci.toml")
+    assert uci.dataset.views == ("fac", "fou") and uci.modality_names == ["fac", "fou"]
+    food_text = (examples / "food101.toml").read_text()
+    assert 'root = "../data/food101"' in food_text
+    (tmp_path / "food").mkdir()
+    food = load_config(_write(tmp_path, food_text.replace("../data/food101", "food"), "f.toml"))
+    assert [(m.kind, m.encoder) for m in food.modalities] == [("image", "resnet101"),
+                                                              ("text", "bert")]
+    assert food.model.fusion == "concat"

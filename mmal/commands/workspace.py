@@ -53,7 +53,7 @@ def next_command(selection_path, workspace, force):
 
     \b
     Example:
-      mmal next --selection rounds/000/selections/bmmal-50.json
+      mmal next --selection rounds/000/selections/bmmal-b50-s0.json
       mmal train        # trains round 001
     """
     from mmal.workspace import find_workspace, next_round, read_labeled, round_paths
