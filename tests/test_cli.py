@@ -29,7 +29,8 @@ def test_command_help_explains_every_option(name, command):
         if not isinstance(param, click.Option) or param.hidden:
             continue
         assert param.help, f"`mmal {name}` option {param.opts} has no help text"
-        has_default = param.default not in (None, False, ()) and not param.is_flag
+        has_default = (param.default not in (None, False, ()) and not param.is_flag
+                       and not param.required)
         if has_default and not param.multiple:
             assert param.show_default, f"`mmal {name}` option {param.opts} hides its default"
 
