@@ -1,0 +1,71 @@
+"""Model checkpoints (``model.pt``): plain containers of tensors and primitives.
+
+Every checkpoint loads with ``torch.load(path, weights_only=True)``. Keys:
+``format`` ("mmal-model"), ``version`` (1), ``config`` (``Config.to_dict()``),
+``num_classes``, ``class_names``, ``multi_label``, ``input_dims`` (vector
+modality widths), ``round``, ``epoch`` (epochs completed), ``state_dict``,
+``num_labeled``, ``pool_fingerprint``; a training checkpoint in progress
+(``model.pt.partial``) adds ``optimizer``, ``losses`` and ``run_key``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmal.config import Config
+from mmal.errors import WorkspaceError
+
+FORMAT = "mmal-model"
+VERSION = 1
+# Sections of the config that decide the model's architecture.
+ARCH_SECTIONS = ("modalities", "model")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            torch.save(payload, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkspaceError(f"{path}: no model checkpoint; run `mmal train` for this round first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        reason = " ".join(str(exc).split())[:200]
+        raise WorkspaceError(f"{path}: unreadable model checkpoint ({reason}); retrain with "
+                             "`mmal train --force`") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise WorkspaceError(f"{path}: is not an mmal model checkpoint; retrain with "
+                             "`mmal train --force`")
+    if int(ckpt.get("version", -1)) > VERSION:
+        raise WorkspaceError(f"{path}: checkpoint version {ckpt.get('version')} is newer than "
+                             f"this mmal reads ({VERSION}); upgrade mmal")
+    return ckpt
+
+
+def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os.PathLike) -> None:
+    """WorkspaceError when ``config``'s modalities/model sections differ from the checkpoint's."""
+    now = config.to_dict()
+    for section in ARCH_SECTIONS:
+        if ckpt["config"].get(section) != now[section]:
+            raise WorkspaceError(f"{path}: was trained with a different [{section}] section than "
+                                 "mmal.toml has now; retrain with `mmal train --force`")

@@ -1,0 +1,54 @@
+"""Tiny offline models and workspaces for the model, train and extract tests.
+
+``tiny_bert(folder)`` writes a BERT config (random weights, 1 layer, width 16)
+and a small word-piece vocabulary with its tokenizer files, so the text
+encoder loads without any download. ``make_workspace`` writes a tiny dataset
+in a real layout (``tests.fixtures_data``), points text modalities at the tiny
+BERT, and creates the workspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures_data import WORDS, make_tiny_dataset
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+EXTRA_WORDS = ["the", "a", "some", "recipe", "bake"]
+
+
+def tiny_bert(folder: Path) -> Path:
+    """Write a random-weight tiny BERT (config + tokenizer, no weights) into ``folder``."""
+    from transformers import BertConfig, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for text in WORDS.values() for w in text.split()} | set(EXTRA_WORDS))
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + words) + "\n", encoding="utf-8")
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    BertConfig(vocab_size=len(SPECIAL) + len(words), hidden_size=16, num_hidden_layers=1,
+               num_attention_heads=2, intermediate_size=32, max_position_embeddings=64
+               ).save_pretrained(folder)
+    return folder
+
+
+def make_workspace(tmp_path: Path, layout: str, *, overrides: Mapping[str, Mapping[str, Any]]
+                   | None = None, **kwargs: Any) -> Path:
+    """A workspace ``tmp_path/ws`` over a tiny ``layout`` dataset; returns its path.
+
+    Text modalities use :func:`tiny_bert`; ``overrides`` and ``kwargs`` go to
+    ``make_tiny_dataset`` (e.g. ``{"model": {"fusion": "sum"}}``).
+    """
+    from mmal.workspace import init_workspace
+
+    bert = tiny_bert(tmp_path / "tiny-bert")
+    tables = {"train": {"epochs": 2, "batch_size": 4, "num_workers": 0}}
+    if layout == "food101" or (layout == "manifest" and "text" in
+                               (kwargs.get("modalities") or ("text",))):
+        tables["modalities.text"] = {"pretrained": str(bert)}
+    for key, extra in (overrides or {}).items():
+        tables[key] = {**tables.get(key, {}), **extra}
+    config = make_tiny_dataset(tmp_path, layout, overrides=tables, **kwargs)
+    return init_workspace(tmp_path / "ws", config)
