@@ -1,0 +1,241 @@
+"""``train_round``: fit a round's model from scratch on its labeled set, then test it.
+
+Reads top to bottom: settings, data, model, optimizer, resume, epochs, test,
+write. Loss is the paper's Eq. 1: the mean of the fused head's and every
+unimodal head's cross-entropy (binary cross-entropy for multi-label).
+
+Determinism and resuming: the model's initial weights come from seed
+(al.seed, round); epoch e's sample order and torch RNG (dropout) from
+(al.seed, round, e); augmentation from (seed, e, pool row) inside the dataset.
+After every epoch the model, optimizer and loss history go to
+``model.pt.partial``; a rerun with the same config and labeled set continues
+after the last finished epoch and ends with the same weights as an
+uninterrupted run (bit for bit on the CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from mmal.errors import WorkspaceError
+from mmal.models import build_model
+from mmal.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+from mmal.models.runtime import derive_seed, inputs_to, resolve_device
+from mmal.train.metrics import summarize
+
+log = logging.getLogger(__name__)
+
+
+def train_round(workspace: str | os.PathLike, round: int | None = None, *,
+                device: str = "auto", resume: bool = True, force: bool = False,
+                progress: bool = True) -> dict[str, Any]:
+    """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
+
+    Parameters
+    ----------
+    workspace : path-like
+        Workspace folder (holds ``mmal.toml`` and ``rounds/``).
+    round : int, optional
+        Default: the newest round with a labeled set.
+    device : {"auto", "cpu", "cuda"}
+    resume : bool
+        Continue an interrupted run from ``model.pt.partial`` when it matches.
+    force : bool
+        Replace an existing ``model.pt``.
+    progress : bool
+        Show a tqdm bar per epoch.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json``: ``round``, ``num_labeled``,
+        ``epochs``, ``train_loss`` (mean per epoch), ``test`` with ``top1``
+        (``mm`` and per modality; multi-label: share whose top class is a true
+        label), ``map`` (multi-label only) and ``shapley_true_class``
+        (``phi_mean`` and ``contribution_mean`` Φ per modality), and
+        ``model_fingerprint``.
+
+    Examples
+    --------
+    >>> metrics = train_round("uci-run", 0, device="cpu")  # doctest: +SKIP
+    >>> metrics["test"]["top1"]["mm"]  # doctest: +SKIP
+    """
+    from mmal.data import MultimodalDataset, collate, load_pool
+    from mmal.fingerprint import file_fingerprint
+    from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
+
+    # -- settings ---------------------------------------------------------------
+    if round is None:
+        round = latest_round(workspace, having="labeled.json")
+    paths = round_paths(workspace, round)
+    partial = paths.model.with_name(paths.model.name + ".partial")
+    if paths.model.exists() and not force:
+        raise WorkspaceError(f"{paths.model}: already exists; pass --force to retrain round "
+                             f"{round:03d}")
+    config = load_workspace_config(workspace)
+    tc, seed = config.train, config.al.seed
+    dev = resolve_device(device)
+    labeled = read_labeled(workspace, round)
+    run_key = _run_key(config.to_dict(), labeled, round)
+
+    # -- data -------------------------------------------------------------------
+    pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
+    train_set = MultimodalDataset(pool, config.modalities, training=tc.augment,
+                                  seed=derive_seed(seed, round)).subset(labeled)
+    test_set = MultimodalDataset(test_pool, config.modalities, training=False)
+    n = len(train_set)
+    # A last batch of one sample breaks batch norm in training mode; drop it.
+    drop_last = n > 1 and n % tc.batch_size == 1
+
+    # -- model and optimizer ----------------------------------------------------
+    torch.manual_seed(derive_seed(seed, round, 0))
+    model = build_model(config, pool).to(dev)
+    groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
+    opt = _optimizer(tc.optimizer, groups)
+
+    # -- resume -----------------------------------------------------------------
+    start, losses = 0, []
+    if resume and partial.exists():
+        ckpt = _try_load(partial)
+        if ckpt is not None and ckpt.get("run_key") == run_key:
+            model.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
+            log.info("resuming %s after epoch %d", partial, start)
+        else:
+            log.warning("%s belongs to another config or labeled set; training from scratch",
+                        partial)
+
+    # -- epochs -----------------------------------------------------------------
+    for epoch in range(start, tc.epochs):
+        torch.manual_seed(derive_seed(seed, round, epoch + 1))
+        order = np.random.default_rng([seed, round, epoch]).permutation(n).tolist()
+        train_set.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_size=tc.batch_size, sampler=order, collate_fn=collate,
+            num_workers=tc.num_workers, drop_last=drop_last, pin_memory=dev.type == "cuda")
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"round {round:03d} epoch {epoch + 1}/{tc.epochs}",
+                   disable=not progress, leave=False)
+        for batch in bar:
+            out = model(inputs_to(batch["inputs"], dev))
+            loss = multimodal_loss(out, batch["label"].to(dev), model.modalities)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            b = len(batch["id"])
+            total, count = total + float(loss.detach()) * b, count + b
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        losses.append(total / max(count, 1))
+        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, losses[-1])
+        save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1, len(labeled)),
+                                  "optimizer": opt.state_dict(), "losses": losses,
+                                  "run_key": run_key})
+
+    # -- test -------------------------------------------------------------------
+    test = evaluate(model, test_set, dev, batch_size=tc.batch_size, num_workers=tc.num_workers,
+                    progress=progress)
+
+    # -- write: metrics, then model.pt, whose presence marks the round as trained --
+    staged = paths.model.with_name(paths.model.name + ".new")
+    save_checkpoint(staged, _payload(model, config, pool, round, tc.epochs, len(labeled)))
+    metrics = {"round": round, "num_labeled": int(len(labeled)), "epochs": tc.epochs,
+               "device": dev.type, "train_loss": losses, "test": test,
+               "model_fingerprint": file_fingerprint(staged)}
+    _write_json_atomic(paths.metrics, metrics)
+    os.replace(staged, paths.model)
+    partial.unlink(missing_ok=True)
+    return metrics
+
+
+def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
+    """Mean of the fused and every unimodal head's cross-entropy (BCE for (B, K) labels)."""
+    if labels.ndim == 2:
+        lossf = F.binary_cross_entropy_with_logits
+        labels = labels.float()
+    else:
+        lossf = F.cross_entropy
+    terms = [lossf(out.logits_mm, labels)] + [lossf(out.logits_uni[m], labels) for m in modalities]
+    return torch.stack(terms).mean()
+
+
+@torch.no_grad()
+def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_workers: int = 0,
+             progress: bool = False) -> dict[str, Any]:
+    """Test-split metrics (see :func:`mmal.train.metrics.summarize`) of ``model`` on ``dataset``."""
+    from mmal.data import collate
+
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
+                                         num_workers=num_workers)
+    mm, uni, coal, labels = [], {m: [] for m in model.modalities}, [], []
+    for batch in tqdm(loader, desc="test", disable=not progress, leave=False):
+        out = model(inputs_to(batch["inputs"], device))
+        mm.append(out.logits_mm.float().cpu().numpy())
+        for m in model.modalities:
+            uni[m].append(out.logits_uni[m].float().cpu().numpy())
+        coal.append(model.coalition_logits(out.features).float().cpu().numpy())
+        labels.append(batch["label"].numpy())
+    y = np.concatenate(labels)
+    y = y.astype(np.int8) if y.ndim == 2 else y.astype(np.int64)
+    return summarize(np.concatenate(mm), {m: np.concatenate(v) for m, v in uni.items()},
+                     np.concatenate(coal), y, model.modalities)
+
+
+def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
+    from mmal.models import input_dims
+
+    return {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
+            "num_classes": pool.num_classes, "class_names": list(pool.class_names),
+            "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
+            "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
+            "pool_fingerprint": pool.fingerprint(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(groups)
+    if name == "adam":
+        return torch.optim.Adam(groups)
+    return torch.optim.SGD(groups, momentum=0.9)
+
+
+def _try_load(path: Path) -> dict[str, Any] | None:
+    try:
+        return load_checkpoint(path)
+    except WorkspaceError as exc:
+        log.warning("%s; training from scratch", exc)
+        return None
+
+
+def _run_key(config: dict, labeled: np.ndarray, round: int) -> str:
+    text = json.dumps([config, [int(i) for i in labeled], int(round)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, allow_nan=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,176 @@
+"""``train_round`` on the built-in UCI data: outputs, determinism, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mmal.cli import cli
+from mmal.errors import ConfigError, DataError, WorkspaceError
+from mmal.fingerprint import file_fingerprint
+from mmal.train import train_round
+from mmal.workspace import round_paths
+from tests.models.tiny import make_workspace
+
+torch.set_num_threads(1)
+UCI = {"train": {"epochs": 3, "batch_size": 16}, "al": {"initial_budget": 40},
+       "model": {"dropout": 0.2}}
+
+
+@pytest.fixture
+def uci_ws(tmp_path):
+    return make_workspace(tmp_path, "uci", overrides=UCI)
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_writes_a_weights_only_checkpoint_and_metrics(uci_ws):
+    metrics = train_round(uci_ws, 0, device="cpu", progress=False)
+    paths = round_paths(uci_ws, 0)
+    ckpt = torch.load(paths.model, weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["num_labeled"] == 40 and ckpt["num_classes"] == 10
+    assert not paths.model.with_name("model.pt.partial").exists()
+    on_disk = json.loads(paths.metrics.read_text())
+    assert on_disk == metrics
+    assert metrics["model_fingerprint"] == file_fingerprint(paths.model)
+    assert len(metrics["train_loss"]) == 3 and metrics["train_loss"][-1] < metrics["train_loss"][0]
+    test = metrics["test"]
+    assert test["samples"] == 400 and set(test["top1"]) == {"mm", "fac", "fou"}
+    assert all(0 <= v <= 1 for v in test["top1"].values())
+    shares = test["shapley_true_class"]["contribution_mean"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_same_seed_same_model_and_existing_model_needs_force(uci_ws):
+    train_round(uci_ws, 0, device="cpu", progress=False)
+    first = _state(round_paths(uci_ws, 0).model)
+    with pytest.raises(WorkspaceError, match="model.pt: already exists; pass --force"):
+        train_round(uci_ws, 0, device="cpu", progress=False)
+    train_round(uci_ws, 0, device="cpu", progress=False, force=True)
+    second = _state(round_paths(uci_ws, 0).model)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+KILL = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    import mmal.train.loop as loop
+    torch.set_num_threads(1)
+    calls, stop = [0], int(sys.argv[2])
+    real = loop.multimodal_loss
+    def dying(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == stop:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    loop.multimodal_loss = dying
+    loop.train_round(sys.argv[1], 0, device="cpu", progress=False)
+""")
+
+
+@pytest.mark.parametrize("kills,finished", [([5], 1),
+                                             pytest.param([4, 5], 2, marks=pytest.mark.slow)])
+def test_killed_training_resumes_to_the_uninterrupted_model(uci_ws, tmp_path, request, kills,
+                                                            finished):
+    # 40 samples in batches of 16: 3 steps per epoch. Each kill stops at the given step
+    # counted from where that process started: [4, 5] dies in epoch 2, then in epoch 3.
+    for stop in kills:
+        proc = subprocess.run([sys.executable, "-c", KILL, str(uci_ws), str(stop)],
+                              capture_output=True, text=True, cwd=str(request.config.rootpath))
+        assert proc.returncode == -9, proc.stderr
+        assert not round_paths(uci_ws, 0).model.exists()
+        assert not round_paths(uci_ws, 0).metrics.exists()
+    partial = round_paths(uci_ws, 0).model.with_name("model.pt.partial")
+    assert torch.load(partial, weights_only=True)["epoch"] == finished
+    resumed = train_round(uci_ws, 0, device="cpu", progress=False)
+    reference_ws = make_workspace(tmp_path / "ref", "uci", overrides=UCI)
+    reference = train_round(reference_ws, 0, device="cpu", progress=False)
+    a, b = _state(round_paths(uci_ws, 0).model), _state(round_paths(reference_ws, 0).model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test"] == reference["test"]
+    assert resumed["train_loss"] == reference["train_loss"]
+
+
+@pytest.mark.slow
+def test_partial_of_another_config_is_not_resumed(uci_ws, request):
+    proc = subprocess.run([sys.executable, "-c", KILL, str(uci_ws), "5"],
+                          capture_output=True, text=True, cwd=str(request.config.rootpath))
+    assert proc.returncode == -9
+    toml = uci_ws / "mmal.toml"
+    toml.write_text(toml.read_text().replace("epochs = 3", "epochs = 2"))
+    metrics = train_round(uci_ws, 0, device="cpu", progress=False)
+    assert len(metrics["train_loss"]) == 2
+
+
+def test_multi_label_manifest_reports_map(tmp_path):
+    ws = make_workspace(tmp_path, "manifest", modalities=("vector", "text"), multi_label=True,
+                        n_train=12, n_test=6, overrides={"al": {"initial_budget": 8}})
+    metrics = train_round(ws, 0, device="cpu", progress=False)
+    test = metrics["test"]
+    assert set(test["map"]) == {"mm", "vector", "text"}
+    assert all(0 <= v <= 1 for v in test["map"].values())
+
+
+def test_frozen_encoder_keeps_its_initial_weights(tmp_path):
+    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "modalities.fac": {"freeze": True}})
+    train_round(ws, 0, device="cpu", progress=False)
+    trained = _state(round_paths(ws, 0).model)
+    from mmal.data import load_pool
+    from mmal.models import build_model
+    from mmal.models.runtime import derive_seed
+    from mmal.workspace import load_workspace_config
+
+    config = load_workspace_config(ws)
+    torch.manual_seed(derive_seed(config.al.seed, 0, 0))
+    initial = build_model(config, load_pool(config, "train")).state_dict()
+    fac = [k for k in initial if k.startswith("encoders.fac.")]
+    fou = [k for k in initial if k.startswith("encoders.fou.")]
+    assert fac and all(torch.equal(initial[k], trained[k]) for k in fac)
+    assert not all(torch.equal(initial[k], trained[k]) for k in fou)
+
+
+def test_missing_sample_file_is_named_and_nothing_is_written(tmp_path):
+    ws = make_workspace(tmp_path, "manifest", modalities=("vector", "image"))
+    from mmal.workspace import read_labeled
+
+    victim = int(read_labeled(ws, 0)[0])
+    (tmp_path / "data" / "files" / f"{victim}.{'png' if victim % 2 else 'jpg'}").write_bytes(b"xx")
+    with pytest.raises(DataError, match=f"sample {victim}: cannot read image"):
+        train_round(ws, 0, device="cpu", progress=False)
+    assert not round_paths(ws, 0).model.exists() and not round_paths(ws, 0).metrics.exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("encoder = \"mlp\"", "encoder = \"resnet7\"", 1), "modalities.fac.encoder"),
+    (("[train]", "[train]\nbogus = 1", 1), "bogus"),
+])
+def test_bad_config_is_one_line_cli_error_and_nothing_written(uci_ws, edit, message):
+    toml = uci_ws / "mmal.toml"
+    toml.write_text(toml.read_text().replace(*edit))
+    result = CliRunner().invoke(cli, ["train", "--workspace", str(uci_ws), "--device", "cpu", "-q"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert message in result.output
+    assert not round_paths(uci_ws, 0).model.exists()
+
+
+def test_cli_trains_the_latest_round(uci_ws):
+    result = CliRunner().invoke(cli, ["train", "--workspace", str(uci_ws), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "test top-1: mm" in result.output and "round 000" in result.output
+    assert round_paths(uci_ws, 0).model.exists()
+
+
+def test_cuda_without_gpu_is_a_config_error(uci_ws):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="--device cuda"):
+        train_round(uci_ws, 0, device="cuda", progress=False)
