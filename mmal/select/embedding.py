@@ -115,6 +115,7 @@ class FactorizedEmbedding:
         if self.r.shape[0] != self.u.shape[0]:
             raise ValueError(f"r has {self.r.shape[0]} rows but u has {self.u.shape[0]}")
         self._sq_norms = None
+        self._u_norms = None
 
     def __len__(self) -> int:
         return int(self.r.shape[0])
@@ -127,8 +128,17 @@ class FactorizedEmbedding:
     def sq_norms(self) -> Any:
         """(n,) squared norms ``‖r‖²‖u‖²`` (computed once)."""
         if self._sq_norms is None:
-            self._sq_norms = (self.r * self.r).sum(axis=1) * (self.u * self.u).sum(axis=1)
+            # einsum: no (n, D) temporary, which would double the embedding's memory.
+            xp = _array_module_of(self.r)
+            self._sq_norms = xp.einsum("ij,ij->i", self.r, self.r) * xp.einsum("ij,ij->i", self.u, self.u)
         return self._sq_norms
+
+    def u_norms(self) -> Any:
+        """(n,) ``‖u‖`` (computed once)."""
+        if self._u_norms is None:
+            xp = _array_module_of(self.u)
+            self._u_norms = xp.sqrt(xp.einsum("ij,ij->i", self.u, self.u))
+        return self._u_norms
 
     def sq_distances(self, r_b: Any, u_b: Any, sq_norms_b: Any, rows: Any = None) -> Any:
         """Squared distances from rows of this embedding to the points ``(r_b, u_b)``.
@@ -158,6 +168,59 @@ class FactorizedEmbedding:
     def materialize(self) -> Any:
         """(n, K·D) explicit embedding: only for tests and tiny pools."""
         return (self.r[:, :, None] * self.u[:, None, :]).reshape(len(self), -1)
+
+
+def _array_module_of(array: Any) -> Any:
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any,
+                        u_norms_c: Any, bound: Any, *, xp: Any = np,
+                        chunk_rows: int = DISTANCE_CHUNK_ROWS) -> int:
+    """``bound = minimum(bound, squared distance to the nearest of the m centers)``, in place.
+
+    Skips the ``u`` products of rows no center can come closer to than ``bound``:
+    by Cauchy-Schwarz, ``‖g_x - g_c‖² >= ‖g_x‖² + ‖g_c‖² - 2 |r_x·r_c| ‖u_x‖ ‖u_c‖``,
+    which needs only the (cheaper, K-wide) ``r`` products. The result equals
+    :func:`min_sq_distances` merged into ``bound`` up to rounding.
+
+    Parameters
+    ----------
+    emb : FactorizedEmbedding
+        ``n`` rows.
+    r_c, u_c, sq_norms_c, u_norms_c : arrays (m, K), (m, D), (m,), (m,)
+        The centers' factors, squared norms and ``‖u_c‖``.
+    bound : array (n,)
+        Current upper bound, updated in place.
+
+    Returns
+    -------
+    int
+        Rows whose ``u`` products were computed (for logging).
+    """
+    n = len(emb)
+    a, un = emb.sq_norms(), emb.u_norms()
+    computed = 0
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n))
+        rr = emb.r[rows] @ r_c.T
+        lower = xp.abs(rr) * un[rows, None] * u_norms_c[None, :]
+        lower *= -2.0
+        lower += a[rows, None] + sq_norms_c[None, :]
+        need = xp.flatnonzero((lower < bound[rows, None]).any(axis=1))
+        if len(need) == 0:
+            continue
+        computed += len(need)
+        idx = need + start
+        d2 = (emb.u[idx] @ u_c.T) * rr[need]
+        d2 *= -2.0
+        d2 += a[idx, None] + sq_norms_c[None, :]
+        bound[idx] = xp.minimum(bound[idx], d2.min(axis=1).clip(0.0, None))
+    return computed
 
 
 def pairwise_sq_distances(a: FactorizedEmbedding, b: FactorizedEmbedding) -> Any:

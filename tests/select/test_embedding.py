@@ -95,3 +95,23 @@ def test_self_distance_is_zero_not_negative():
 def test_mismatched_factors_are_rejected():
     with pytest.raises(ValueError, match="r has 3 rows but u has 2"):
         FactorizedEmbedding(np.zeros((3, 2)), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("chunk_rows", [4, 1000])
+def test_pruned_bound_update_equals_brute_force(xp, chunk_rows):
+    from mmal.select.embedding import lower_bound_inplace
+
+    rng = np.random.default_rng(12)
+    # Clustered labels make many r·r_c small, so the pruning path is exercised.
+    r = rng.normal(size=(60, 5)) * (rng.uniform(size=(60, 1)) < 0.5)
+    emb = FactorizedEmbedding(xp.asarray(r), xp.asarray(rng.normal(size=(60, 7))))
+    g = asnumpy(emb.materialize())
+    start = cdist(g, g[:3], "sqeuclidean").min(axis=1)  # bound against 3 earlier centers
+    bound = xp.asarray(start.copy())
+    centers = [10, 20, 30, 40]
+    c = FactorizedEmbedding(emb.r[centers], emb.u[centers])
+    computed = lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bound, xp=xp,
+                                   chunk_rows=chunk_rows)
+    expected = np.minimum(start, cdist(g, g[centers], "sqeuclidean").min(axis=1))
+    np.testing.assert_allclose(asnumpy(bound), expected, rtol=1e-9, atol=1e-9)
+    assert 0 < computed < 60  # some rows pruned, some computed
