@@ -14,7 +14,9 @@ import click
 
 from mmal import __version__
 from mmal.commands.cache import inspect_command, synth_command
+from mmal.commands.extract import extract_command
 from mmal.commands.select import select_command, strategies_command
+from mmal.commands.train import train_command
 from mmal.commands.workspace import init_command, next_command
 from mmal.errors import MmalError
 
@@ -53,6 +55,8 @@ cli.add_command(select_command)
 cli.add_command(strategies_command)
 cli.add_command(init_command)
 cli.add_command(next_command)
+cli.add_command(train_command)
+cli.add_command(extract_command)
 
 
 def main() -> None:

@@ -1,0 +1,50 @@
+"""``mmal extract``: write a round's feature cache from its model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mmal.commands.options import device_option, force_option
+
+
+@click.command("extract")
+@click.option("--round", "round_", type=click.IntRange(min=0), default=None,
+              help="Round to extract  [default: newest round with a model.pt]")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Workspace folder  [default: the one containing the current directory]")
+@click.option("--mc-dropout", type=click.IntRange(min=0), default=0, show_default=True,
+              help="MC-dropout samples T of the fused logits per sample (needs model.dropout > 0).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True, help="Storage dtype of the features (logits stay float32).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Samples per forward pass.")
+@click.option("--num-workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes  [default: train.num_workers of mmal.toml]")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.")
+@force_option
+def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_workers, device, quiet,
+                    force):
+    """Run a round's model over the whole pool and write rounds/RRR/cache.h5.
+
+    Stores every modality's features, the fused, unimodal and 2^M coalition
+    logits, optional MC-dropout logits, the fused head and the fingerprints of
+    model.pt and the pool; labels only for the round's labeled ids. An
+    interrupted run continues where it stopped when rerun with the same
+    options. An existing cache is an error unless --force.
+
+    \b
+    Example:
+      mmal extract                             # newest trained round
+      mmal extract --round 3 --mc-dropout 20 --dtype float16 --device cuda
+    """
+    from mmal.extract import extract_round
+    from mmal.workspace import find_workspace
+
+    root = find_workspace(workspace)
+    path = extract_round(root, round_, device=device, mc_dropout=mc_dropout, dtype=dtype,
+                         batch_size=batch_size, num_workers=num_workers, force=force,
+                         progress=not quiet)
+    click.echo(f"wrote {path}")

@@ -1,0 +1,53 @@
+"""``mmal train``: fit a round's multimodal model on its labeled set and test it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mmal.commands.options import device_option, force_option
+
+
+@click.command("train")
+@click.option("--round", "round_", type=click.IntRange(min=0), default=None,
+              help="Round to train  [default: newest round with a labeled set]")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Workspace folder  [default: the one containing the current directory]")
+@device_option
+@click.option("--no-resume", is_flag=True, default=False,
+              help="Ignore an interrupted run's model.pt.partial and start from scratch.")
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bars.")
+@force_option
+def train_command(round_, workspace, device, no_resume, quiet, force):
+    """Train a round's model from scratch on rounds/RRR/labeled.json.
+
+    Uses the [modalities], [model] and [train] sections of mmal.toml, then tests
+    the model on the test split. Writes rounds/RRR/model.pt and metrics.json
+    (top-1 of the fused and each unimodal head, mean Shapley contribution of
+    each modality at the true class). An interrupted run resumes after its last
+    finished epoch when rerun. An existing model.pt is an error unless --force.
+
+    \b
+    Example:
+      mmal train                      # newest round, GPU if there is one
+      mmal train --round 2 --device cpu --workspace uci-run
+    """
+    from mmal.train import train_round
+    from mmal.workspace import find_workspace, round_paths
+
+    root = find_workspace(workspace)
+    metrics = train_round(root, round_, device=device, resume=not no_resume, force=force,
+                          progress=not quiet)
+    test = metrics["test"]
+    top1 = ", ".join(f"{k} {v:.4f}" for k, v in test["top1"].items())
+    share = ", ".join(f"{k} {v:.3f}"
+                      for k, v in test["shapley_true_class"]["contribution_mean"].items())
+    click.echo(f"round {metrics['round']:03d}: trained on {metrics['num_labeled']} samples for "
+               f"{metrics['epochs']} epochs")
+    click.echo(f"test top-1: {top1}")
+    if "map" in test:
+        click.echo("test mAP: " + ", ".join(f"{k} {v:.4f}" for k, v in test["map"].items()))
+    click.echo(f"mean contribution at the true class: {share}")
+    paths = round_paths(root, metrics["round"])
+    click.echo(f"wrote {paths.model} and {paths.metrics}")
