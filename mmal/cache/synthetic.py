@@ -6,7 +6,8 @@ can be recomputed from ``head/*`` and ``features/*`` exactly as a real
 extraction would produce them.
 
 Samples are drawn around per-class centers in every modality. Modality ``m``'s
-head block is scaled by ``dominance ** -m`` so modality 0 dominates most
+head block (concat fusion) or its features (sum fusion, where the head is
+shared) are scaled by ``dominance ** -m`` so modality 0 dominates most
 samples when ``dominance > 1``; a per-sample log-normal scale on each modality
 lets some samples be dominated by a weaker modality, as in real data.
 """
@@ -79,9 +80,16 @@ def make_synthetic_cache(
     k, n = num_classes, num_samples
     centers = [rng.normal(size=(k, d)).astype(np.float32) for d in dims]
     strength = [dominance ** -m for m in range(len(dims))]
-    blocks = [rng.normal(size=(k, d)).astype(np.float32) * (s / np.sqrt(d))
-              for d, s in zip(dims, strength, strict=True)]
-    weight = np.concatenate(blocks, axis=1) if fusion == "concat" else sum(blocks)
+    if fusion == "concat":
+        # each modality's block of the head is scaled: its logit contribution shrinks
+        blocks = [rng.normal(size=(k, d)).astype(np.float32) * (s / np.sqrt(d))
+                  for d, s in zip(dims, strength, strict=True)]
+        weight = np.concatenate(blocks, axis=1)
+        feature_scale = [1.0] * len(dims)
+    else:
+        # one head is shared by every modality, so the features themselves are scaled
+        weight = rng.normal(size=(k, dims[0])).astype(np.float32) / np.sqrt(dims[0])
+        feature_scale = strength
     bias = (0.1 * rng.normal(size=k)).astype(np.float32)
     uni_heads = [(rng.normal(size=(k, d)).astype(np.float32) / np.sqrt(d),
                   (0.1 * rng.normal(size=k)).astype(np.float32)) for d in dims]
@@ -94,19 +102,20 @@ def make_synthetic_cache(
     with CacheWriter(path, meta, n, overwrite=overwrite, resume=False) as writer:
         for start in range(0, n, batch_rows):
             rows = slice(start, min(start + batch_rows, n))
-            writer.append(_batch(rng, meta, centers, weight, bias, uni_heads,
+            writer.append(_batch(rng, meta, centers, feature_scale, weight, bias, uni_heads,
                                  ids[rows], labeled[rows], truth[rows]))
         writer.write_head(weight, bias)
     return Path(path)
 
 
-def _batch(rng, meta, centers, weight, bias, uni_heads, ids, labeled, truth) -> dict:
+def _batch(rng, meta, centers, feature_scale, weight, bias, uni_heads, ids, labeled, truth) -> dict:
     b, k = len(ids), meta.num_classes
     scales = rng.lognormal(mean=0.0, sigma=0.5, size=(b, meta.num_modalities)).astype(np.float32)
     feats = []
     for m, center in enumerate(centers):
         z = center[truth] + rng.normal(size=(b, center.shape[1])).astype(np.float32)
-        z = (z * scales[:, m:m + 1]).astype(meta.feature_dtype).astype(np.float32)
+        z = z * (scales[:, m:m + 1] * feature_scale[m])
+        z = z.astype(meta.feature_dtype).astype(np.float32)
         feats.append(z)
 
     def head(h):

@@ -49,13 +49,14 @@ def test_generator_is_deterministic_and_respects_parameters(tmp_path):
     assert np.all(ca.labels[~ca.labeled] == -1)
 
 
-def test_dominance_makes_the_first_modality_dominate(tmp_path):
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+def test_dominance_makes_the_first_modality_dominate(tmp_path, fusion):
     from mmal.cache.summary import summarize_cache
 
     balanced = make_synthetic_cache(tmp_path / "bal.h5", num_samples=2000, dominance=1.0, seed=2,
-                                    feature_dims=(32, 32))
+                                    feature_dims=(32, 32), fusion=fusion)
     skewed = make_synthetic_cache(tmp_path / "skew.h5", num_samples=2000, dominance=4.0, seed=2,
-                                  feature_dims=(32, 32))
+                                  feature_dims=(32, 32), fusion=fusion)
     share_bal = summarize_cache(open_cache(balanced))["dominance"]["m0"]
     share_skew = summarize_cache(open_cache(skewed))["dominance"]["m0"]
     assert 0.3 < share_bal < 0.7
