@@ -30,11 +30,17 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
         if round_ is not None or workspace is not None:
             raise click.UsageError("pass either --cache or --round/--workspace, not both")
         return cache
+    from mmal.cache import open_cache
+    from mmal.fingerprint import check_model_fingerprint
     from mmal.workspace import find_workspace, latest_round, round_paths
 
     root = workspace if workspace is not None else find_workspace()
     number = round_ if round_ is not None else latest_round(root, having="cache.h5")
-    return round_paths(root, number).cache
+    paths = round_paths(root, number)
+    # a workspace cache must come from the round's current checkpoint
+    with open_cache(paths.cache) as opened:
+        check_model_fingerprint(paths.cache, opened.meta.model_fingerprint, paths.model)
+    return paths.cache
 
 
 @click.command("select")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from mmal.cache import read_index
 from mmal.cli import cli
+from mmal.fingerprint import file_fingerprint
 
 
 @pytest.fixture
@@ -19,7 +21,12 @@ def workspace(tmp_path, cache_factory):
     (root / "rounds" / "001").mkdir(parents=True)
     (root / "rounds" / "002").mkdir(parents=True)
     (root / "mmal.toml").write_text("")
-    shutil.copy(cache_factory("concat2"), root / "rounds" / "001" / "cache.h5")
+    cache = root / "rounds" / "001" / "cache.h5"
+    shutil.copy(cache_factory("concat2"), cache)
+    # the round's checkpoint the cache was "extracted" from (select checks the fingerprint)
+    (root / "rounds" / "001" / "model.pt").write_bytes(b"round-1 checkpoint")
+    with h5py.File(cache, "r+") as f:
+        f.attrs["model_fingerprint"] = file_fingerprint(root / "rounds" / "001" / "model.pt")
     return root
 
 
