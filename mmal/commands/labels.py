@@ -1,0 +1,82 @@
+"""Human-label commands: ``export`` (ids to annotate) and ``label`` (import the labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_workspace_option = click.option(
+    "--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Workspace folder  [default: the one containing the current directory]")
+
+
+@click.command("export")
+@click.argument("index_file", metavar="SELECTION", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+              show_default=True, help="File format for the annotation tool.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write  [default: next to SELECTION, <name>.csv or <name>.jsonl]")
+@_workspace_option
+def export_command(index_file, fmt, out, workspace):
+    """Write the ids of SELECTION with each modality's file path, for annotation.
+
+    SELECTION is an index file from `mmal select` (or a round's labeled.json).
+    Columns: id, name (the id as in the data), label (empty, to fill in with
+    class names; multi-label: a|b), then one per modality with the absolute
+    path of its file (or the inline text). Bring the filled file back with
+    `mmal label` after `mmal next`.
+
+    \b
+    Example:
+      mmal export rounds/002/selections/bmmal-b50-s0.json --out to-label.csv
+      mmal next --selection rounds/002/selections/bmmal-b50-s0.json
+      mmal label --round 3 to-label.csv
+    """
+    from mmal.cache.index import read_index
+    from mmal.labels import export_ids
+    from mmal.workspace import find_workspace
+
+    root = find_workspace(workspace)
+    path = export_ids(root, index_file, fmt=fmt, out=out)
+    click.echo(f"wrote {len(read_index(index_file))} ids to {path}")
+
+
+@click.command("label")
+@click.argument("label_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--round", "round_", type=click.IntRange(min=0), required=True,
+              help="Round whose labeled set the ids belong to (the round `mmal next` started).")
+@_workspace_option
+def label_command(label_file, round_, workspace):
+    """Import human labels from FILE into rounds/RRR/labels.json.
+
+    FILE is CSV with columns id and label (class names; extra columns such as
+    those of `mmal export` are ignored) or JSON Lines ({"id": 7, "label":
+    "cat"}). Rows with an empty label are skipped, so a partial file is fine;
+    the ids of the round still without a label are listed. An id outside the
+    round's labeled set or an unknown class rejects the file, naming the line.
+    Importing again merges (a later file wins for an id it labels again).
+
+    \b
+    Example:
+      mmal label --round 3 to-label.csv
+    """
+    from mmal.labels import import_labels
+    from mmal.workspace import find_workspace
+
+    root = find_workspace(workspace)
+    result = import_labels(root, round_, label_file)
+    click.echo(f"imported {result.imported} labels into {result.path}")
+    if result.replaced:
+        click.echo(f"changed the earlier label of {len(result.replaced)} ids: "
+                   f"{_preview(result.replaced)}")
+    if len(result.missing):
+        click.echo(f"still without a label in round {round_:03d}: {len(result.missing)} ids: "
+                   f"{_preview(result.missing.tolist())}")
+    else:
+        click.echo(f"every id added in round {round_:03d} has a label")
+
+
+def _preview(ids: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")

@@ -1,0 +1,312 @@
+"""Labels from people: export ids to annotate, import the labels they come back with.
+
+:func:`export_ids` writes the ids of an index file (a selection, or a round's
+labeled set) with each modality's source from the train pool, as CSV or JSON
+Lines, with an empty ``label`` column for the annotator to fill in.
+
+:func:`import_labels` reads such a file back (CSV with ``id,label`` columns,
+extra columns ignored; or JSON Lines objects with ``id`` and ``label``) into
+``rounds/RRR/labels.json`` of the round whose labeled set the ids belong to.
+Labels are class names (multi-label: ``a|b``). A row with an empty label is
+skipped, so partial files are fine; the ids of the round still waiting for a
+label are reported. An id outside the round's labeled set, or a class outside
+the class list, rejects the whole file with an error naming the line.
+Importing several files into one round merges them (a later file wins for an
+id it labels again). :func:`human_labels` gathers the labels of every round up
+to ``r``. Simulated runs (``mmal run``) never need this: their labels come
+from the dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmal.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl")
+LABELS_NAME = "labels.json"
+LABELS_TYPE = "mmal-labels"
+LABELS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What :func:`import_labels` did.
+
+    Attributes
+    ----------
+    path : Path
+        The round's ``labels.json``.
+    imported : int
+        Rows of the file that carried a label.
+    replaced : list of int
+        Ids whose earlier label in this round changed.
+    missing : np.ndarray
+        (n,) int64 ids of the round that still have no label (any round <= r).
+    skipped_lines : list of int
+        Lines with an id but an empty label.
+    """
+
+    path: Path
+    imported: int
+    replaced: list[int] = field(default_factory=list)
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    skipped_lines: list[int] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- export
+
+def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
+               fmt: str = "csv", out: str | os.PathLike | None = None) -> Path:
+    """Write the ids of ``index_path`` with their sources, for an annotation tool.
+
+    Parameters
+    ----------
+    workspace : path-like
+        The workspace whose train pool the ids belong to.
+    index_path : path-like
+        A selection or labeled-set index file.
+    fmt : {"csv", "jsonl"}
+    out : path-like, optional
+        Default: next to the index file, ``<stem>.<fmt>``.
+
+    Returns
+    -------
+    Path of the written file. Columns: ``id``, ``name`` (the id as written in
+    the data), ``label`` (empty), then one per modality: the absolute file
+    path, or the inline text; vectors held in memory (uci-mfeat) have no
+    source and get no column.
+    """
+    from mmal.cache.index import read_index
+    from mmal.data import load_pool
+    from mmal.workspace import load_workspace_config
+
+    if fmt not in FORMATS:
+        raise DataError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    index_path = Path(index_path)
+    index = read_index(index_path)
+    pool = load_pool(load_workspace_config(workspace), "train")
+    try:
+        rows = pool.rows(index.ids)
+    except DataError as exc:
+        raise DataError(f"{index_path}: {exc}; the index file belongs to another workspace") \
+            from None
+    sources = {m: v for m, v in pool.records.items() if not isinstance(v, np.ndarray)}
+    records = []
+    for i, row in zip(index.ids, rows, strict=True):
+        record: dict[str, Any] = {"id": int(i), "name": pool.names[row], "label": ""}
+        for m, values in sources.items():
+            value = values[row]
+            record[m] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
+        records.append(record)
+    out = Path(out) if out is not None else index_path.with_suffix(f".{fmt}")
+    columns = ["id", "name", "label", *sources]
+    if fmt == "csv":
+        _write_atomic(out, lambda fh: _write_csv(fh, columns, records))
+    else:
+        _write_atomic(out, lambda fh: fh.writelines(
+            json.dumps({**r, "label": None}) + "\n" for r in records))
+    log.info("exported %d ids of %s to %s", len(records), index_path, out)
+    return out
+
+
+def _write_csv(fh, columns: list[str], records: list[dict[str, Any]]) -> None:
+    writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+
+
+# ----------------------------------------------------------------------------- import
+
+def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathLike) -> ImportResult:
+    """Check the label file at ``path`` and merge it into ``rounds/RRR/labels.json``.
+
+    Parameters
+    ----------
+    workspace : path-like
+    round : int
+        The round whose labeled set the ids belong to (the round started by
+        ``mmal next`` from the exported selection, or round 0).
+    path : path-like
+        CSV (header with ``id`` and ``label``) or JSON Lines (``.jsonl``).
+
+    Raises
+    ------
+    DataError
+        Naming the file and line of the first unknown id, unknown class,
+        repeated id or malformed row; nothing is written then.
+    """
+    from mmal.data import load_pool
+    from mmal.data.pool import split_label
+    from mmal.workspace import load_workspace_config, read_labeled, round_paths
+
+    path = Path(path)
+    labeled = read_labeled(workspace, round)
+    pool = load_pool(load_workspace_config(workspace), "train")
+    known_ids = set(int(i) for i in labeled)
+    classes = {c: k for k, c in enumerate(pool.class_names)}
+    new: dict[int, list[str]] = {}
+    skipped = []
+    for line, raw_id, raw_label in _read_rows(path):
+        sid = _parse_id(raw_id, path, line)
+        if sid not in known_ids:
+            where = "is not in the train pool" if sid not in set(pool.ids.tolist()) else \
+                f"is not in round {round:03d}'s labeled set"
+            raise DataError(f"{path}: line {line}: id {sid} {where}; label only the exported "
+                            "ids, or pass the right --round")
+        if sid in new:
+            raise DataError(f"{path}: line {line}: id {sid} is labeled twice in this file; "
+                            "keep one row per id")
+        parts = [] if raw_label is None else split_label(raw_label, multi_label=pool.multi_label)
+        parts = [p for p in parts if p.strip()]
+        if not parts:
+            skipped.append(line)
+            continue
+        if not pool.multi_label and parts[0] not in classes:
+            parts = [p for p in split_label(raw_label, multi_label=True) if p.strip()] or parts
+        if not pool.multi_label and len(parts) != 1:
+            raise DataError(f"{path}: line {line}: label {raw_label!r} names {len(parts)} "
+                            "classes; this dataset is single-label")
+        for part in parts:
+            if part not in classes:
+                raise DataError(f"{path}: line {line}: class {part!r} is not one of the "
+                                f"{len(classes)} classes ({_preview(pool.class_names)}); fix "
+                                "the label")
+        new[sid] = parts
+    target = round_paths(workspace, round).root / LABELS_NAME
+    old = _read_labels_file(target) if target.exists() else {}
+    replaced = sorted(i for i, v in new.items() if i in old and old[i] != v)
+    merged = {**old, **new}
+    document = {"type": LABELS_TYPE, "version": LABELS_VERSION, "round": round,
+                "class_names": list(pool.class_names), "multi_label": bool(pool.multi_label),
+                "sources": _sources(target) + [str(path.resolve())],
+                "labels": {str(i): v if pool.multi_label else v[0]
+                           for i, v in sorted(merged.items())}}
+    _write_atomic(target, lambda fh: (json.dump(document, fh, indent=1), fh.write("\n")))
+    have = set(human_labels(workspace, round))
+    missing = np.array([i for i in _new_ids(workspace, round) if i not in have], dtype=np.int64)
+    log.info("round %03d: %d labels imported from %s, %d ids still unlabeled", round, len(new),
+             path, len(missing))
+    return ImportResult(target, len(new), replaced, missing, skipped)
+
+
+def human_labels(workspace: str | os.PathLike, round: int) -> dict[int, list[str]]:
+    """Id -> class names imported into rounds 0..``round`` (a later round wins)."""
+    from mmal.workspace import list_rounds, round_paths
+
+    out: dict[int, list[str]] = {}
+    for r in list_rounds(workspace):
+        target = round_paths(workspace, r).root / LABELS_NAME
+        if r <= round and target.exists():
+            out.update(_read_labels_file(target))
+    return out
+
+
+def _new_ids(workspace, round: int) -> list[int]:
+    """Ids of round ``round``'s labeled set that were not labeled in round ``round - 1``."""
+    from mmal.workspace import read_labeled, round_paths
+
+    ids = read_labeled(workspace, round)
+    if round > 0 and round_paths(workspace, round - 1).labeled.exists():
+        ids = ids[~np.isin(ids, read_labeled(workspace, round - 1))]
+    return [int(i) for i in ids]
+
+
+def _read_rows(path: Path):
+    """(line, id, label) triples of a CSV or JSON Lines label file."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such label file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: is not UTF-8 text ({exc})") from None
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return list(_jsonl_rows(path, text))
+    return list(_csv_rows(path, text))
+
+
+def _csv_rows(path: Path, text: str):
+    reader = csv.DictReader(text.splitlines())
+    header = [f.strip() for f in reader.fieldnames or []]
+    if "id" not in header or "label" not in header:
+        raise DataError(f"{path}: line 1: the header needs columns 'id' and 'label' (found "
+                        f"{', '.join(header) or 'none'})")
+    reader.fieldnames = header
+    try:
+        for row in reader:
+            if not any((v or "").strip() for k, v in row.items() if k is not None):
+                continue
+            yield reader.line_num, row["id"], row["label"]
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: cannot parse CSV ({exc})") from None
+
+
+def _jsonl_rows(path: Path, text: str):
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {line}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or "id" not in row:
+            raise DataError(f"{path}: line {line}: expected an object with 'id' and 'label'")
+        yield line, row["id"], row.get("label")
+
+
+def _parse_id(raw: Any, path: Path, line: int) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise DataError(f"{path}: line {line}: id {raw!r} is not an integer; keep the id "
+                        "column of the exported file") from None
+
+
+def _read_labels_file(path: Path) -> dict[int, list[str]]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("type") != LABELS_TYPE:
+            raise ValueError("not an mmal labels file")
+        return {int(k): v if isinstance(v, list) else [v]
+                for k, v in document["labels"].items()}
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise DataError(f"{path}: is not a labels file written by `mmal label` ({exc}); move "
+                        "it away") from None
+
+
+def _sources(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("sources", []))
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (", ..." if len(names) > limit else "")
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

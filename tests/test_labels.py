@@ -1,0 +1,161 @@
+"""Human labels: export ids with their files, import labels back, reject bad lines by number."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mmal.cache.index import write_index
+from mmal.cli import cli
+from mmal.data import load_pool
+from mmal.errors import DataError
+from mmal.labels import export_ids, human_labels, import_labels
+from mmal.workspace import init_workspace, load_workspace_config, next_round, round_paths
+from tests.fixtures_data import CLASSES, make_tiny_dataset
+
+
+@pytest.fixture
+def ws(tmp_path):
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["image", "vector"],
+                               n_train=12, overrides={"al": {"initial_budget": 4}})
+    return init_workspace(tmp_path / "ws", config)
+
+
+def _pool(ws):
+    return load_pool(load_workspace_config(ws), "train")
+
+
+def _fill(path: Path, pool, *, skip=(), rows=None) -> Path:
+    """Fill the label column of an exported CSV with the dataset's labels."""
+    with path.open(newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for rec in records:
+        i = int(rec["id"])
+        if i not in skip:
+            rec["label"] = pool.class_names[pool.labels[pool.rows([i])[0]]]
+    records = records if rows is None else rows(records)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
+def _selection(ws, r, ids):
+    path = round_paths(ws, r).selections / "random-b2.json"
+    write_index(path, ids, kind="selection", provenance={
+        "strategy": "random", "params": {}, "seed": 0, "budget": len(ids), "cache": "c.h5",
+        "cache_fingerprint": "x", "backend": "numpy", "wall_time_s": 0.0})
+    return path
+
+
+def test_export_lists_ids_with_absolute_files_and_empty_labels(ws):
+    out = export_ids(ws, round_paths(ws, 0).labeled)
+    pool = _pool(ws)
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert out == round_paths(ws, 0).root / "labeled.csv"
+    assert list(rows[0]) == ["id", "name", "label", "image", "vector"]
+    labeled = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    assert [int(r["id"]) for r in rows] == labeled
+    for r in rows:
+        row = pool.rows([int(r["id"])])[0]
+        assert r["label"] == "" and r["name"] == pool.names[row]
+        assert Path(r["image"]) == pool.records["image"][row].resolve()
+        assert Path(r["image"]).is_absolute() and Path(r["image"]).is_file()
+
+
+def test_export_then_label_round_trip_csv(ws):
+    pool = _pool(ws)
+    out = _fill(export_ids(ws, round_paths(ws, 0).labeled), pool)
+    result = import_labels(ws, 0, out)
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    expected = {i: [pool.class_names[pool.labels[pool.rows([i])[0]]]] for i in ids}
+    assert result.imported == len(ids) and result.missing.size == 0
+    assert human_labels(ws, 0) == expected
+    stored = json.loads((round_paths(ws, 0).root / "labels.json").read_text())
+    assert stored["labels"] == {str(i): v[0] for i, v in sorted(expected.items())}
+    assert stored["class_names"] == list(CLASSES)
+
+
+def test_jsonl_round_trip_and_partial_file_reports_missing_ids(ws):
+    pool = _pool(ws)
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    out = export_ids(ws, round_paths(ws, 0).labeled, fmt="jsonl", out=ws / "todo.jsonl")
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ids and all(x["label"] is None for x in lines)
+    for x in lines[1:]:
+        x["label"] = pool.class_names[pool.labels[pool.rows([x["id"]])[0]]]
+    out.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = import_labels(ws, 0, out)
+    assert result.imported == len(ids) - 1 and result.skipped_lines == [1]
+    assert result.missing.tolist() == [ids[0]]
+    # A second, partial file completes the round.
+    fix = ws / "fix.csv"
+    fix.write_text(f"id,label\n{ids[0]},{CLASSES[1]}\n")
+    again = import_labels(ws, 0, fix)
+    assert again.missing.size == 0 and human_labels(ws, 0)[ids[0]] == [CLASSES[1]]
+
+
+def test_labels_of_a_later_round_cover_only_its_new_ids(ws):
+    pool = _pool(ws)
+    labeled0 = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    new = [int(i) for i in pool.ids if int(i) not in labeled0][:2]
+    selection = _selection(ws, 0, new)
+    next_round(ws, selection)
+    out = _fill(export_ids(ws, selection, out=ws / "r1.csv"), pool, skip={new[1]})
+    result = import_labels(ws, 1, out)
+    assert result.imported == 1 and result.missing.tolist() == [new[1]]
+    assert result.path == round_paths(ws, 1).root / "labels.json"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("id,label\n{a},cat\n999,dog\n", "line 3: id 999 is not in the train pool"),
+    ("id,label\n{a},cat\n{b},dog\n{c},cat\n", "line 4: id {c} is not in round 000's labeled set"),
+    ("id,label\n{a},cat\n{b},zebra\n", "line 3: class 'zebra' is not one of the 3 classes"),
+    ("id,label\n{a},cat\n{a},dog\n", "line 3: id {a} is labeled twice in this file"),
+    ("id,label\n{a},cat|dog\n", "line 2: label 'cat|dog' names 2 classes"),
+    ("id,label\nseven,cat\n", "line 2: id 'seven' is not an integer"),
+    ("ident,label\n{a},cat\n", "line 1: the header needs columns 'id' and 'label'"),
+])
+def test_bad_label_file_is_rejected_naming_the_line(ws, body, message):
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    outside = [int(i) for i in _pool(ws).ids if int(i) not in ids][0]
+    fmt = {"a": ids[0], "b": ids[1], "c": outside}
+    path = ws / "bad.csv"
+    path.write_text(body.format(**fmt))
+    with pytest.raises(DataError) as err:
+        import_labels(ws, 0, path)
+    assert str(err.value).startswith(f"{path}: {message.format(**fmt)}")
+    assert not (round_paths(ws, 0).root / "labels.json").exists()  # nothing half-written
+
+
+def test_cli_export_and_label(ws):
+    pool = _pool(ws)
+    runner = CliRunner()
+    labeled = str(round_paths(ws, 0).labeled)
+    res = runner.invoke(cli, ["export", labeled, "--workspace", str(ws), "--out",
+                              str(ws / "t.csv")])
+    assert res.exit_code == 0, res.output
+    assert res.output == f"wrote 4 ids to {ws / 't.csv'}\n"
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    _fill(ws / "t.csv", pool, skip={ids[2]})
+    res = runner.invoke(cli, ["label", "--round", "0", str(ws / "t.csv"), "--workspace", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert f"still without a label in round 000: 1 ids: {ids[2]}" in res.output
+    (ws / "bad.csv").write_text(f"id,label\n{ids[0]},cat\n{ids[1]},unicorn\n")
+    res = runner.invoke(cli, ["label", "--round", "0", str(ws / "bad.csv"), "--workspace",
+                              str(ws)])
+    assert res.exit_code == 1
+    assert res.output.startswith(f"Error: {ws / 'bad.csv'}: line 3: class 'unicorn'")
+
+
+def test_export_refuses_ids_of_another_dataset(ws, tmp_path):
+    path = write_index(tmp_path / "x.json", np.array([424242]), kind="labeled", provenance={})
+    with pytest.raises(DataError, match="belongs to another workspace"):
+        export_ids(ws, path)
