@@ -15,6 +15,9 @@ import click
 from mmal import __version__
 from mmal.commands.cache import inspect_command, synth_command
 from mmal.commands.extract import extract_command
+from mmal.commands.labels import export_command, label_command
+from mmal.commands.report import report_command
+from mmal.commands.run import run_command
 from mmal.commands.select import select_command, strategies_command
 from mmal.commands.train import train_command
 from mmal.commands.workspace import init_command, next_command
@@ -57,6 +60,10 @@ cli.add_command(init_command)
 cli.add_command(next_command)
 cli.add_command(train_command)
 cli.add_command(extract_command)
+cli.add_command(run_command)
+cli.add_command(report_command)
+cli.add_command(export_command)
+cli.add_command(label_command)
 
 
 def main() -> None:

@@ -1,0 +1,134 @@
+"""Where a comparison run keeps its files inside a workspace.
+
+::
+
+    workspace/
+      mmal.toml                       the base config (from `mmal init`)
+      runs/
+        plan.json                     strategies, seeds, rounds, budgets of every `mmal run`
+        status.json                   outcome of the last `mmal run` per trajectory
+        configs/seed<k>.toml          the base config with al.seed = k and the run's budgets
+        round0/seed<k>/               round 0 of seed k, computed once: a workspace of its own
+        <strategy>/seed<k>/           one trajectory: a workspace whose rounds/000 files are
+                                      hard links (or copies) of round0/seed<k>'s
+
+Every trajectory is an ordinary workspace, so ``mmal train/extract/select/next``
+work on it unchanged, and so does :mod:`mmal.report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmal.errors import WorkspaceError
+
+RUNS_DIR = "runs"
+SHARED = "round0"
+PLAN_NAME = "plan.json"
+STATUS_NAME = "status.json"
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of the comparison run in ``workspace``."""
+
+    workspace: Path
+
+    @property
+    def root(self) -> Path:
+        return self.workspace / RUNS_DIR
+
+    @property
+    def plan(self) -> Path:
+        return self.root / PLAN_NAME
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS_NAME
+
+    def config(self, seed: int) -> Path:
+        return self.root / "configs" / f"seed{seed}.toml"
+
+    def shared(self, seed: int) -> Path:
+        """The round-0 workspace of ``seed``."""
+        return self.root / SHARED / f"seed{seed}"
+
+    def trajectory(self, strategy: str, seed: int) -> Path:
+        """The workspace of one (strategy, seed) trajectory."""
+        return self.root / strategy / f"seed{seed}"
+
+    def trajectories(self) -> list[tuple[str, int]]:
+        """(strategy, seed) pairs that have a folder, sorted."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder.name in (SHARED, "configs"):
+                continue
+            for sub in folder.iterdir():
+                match = _SEED_DIR.match(sub.name)
+                if match and sub.is_dir():
+                    found.append((folder.name, int(match.group(1))))
+        return sorted(found)
+
+    def read_plan(self) -> dict[str, Any] | None:
+        """The stored plan, or None before the first run."""
+        if not self.plan.is_file():
+            return None
+        try:
+            return json.loads(self.plan.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise WorkspaceError(f"{self.plan}: is not valid JSON ({exc}); move it away and "
+                                 "rerun `mmal run` with the same options") from None
+
+    def read_status(self) -> dict[str, Any] | None:
+        if not self.status.is_file():
+            return None
+        try:
+            return json.loads(self.status.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def link_or_copy(source: Path, target: Path) -> str:
+    """Hard-link ``source`` to ``target`` (copy where links are impossible); atomic.
+
+    Returns "link" or "copy". Safe to share: every mmal stage replaces files
+    by rename and never writes into an existing one.
+    """
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+        how = "link"
+    except OSError:
+        shutil.copy2(source, tmp)
+        how = "copy"
+    os.replace(tmp, target)
+    return how

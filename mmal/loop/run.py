@@ -1,0 +1,392 @@
+"""``run_comparison``: drive several strategies through active-learning rounds, fairly.
+
+For each seed k, round 0 is computed once in ``runs/round0/seed<k>`` (the
+random initial labeled set drawn with seed k, its trained model, its cache)
+and hard-linked into every strategy's trajectory ``runs/<strategy>/seed<k>``,
+so all strategies start from the same labeled set and the same model (the
+paper's protocol). Each trajectory then repeats, per round r < R:
+select (from round r's cache) -> next -> train round r+1 -> extract round r+1.
+Round R is trained (and tested) but neither extracted nor selected from.
+
+Work goes round-major (all seeds and strategies finish round r before any
+starts r+1), so an interrupted run leaves comparable results behind.
+
+Resuming: every step is skipped when its output exists (``model.pt``,
+``cache.h5``, the selection file, the next round's ``labeled.json``); those
+outputs are written atomically and last by their stages, and training and
+extraction themselves continue from their ``.partial`` files. So a rerun after a
+kill recomputes nothing that finished, and ends with the same files as an
+uninterrupted run.
+
+Failures: an ``Exception`` in one trajectory is recorded (strategy, seed,
+round, step, one-line message) and that trajectory stops for this run; the
+others go on. ``KeyboardInterrupt`` and other ``BaseException`` stop
+everything at once (a rerun resumes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmal.errors import ConfigError, WorkspaceError
+from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+#: Round-0 files every trajectory shares with ``runs/round0/seed<k>``.
+SHARED_FILES = ("labeled.json", "model.pt", "metrics.json", "cache.h5")
+STEPS = ("init", "train", "extract", "select", "next")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress report handed to the ``callback`` of :func:`run_comparison`.
+
+    ``kind`` is "start" (a step begins), "done" (it finished; ``info["skipped"]``
+    is True when its output already existed), "round" (a trajectory finished a
+    round: ``info`` has ``top1``, ``num_labeled``, ``select_s``) or "failed"
+    (``message`` holds the one-line error). ``strategy`` is None for the shared
+    round 0.
+    """
+
+    kind: str
+    strategy: str | None
+    seed: int
+    round: int
+    step: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One trajectory that stopped with an error."""
+
+    strategy: str | None
+    seed: int
+    round: int
+    step: str
+    message: str
+
+    def describe(self) -> str:
+        who = self.strategy or "round 0 (all strategies)"
+        return f"{who} seed {self.seed} round {self.round:03d} {self.step}: {self.message}"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_comparison` finished and what failed."""
+
+    layout: RunLayout
+    completed: list[tuple[str, int]]
+    failures: list[Failure]
+    wall_s: float
+
+
+def run_comparison(
+    workspace: str | os.PathLike,
+    strategies: Sequence[str],
+    *,
+    rounds: int,
+    budget: int,
+    initial_budget: int,
+    seeds: Sequence[int] = (0,),
+    device: str = "auto",
+    mc_dropout: int = 0,
+    params: dict[str, dict[str, Any]] | None = None,
+    callback: Callable[[Event], None] | None = None,
+) -> RunResult:
+    """Run (or resume) every (strategy, seed) trajectory for ``rounds`` selection rounds.
+
+    Parameters
+    ----------
+    workspace : path-like
+        A workspace (``mmal init``); its ``mmal.toml`` is the base config.
+    strategies : sequence of str
+        Registered strategy names (``mmal strategies``).
+    rounds : int
+        Selection rounds R >= 1: round r = 0..R-1 selects ``budget`` samples;
+        rounds 0..R are trained and tested.
+    budget, initial_budget : int
+        Samples per selection; size of round 0's random labeled set.
+    seeds : sequence of int
+        One trajectory per strategy per seed; seed k sets ``al.seed`` (initial
+        draw, data split of uci-mfeat, training) and the selection seeds.
+    device : {"auto", "cpu", "cuda"}
+    mc_dropout : int
+        MC-dropout samples stored in every cache (for bald and the like).
+    params : dict, optional
+        Strategy name -> keyword parameters for :func:`mmal.select.select`.
+    callback : callable, optional
+        Receives an :class:`Event` for every step (progress display, tests).
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    ConfigError
+        Unknown strategy, bad numbers.
+    WorkspaceError
+        ``runs/`` was started with other budgets or another config.
+    """
+    from mmal.select.registry import get_strategy
+    from mmal.workspace import find_workspace, load_workspace_config
+
+    start = time.perf_counter()
+    workspace = Path(workspace)
+    find_workspace(workspace)  # a clear error when this is not a workspace
+    strategies = list(dict.fromkeys(strategies))
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout)
+    for name in strategies:
+        get_strategy(name)  # SelectionError naming the unknown strategy
+    layout = RunLayout(workspace)
+    base = load_workspace_config(workspace)
+    plan = _check_plan(layout, budget, initial_budget, mc_dropout)
+    for seed in seeds:
+        check_seed_config(layout, base, seed, budget, initial_budget)
+    _write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
+    emit = callback or (lambda event: None)
+    failures: list[Failure] = []
+    steps = _Steps(layout, device, mc_dropout, budget, params or {}, emit)
+
+    live: dict[tuple[str, int], bool] = {}
+    for seed in seeds:
+        try:
+            steps.shared_round0(base, seed, budget, initial_budget)
+        except Exception as exc:  # noqa: BLE001 - one seed's failure must not stop the others
+            failure = Failure(None, seed, 0, steps.current, _one_line(exc))
+            failures.append(failure)
+            emit(Event("failed", None, seed, 0, steps.current, message=failure.message))
+            log.debug("round 0 of seed %d failed", seed, exc_info=True)
+            continue
+        for name in strategies:
+            live[(name, seed)] = True
+    for r in range(rounds + 1):
+        for seed in seeds:
+            for name in strategies:
+                if not live.get((name, seed)):
+                    continue
+                try:
+                    steps.advance(name, seed, r, rounds)
+                except Exception as exc:  # noqa: BLE001 - isolate trajectories
+                    live[(name, seed)] = False
+                    failure = Failure(name, seed, r, steps.current, _one_line(exc))
+                    failures.append(failure)
+                    emit(Event("failed", name, seed, r, steps.current, message=failure.message))
+                    log.debug("trajectory %s seed %d failed", name, seed, exc_info=True)
+    completed = sorted(k for k, ok in live.items() if ok)
+    write_json_atomic(layout.status, {
+        "completed": [{"strategy": s, "seed": k} for s, k in completed],
+        "failures": [dataclasses.asdict(f) for f in failures],
+        "rounds": rounds,
+    })
+    return RunResult(layout, completed, failures, time.perf_counter() - start)
+
+
+class _Steps:
+    """The steps of the shared round 0 and of one trajectory round, each skipped when done."""
+
+    def __init__(self, layout: RunLayout, device: str, mc_dropout: int, budget: int,
+                 params: dict[str, dict[str, Any]], emit: Callable[[Event], None]):
+        self.layout, self.device, self.mc_dropout = layout, device, mc_dropout
+        self.budget, self.params, self.emit = budget, params, emit
+        self.current = ""
+
+    # -- shared round 0 -----------------------------------------------------------
+    def shared_round0(self, base, seed: int, budget: int, initial_budget: int) -> None:
+        from mmal.workspace import CONFIG_NAME, init_workspace, round_paths
+
+        folder = self.layout.shared(seed)
+        config_file = self.layout.config(seed)
+        self._step(None, seed, 0, "init", (folder / CONFIG_NAME).is_file(), lambda: (
+            _write_seed_config(base, config_file, seed, budget, initial_budget),
+            init_workspace(folder, config_file, force=round_paths(folder, 0).labeled.exists())))
+        self._train_extract(None, folder, seed, 0, extract=True)
+
+    # -- one trajectory, one round ------------------------------------------------
+    def advance(self, name: str, seed: int, r: int, rounds: int) -> None:
+        from mmal.workspace import round_paths
+
+        folder = self.layout.trajectory(name, seed)
+        if r == 0:
+            self._link_round0(name, seed, folder)
+        else:
+            self._train_extract(name, folder, seed, r, extract=r < rounds)
+        select_s = None
+        if r < rounds:
+            select_s = self._select(name, folder, seed, r)
+            paths = round_paths(folder, r + 1)
+            self._step(name, seed, r, "next", paths.labeled.exists(),
+                       lambda: self._next(folder, r, name))
+        self.emit(Event("round", name, seed, r, info={**_round_info(folder, r),
+                                                       "select_s": select_s}))
+
+    def _link_round0(self, name: str, seed: int, folder: Path) -> None:
+        from mmal.workspace import CONFIG_NAME, round_paths
+
+        shared = self.layout.shared(seed)
+        self.current = "init"
+        todo = [(shared / CONFIG_NAME, folder / CONFIG_NAME)] + [
+            (round_paths(shared, 0).root / f, round_paths(folder, 0).root / f)
+            for f in SHARED_FILES]
+        missing = [(s, t) for s, t in todo if not t.exists()]
+        self.emit(Event("start", name, seed, 0, "init"))
+        how = {link_or_copy(s, t) for s, t in missing}
+        self.emit(Event("done", name, seed, 0, "init",
+                        info={"skipped": not missing, "shared": sorted(how)}))
+
+    def _train_extract(self, name: str | None, folder: Path, seed: int, r: int, *,
+                       extract: bool) -> None:
+        from mmal.extract import extract_round
+        from mmal.train import train_round
+        from mmal.workspace import round_paths
+
+        paths = round_paths(folder, r)
+        self._step(name, seed, r, "train", paths.model.exists(), lambda: train_round(
+            folder, r, device=self.device, resume=True, progress=False))
+        if extract:
+            self._step(name, seed, r, "extract", paths.cache.exists(), lambda: extract_round(
+                folder, r, device=self.device, mc_dropout=self.mc_dropout, progress=False))
+
+    def _select(self, name: str, folder: Path, seed: int, r: int) -> float:
+        from mmal.cache.index import read_index
+        from mmal.select import select
+
+        out = selection_path(folder, r, name, self.budget)
+        self._step(name, seed, r, "select", out.exists(), lambda: select(
+            round_paths_cache(folder, r), name, self.budget, seed=selection_seed(seed, r),
+            device=self.device, out=out, params=self.params.get(name)))
+        return float(read_index(out).provenance.get("wall_time_s", float("nan")))
+
+    def _next(self, folder: Path, r: int, name: str) -> None:
+        from mmal.workspace import next_round
+
+        next_round(folder, selection_path(folder, r, name, self.budget))
+
+    def _step(self, name, seed, r, step, done: bool, work: Callable[[], Any]) -> None:
+        self.current = step
+        self.emit(Event("start", name, seed, r, step))
+        began = time.perf_counter()
+        if not done:
+            work()
+        self.emit(Event("done", name, seed, r, step,
+                        info={"skipped": done, "wall_s": time.perf_counter() - began}))
+
+
+def selection_path(folder: Path, r: int, strategy: str, budget: int) -> Path:
+    """The selection file a trajectory writes in round ``r``."""
+    from mmal.workspace import round_paths
+
+    return round_paths(folder, r).selections / f"{strategy}-b{budget}.json"
+
+
+def round_paths_cache(folder: Path, r: int) -> Path:
+    from mmal.workspace import round_paths
+
+    return round_paths(folder, r).cache
+
+
+def selection_seed(seed: int, r: int) -> int:
+    """The selection seed of round ``r`` in the trajectories of run seed ``seed``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(r), 7]).generate_state(1)[0])
+
+
+def _round_info(folder: Path, r: int) -> dict[str, Any]:
+    import json
+
+    from mmal.workspace import round_paths
+
+    metrics = json.loads(round_paths(folder, r).metrics.read_text(encoding="utf-8"))
+    return {"top1": metrics["test"]["top1"], "num_labeled": metrics["num_labeled"]}
+
+
+def _write_seed_config(base, path: Path, seed: int, budget: int, initial_budget: int) -> None:
+    """runs/configs/seed<k>.toml: the base config with this seed and the run's budgets."""
+    text = _seed_config_text(base, seed, budget, initial_budget)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:
+    from mmal.config import dump_config
+
+    al = dataclasses.replace(base.al, seed=seed, budget=budget, initial_budget=initial_budget)
+    return dump_config(dataclasses.replace(base, al=al),
+                       header=f"Config of seed {seed} of `mmal run` (written from mmal.toml).")
+
+
+def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout) -> None:
+    if not strategies:
+        raise ConfigError("--strategies is empty; name at least one (see `mmal strategies`)")
+    if SHARED in strategies or "configs" in strategies:
+        raise ConfigError(f"--strategies: {SHARED!r} and 'configs' are reserved folder names")
+    if not seeds:
+        raise ConfigError("--seeds is empty; pass e.g. --seeds 0,1,2")
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds must be >= 0, got {seeds}")
+    for name, value, low in (("--rounds", rounds, 1), ("--budget", budget, 1),
+                             ("--initial-budget", initial_budget, 1),
+                             ("--mc-dropout", mc_dropout, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_plan(layout: RunLayout, budget, initial_budget, mc_dropout) -> dict | None:
+    """The stored plan; WorkspaceError when the request would mix incomparable results."""
+    plan = layout.read_plan()
+    if plan is not None:
+        for key, value in (("budget", budget), ("initial_budget", initial_budget),
+                           ("mc_dropout", mc_dropout)):
+            if plan.get(key) != value:
+                flag = "--" + key.replace("_", "-")
+                raise WorkspaceError(
+                    f"{layout.plan}: this run was started with {flag} {plan.get(key)}, not "
+                    f"{value}; pass the same value to resume or extend it, or use a new "
+                    "workspace")
+    return plan
+
+
+def _write_plan(layout: RunLayout, plan, strategies, seeds, rounds, budget, initial_budget,
+                mc_dropout) -> None:
+    """Record the union of every request in runs/plan.json (the report's expectations)."""
+    seen_strategies = list(plan["strategies"]) if plan else []
+    seen_seeds = list(plan["seeds"]) if plan else []
+    write_json_atomic(layout.plan, {
+        "strategies": seen_strategies + [s for s in strategies if s not in seen_strategies],
+        "seeds": seen_seeds + [s for s in seeds if s not in seen_seeds],
+        "rounds": max(rounds, plan["rounds"] if plan else 0),
+        "budget": budget, "initial_budget": initial_budget, "mc_dropout": mc_dropout,
+    })
+
+
+def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
+                      initial_budget: int) -> None:
+    """WorkspaceError when seed ``seed``'s stored config differs from mmal.toml's now."""
+    path = layout.config(seed)
+    if path.exists() and path.read_text(encoding="utf-8") != _seed_config_text(
+            base, seed, budget, initial_budget):
+        raise WorkspaceError(f"{path}: differs from what {layout.workspace}/mmal.toml gives now; "
+                             "the config changed since this run started, so its results would "
+                             "not be comparable; restore mmal.toml or use a new workspace")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, Exception) and type(exc).__module__.startswith("mmal") \
+        else f"{type(exc).__name__}: {text}"

@@ -1,0 +1,99 @@
+"""``make_report``: every table and plot of a comparison run, written to one folder.
+
+Outputs (``out``, default ``<workspace>/report``)::
+
+    results.csv        mean/std over seeds per (strategy, round): top-1, Φ, selection time
+    results.md         the same as a Markdown table, the t-test matrix, what is missing
+    accuracy.png       test top-1 vs labeled samples, multimodal and each modality (Fig. 4)
+    contribution.png   modality contribution Φ per round (Figs. 2-3)
+    weaker_weight.png  weaker-modality weight per dominated sub-pool (Fig. 6; needs BMMAL)
+    ttest.png          pairwise t-test wins (Fig. 5)
+    ttest.csv          the same matrix as CSV
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmal.report import plots
+from mmal.report.collect import RunData, collect
+from mmal.report.tables import aggregate, matrix_markdown, to_csv, to_markdown, ttest_matrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`make_report` wrote and found."""
+
+    out: Path
+    files: list[Path]
+    table: str
+    warnings: list[str] = field(default_factory=list)
+    data: RunData | None = None
+    wins: np.ndarray | None = None
+
+
+def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                confidence: float = 0.9) -> Report:
+    """Write the tables and plots of the comparison run in ``workspace`` to ``out``.
+
+    Works on partial runs: missing seeds or rounds are left out of the means
+    and listed in :attr:`Report.warnings` (also at the end of results.md).
+    """
+    workspace = Path(workspace)
+    out = Path(out) if out is not None else workspace / "report"
+    data = collect(workspace)
+    rows = aggregate(data)
+    table = to_markdown(rows, data.modalities)
+    wins, settings = ttest_matrix(data, confidence=confidence)
+    warnings = data.warnings()
+    files = [_write(out / "results.csv", to_csv(rows, data.modalities))]
+    files.append(_write(out / "ttest.csv", _matrix_csv(data.strategies, wins)))
+    files.append(plots.plot_accuracy(rows, data, out / "accuracy.png"))
+    files.append(plots.plot_contribution(rows, data, out / "contribution.png"))
+    weaker = plots.plot_weaker_weight(data, out / "weaker_weight.png")
+    if weaker is None:
+        warnings.append("no selection reported sub-pool weights (only bmmal does); "
+                        "weaker_weight.png not written")
+    else:
+        files.append(weaker)
+    files.append(plots.plot_ttest(data.strategies, wins, settings, out / "ttest.png"))
+    md = ["# Comparison run", "", f"Strategies: {', '.join(data.strategies)}; seeds: "
+          f"{', '.join(map(str, data.seeds))}; rounds 0-{data.rounds}.", "",
+          "Test top-1 in percent, mean ± sample std over seeds; selection time in seconds.", "",
+          table, "", f"## Pairwise t-tests ({int(confidence * 100)}%, paired over seeds, "
+          f"multimodal top-1, rounds 1-{data.rounds}: {settings} compared)", "",
+          "Cell = rounds where the row strategy beats the column strategy.", "",
+          matrix_markdown(data.strategies, wins)]
+    if warnings:
+        md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
+    files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
+    for line in warnings:
+        log.warning("%s", line)
+    return Report(out, files, table, warnings, data, wins)
+
+
+def _matrix_csv(names: list[str], wins: np.ndarray) -> str:
+    lines = ["wins," + ",".join(names)]
+    lines += [f"{n}," + ",".join(str(int(v)) for v in wins[i]) for i, n in enumerate(names)]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

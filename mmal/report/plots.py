@@ -1,0 +1,186 @@
+"""PNG plots of a comparison run (matplotlib, Agg backend: no display needed).
+
+Every plot colours a strategy the same way (:func:`strategy_colors`): bmmal
+red, badge blue, random grey, any other strategy the next free tab10 colour in
+the run's strategy order.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mmal.report.collect import RunData
+from mmal.report.tables import Row, mean_std
+
+FIXED_COLORS = {"bmmal": "#d62728", "badge": "#1f77b4", "random": "#7f7f7f"}
+_TAB10 = ["#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+          "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+
+
+def strategy_colors(names: list[str]) -> dict[str, str]:
+    """One colour per strategy, stable for the well-known names."""
+    colors, free = {}, iter(c for c in _TAB10 if c not in FIXED_COLORS.values())
+    for name in names:
+        colors[name] = FIXED_COLORS.get(name) or next(free, "#000000")
+    return colors
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _band(ax, x, mean, std, color, label, linestyle="-"):
+    x, mean, std = map(np.asarray, (x, mean, std))
+    ax.plot(x, mean, marker="o", markersize=3, color=color, label=label, linestyle=linestyle)
+    ok = np.isfinite(std)
+    if ok.any():
+        ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=color, alpha=0.15,
+                        linewidth=0)
+
+
+def plot_accuracy(rows: list[Row], data: RunData, path: Path) -> Path:
+    """Test top-1 vs labeled samples: multimodal and each modality (the paper's Fig. 4)."""
+    plt = _pyplot()
+    panels = ["mm", *data.modalities]
+    colors = strategy_colors(data.strategies)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=True):
+        for name in data.strategies:
+            mine = [row for row in rows if row.strategy == name]
+            if not mine:
+                continue
+            _band(ax, [row.num_labeled for row in mine],
+                  [100 * row.top1[metric][0] for row in mine],
+                  [100 * row.top1[metric][1] for row in mine], colors[name], name)
+        ax.set_title("multimodal (fused head)" if metric == "mm" else f"{metric} (unimodal head)")
+        ax.set_xlabel("labeled samples")
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(title="strategy", fontsize=8)
+    fig.suptitle(f"Test accuracy per round (mean ± std over {len(data.seeds)} seeds)")
+    return _save(fig, path)
+
+
+def plot_contribution(rows: list[Row], data: RunData, path: Path) -> Path:
+    """Mean Shapley contribution Φ of each modality per round and strategy (Figs. 2-3)."""
+    plt = _pyplot()
+    colors = strategy_colors(data.strategies)
+    mods = data.modalities
+    fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], mods, strict=True):
+        for name in data.strategies:
+            mine = [row for row in rows if row.strategy == name]
+            if mine:
+                _band(ax, [row.round for row in mine], [row.contribution[m][0] for row in mine],
+                      [row.contribution[m][1] for row in mine], colors[name], name)
+        ax.axhline(1 / len(mods), color="black", linewidth=0.8, linestyle=":",
+                   label="balanced (1/M)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"contribution Φ of {m}")
+        ax.set_xlabel("round")
+        _integer_rounds(ax)
+        ax.set_ylabel("mean Φ at the true class (test)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(title="strategy", fontsize=8)
+    fig.suptitle("Modality contribution per round (mean ± std over seeds)")
+    return _save(fig, path)
+
+
+def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
+    """Mean BMMAL weight of the weaker modality in each modality's dominated sub-pool (Fig. 6).
+
+    One panel per dominant modality; x = round of the selection. None (and no
+    file) when no selection in the run reported sub-pool summaries.
+    """
+    series = _subpool_series(data)
+    if not series:
+        return None
+    plt = _pyplot()
+    colors = strategy_colors(data.strategies)
+    mods = data.modalities
+    fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], mods, strict=True):
+        for name in data.strategies:
+            points = series.get((name, m))
+            if points:
+                r, mean, std, share = zip(*points, strict=True)
+                _band(ax, r, mean, std, colors[name], name)
+                for x, y, s in zip(r, mean, share, strict=True):
+                    ax.annotate(f"{100 * s:.0f}%", (x, y), textcoords="offset points",
+                                xytext=(0, 5), fontsize=6, ha="center", color=colors[name])
+        others = ", ".join(o for o in mods if o != m)
+        ax.set_title(f"sub-pool dominated by {m}")
+        ax.set_xlabel("round")
+        _integer_rounds(ax)
+        ax.set_ylabel(f"mean weight of {others}")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(title="strategy", fontsize=8)
+    fig.suptitle("Weaker-modality weight in each dominated sub-pool "
+                 "(labels: sub-pool share of the unlabeled pool)")
+    return _save(fig, path)
+
+
+def _subpool_series(data: RunData) -> dict[tuple[str, str], list[tuple]]:
+    """(strategy, dominant modality) -> [(round, mean weight, std, mean share)] over seeds."""
+    out: dict[tuple[str, str], list[tuple]] = {}
+    for name in data.strategies:
+        for m in data.modalities:
+            for r in range(data.rounds + 1):
+                subs = [rec.summary["subpools"][m] for rec in data.records
+                        if (rec.strategy, rec.round) == (name, r)
+                        and m in rec.summary.get("subpools", {})]
+                weights = [s["mean_weaker_weight"] for s in subs
+                           if s.get("mean_weaker_weight") is not None]
+                if weights:
+                    mean, std = mean_std(weights)
+                    share = float(np.mean([s.get("share", math.nan) for s in subs]))
+                    out.setdefault((name, m), []).append((r, mean, std, share))
+    return out
+
+
+def plot_ttest(names: list[str], wins: np.ndarray, settings: int, path: Path) -> Path:
+    """Heat map of the pairwise t-test wins (the paper's Fig. 5)."""
+    plt = _pyplot()
+    size = 1.0 + 0.9 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(wins, cmap="Blues", vmin=0, vmax=max(1, settings))
+    for i in range(len(names)):
+        for j in range(len(names)):
+            text = "—" if i == j else str(int(wins[i, j]))
+            dark = wins[i, j] > 0.6 * max(1, settings)
+            ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("loses (column)")
+    ax.set_ylabel("wins (row)")
+    ax.set_title(f"Rounds where row beats column\n(paired two-sided t-test over seeds, 90%; "
+                 f"{settings} rounds compared)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="rounds won")
+    return _save(fig, path)
+
+
+def _integer_rounds(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, path: Path) -> Path:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    _pyplot().close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,202 @@
+"""mmal run: a shared round 0, resuming after a kill, failures kept to their trajectory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mmal.cache.index import read_index
+from mmal.cli import cli
+from mmal.errors import ConfigError, SelectionError, WorkspaceError
+from mmal.fingerprint import file_fingerprint
+from mmal.loop import RunLayout, run_comparison
+from mmal.workspace import init_workspace, read_labeled, round_paths
+from tests.fixtures_data import make_tiny_dataset
+
+TINY = {"train": {"epochs": 2, "batch_size": 16}, "al": {"initial_budget": 20, "budget": 10}}
+RUN = {"budget": 10, "initial_budget": 20, "device": "cpu"}
+
+
+def _workspace(folder):
+    config = make_tiny_dataset(folder / "src", "uci", overrides=TINY)
+    return init_workspace(folder / "ws", config)
+
+
+class _Boom(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory):
+    """bmmal, badge, random for 1 round on seed 0; random fails at its round-0 selection."""
+    ws = _workspace(tmp_path_factory.mktemp("run"))
+    events = []
+
+    def callback(event):
+        events.append(event)
+        if (event.kind, event.strategy, event.round, event.step) == ("start", "random", 0,
+                                                                       "select"):
+            raise _Boom("injected failure")
+
+    result = run_comparison(ws, ["bmmal", "badge", "random"], rounds=1, seeds=[0],
+                            callback=callback, **RUN)
+    return ws, result, events
+
+
+@pytest.mark.slow
+def test_round0_is_shared_by_every_strategy(failed_run):
+    ws, _, _ = failed_run
+    layout = RunLayout(ws)
+    shared = round_paths(layout.shared(0), 0)
+    ids = read_labeled(layout.shared(0), 0)
+    assert len(ids) == 20
+    for name in ("bmmal", "badge", "random"):
+        mine = round_paths(layout.trajectory(name, 0), 0)
+        assert np.array_equal(read_labeled(layout.trajectory(name, 0), 0), ids)
+        assert file_fingerprint(mine.model) == file_fingerprint(shared.model)
+        metrics = json.loads(mine.metrics.read_text())
+        assert metrics["model_fingerprint"] == file_fingerprint(shared.model)
+        assert os.path.samefile(mine.model, shared.model)  # linked, not retrained
+        assert os.path.samefile(mine.cache, shared.cache)
+    # After round 0 the trajectories differ: each strategy picked its own samples.
+    r1 = {n: read_labeled(layout.trajectory(n, 0), 1) for n in ("bmmal", "badge")}
+    assert not np.array_equal(r1["bmmal"], r1["badge"])
+    assert np.array_equal(r1["bmmal"][:20], ids) and len(r1["bmmal"]) == 30
+
+
+@pytest.mark.slow
+def test_failure_is_reported_and_others_finish(failed_run):
+    ws, result, events = failed_run
+    assert [(f.strategy, f.seed, f.round, f.step) for f in result.failures] == [
+        ("random", 0, 0, "select")]
+    assert result.failures[0].describe() == (
+        "random seed 0 round 000 select: _Boom: injected failure")
+    assert result.completed == [("badge", 0), ("bmmal", 0)]
+    for name in ("bmmal", "badge"):
+        assert round_paths(RunLayout(ws).trajectory(name, 0), 1).model.exists()
+    assert not round_paths(RunLayout(ws).trajectory("random", 0), 1).labeled.exists()
+    status = json.loads(RunLayout(ws).status.read_text())
+    assert status["failures"][0]["strategy"] == "random"
+    assert [e for e in events if e.kind == "failed"][0].message == "_Boom: injected failure"
+
+
+@pytest.mark.slow
+def test_rerun_retries_the_failed_trajectory_and_skips_finished_steps(failed_run):
+    ws, _, _ = failed_run
+    layout = RunLayout(ws)
+    model = round_paths(layout.trajectory("bmmal", 0), 1).model
+    before = model.stat().st_mtime_ns
+    events = []
+    result = run_comparison(ws, ["bmmal", "badge", "random"], rounds=1, seeds=[0],
+                            callback=events.append, **RUN)
+    assert result.failures == [] and len(result.completed) == 3
+    done = {(e.strategy, e.round, e.step): e.info["skipped"] for e in events
+            if e.kind == "done" and e.step != "init"}
+    assert all(done[("bmmal", r, s)] for r, s in ((0, "select"), (0, "next"), (1, "train")))
+    assert done[(None, 0, "train")] and done[(None, 0, "extract")]
+    assert not done[("random", 0, "select")] and not done[("random", 1, "train")]
+    assert model.stat().st_mtime_ns == before
+
+
+def test_run_refuses_other_budgets_and_bad_requests(tmp_path):
+    ws = _workspace(tmp_path)
+    layout = RunLayout(ws)
+    layout.root.mkdir()
+    layout.plan.write_text(json.dumps({"strategies": ["bmmal"], "seeds": [0], "rounds": 1,
+                                       "budget": 10, "initial_budget": 20, "mc_dropout": 0}))
+    with pytest.raises(WorkspaceError, match="started with --budget 10, not 5; pass the same"):
+        run_comparison(ws, ["bmmal"], rounds=1, seeds=[0], budget=5, initial_budget=20)
+    with pytest.raises(SelectionError, match="nosuch"):
+        run_comparison(ws, ["nosuch"], rounds=1, seeds=[0], budget=10, initial_budget=20)
+    with pytest.raises(ConfigError, match="--rounds must be an integer >= 1"):
+        run_comparison(ws, ["bmmal"], rounds=0, seeds=[0], budget=10, initial_budget=20)
+    with pytest.raises(ConfigError, match="'round0' and 'configs' are reserved"):
+        run_comparison(ws, ["round0"], rounds=1, seeds=[0], budget=10, initial_budget=20)
+    assert sorted(p.name for p in layout.root.iterdir()) == ["plan.json"]  # nothing started
+
+
+def test_changed_config_is_refused(tmp_path):
+    ws = _workspace(tmp_path)
+    layout = RunLayout(ws)
+    layout.config(0).parent.mkdir(parents=True)
+    layout.config(0).write_text("# another config\n")
+    with pytest.raises(WorkspaceError, match="differs from what .* gives now"):
+        run_comparison(ws, ["random"], rounds=1, seeds=[0], budget=10, initial_budget=20)
+
+
+@pytest.mark.slow
+def test_cli_reports_a_failing_trajectory_and_exits_1(failed_run):
+    ws, _, _ = failed_run
+    # bald needs MC-dropout logits, which this run's caches do not hold.
+    res = CliRunner().invoke(cli, ["run", "--workspace", str(ws), "--strategies", "random,bald",
+                                   "--rounds", "1", "--budget", "10", "--initial-budget", "20",
+                                   "--seeds", "0", "--device", "cpu"])
+    assert res.exit_code == 1
+    assert "round 000 random seed 0: 20 labeled" in res.output
+    assert "FAILED round 000 bald seed 0 at select: " in res.output
+    assert "finished 1 of 2 trajectories" in res.output
+    assert "  bald seed 0 round 000 select: " in res.output
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import mmal.train.loop as loop
+    from mmal.loop import run_comparison
+
+    real = loop.save_checkpoint
+
+    def save_then_die(path, payload):
+        real(path, payload)
+        if str(path).endswith("model.pt.partial") and "/badge/seed0/rounds/001/" in str(path):
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-training, after epoch 1 of 2
+
+    loop.save_checkpoint = save_then_die
+    run_comparison(sys.argv[1], ["bmmal", "badge"], rounds=2, seeds=[0], budget=10,
+                   initial_budget=20, device="cpu")
+""")
+
+
+def _results(ws):
+    layout = RunLayout(ws)
+    out = {}
+    for name in ("bmmal", "badge"):
+        folder = layout.trajectory(name, 0)
+        for r in range(3):
+            metrics = json.loads(round_paths(folder, r).metrics.read_text())
+            out[(name, r)] = (metrics["test"], metrics["train_loss"], metrics["num_labeled"])
+            if r < 2:
+                out[(name, r, "selection")] = read_index(
+                    round_paths(folder, r).selections / f"{name}-b10.json").ids.tolist()
+    return out
+
+
+@pytest.mark.slow
+def test_killed_mid_round_and_resumed_equals_uninterrupted(tmp_path):
+    ws = _workspace(tmp_path / "killed")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(ws)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    round1 = round_paths(RunLayout(ws).trajectory("badge", 0), 1)
+    assert round1.model.with_name("model.pt.partial").exists() and not round1.model.exists()
+    assert round_paths(RunLayout(ws).trajectory("bmmal", 0), 1).model.exists()
+
+    events = []
+    result = run_comparison(ws, ["bmmal", "badge"], rounds=2, seeds=[0], callback=events.append,
+                            **RUN)
+    assert result.failures == []
+    skipped = {(e.strategy, e.round, e.step) for e in events
+               if e.kind == "done" and e.info.get("skipped")}
+    assert ("bmmal", 1, "train") in skipped and ("badge", 0, "select") in skipped
+    assert ("badge", 1, "train") not in skipped
+
+    ref = _workspace(tmp_path / "reference")
+    run_comparison(ref, ["bmmal", "badge"], rounds=2, seeds=[0], **RUN)
+    assert _results(ws) == _results(ref)
