@@ -15,6 +15,10 @@ max-heap keyed by their bound; the top one is lowered against the few centers
 added since the last refresh and pushed back, until the top is up to date. As
 bounds only decrease, an up-to-date top is the exact farthest candidate, so the
 picks equal plain greedy k-center.
+
+Refresh distances are FAISS float32 (CPU or GPU by ``xp``); checks against
+pending centers are float64. Near-ties (relative gaps around 1e-6) can
+therefore resolve differently between the CPU and GPU FAISS.
 """
 
 from __future__ import annotations
