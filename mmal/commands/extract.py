@@ -23,10 +23,12 @@ from mmal.commands.options import device_option, force_option
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes  [default: train.num_workers of mmal.toml]")
 @device_option
+@click.option("--keep-shards", is_flag=True, default=False,
+              help="Under torchrun: keep rounds/RRR/cache.shards/ after joining the shards.")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.")
 @force_option
-def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_workers, device, quiet,
-                    force):
+def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_workers, device,
+                    keep_shards, quiet, force):
     """Run a round's model over the whole pool and write rounds/RRR/cache.h5.
 
     Stores every modality's features, the fused, unimodal and 2^M coalition
@@ -35,16 +37,23 @@ def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_worker
     interrupted run continues where it stopped when rerun with the same
     options. An existing cache is an error unless --force.
 
+    Under torchrun every rank extracts a contiguous share of the pool into
+    rounds/RRR/cache.shards/, then rank 0 joins the shards into the same
+    cache.h5 one process writes; a rerun keeps finished shards (docs/distributed.md).
+
     \b
     Example:
       mmal extract                             # newest trained round
       mmal extract --round 3 --mc-dropout 20 --dtype float16 --device cuda
+      torchrun --nproc-per-node 8 -m mmal extract --round 3
     """
+    from mmal.distributed import env_rank
     from mmal.extract import extract_round
     from mmal.workspace import find_workspace
 
     root = find_workspace(workspace)
     path = extract_round(root, round_, device=device, mc_dropout=mc_dropout, dtype=dtype,
                          batch_size=batch_size, num_workers=num_workers, force=force,
-                         progress=not quiet)
-    click.echo(f"wrote {path}")
+                         progress=not quiet, keep_shards=keep_shards)
+    if env_rank() == 0:
+        click.echo(f"wrote {path}")

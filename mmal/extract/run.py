@@ -8,6 +8,10 @@ leaves the rows already flushed there and a rerun continues after them. Batches
 are aligned to the same row boundaries on a rerun (the batch size is part of
 the cache's provenance), so the resumed cache equals an uninterrupted run's.
 
+Under torchrun each rank extracts a contiguous, batch-aligned share of the
+pool into its own shard and rank 0 joins the shards into the same cache a
+single process writes (:mod:`mmal.extract.shards`).
+
 Features are stored in ``dtype``; every logit in the cache is computed from the
 features *as stored* (rounded to float16 when asked), so coalition logits equal
 ``head/weight @ h_S + head/bias`` of the stored features.
@@ -18,8 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmal.errors import ConfigError, WorkspaceError
-from mmal.models.runtime import derive_seed, inputs_to, resolve_device
+from mmal.models.runtime import derive_seed, inputs_to
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,8 @@ DTYPES = ("float32", "float16")
 def extract_round(workspace: str | os.PathLike, round: int | None = None, *, device: str = "auto",
                   mc_dropout: int = 0, dtype: str = "float32", batch_size: int = 256,
                   num_workers: int | None = None, force: bool = False, resume: bool = True,
-                  progress: bool = True, queue_size: int = 4):
+                  progress: bool = True, queue_size: int = 4, distributed: bool | None = None,
+                  keep_shards: bool = False):
     """Write ``rounds/RRR/cache.h5`` from ``rounds/RRR/model.pt`` over the whole train pool.
 
     Parameters
@@ -57,30 +65,68 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
     force : bool
         Replace an existing ``cache.h5``.
     resume : bool
-        Continue a compatible ``cache.h5.partial``.
+        Continue a compatible ``cache.h5.partial`` (distributed: also keep
+        finished shards and resume unfinished ones).
     queue_size : int
         Computed batches that may wait for the writer thread.
+    distributed : bool, optional
+        None: split the pool across ranks exactly when launched by torchrun
+        (see :mod:`mmal.extract.shards`); False: one process regardless.
+    keep_shards : bool
+        Distributed only: leave ``cache.shards/`` in place after the join.
 
     Returns
     -------
-    pathlib.Path of the cache.
+    pathlib.Path of the cache (on every rank, once rank 0 has joined the shards).
 
     Examples
     --------
     >>> extract_round("uci-run", 0, device="cpu", mc_dropout=10)  # doctest: +SKIP
     """
-    from mmal.cache import CacheMeta, CacheWriter
-    from mmal.data import MultimodalDataset, collate, load_pool
+    from mmal.cache import CacheWriter
+    from mmal.distributed import setup
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if batch_size < 1 or mc_dropout < 0 or (num_workers is not None and num_workers < 0):
+        raise ConfigError("--batch-size must be >= 1, --mc-dropout and --num-workers >= 0")
+    env = setup(device, distributed=distributed)
+    job = _prepare(workspace, round, env.device, dtype=dtype, mc_dropout=mc_dropout,
+                   batch_size=batch_size, force=force)
+    workers = job.config.train.num_workers if num_workers is None else num_workers
+    run = dict(batch_size=batch_size, num_workers=workers, queue_size=queue_size)
+    if not env.enabled:
+        writer = CacheWriter(job.paths.cache, job.meta, len(job.pool), overwrite=force,
+                             resume=resume)
+        return _fill(writer, job, range(len(job.pool)), progress=progress, **run)
+    return _extract_sharded(job, env, force=force, resume=resume, keep_shards=keep_shards,
+                            progress=progress and env.is_main, **run)
+
+
+@dataclass
+class _Job:
+    """What every rank of one extraction shares: inputs, model, and the cache's metadata."""
+
+    paths: Any
+    config: Any
+    model: Any
+    pool: Any
+    meta: Any
+    labels: np.ndarray
+    is_labeled: np.ndarray
+    device: torch.device
+
+
+def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int,
+             batch_size: int, force: bool) -> _Job:
+    from mmal.cache import CacheMeta
+    from mmal.data import load_pool
     from mmal.fingerprint import file_fingerprint
     from mmal.models import model_from_checkpoint
     from mmal.models.checkpoint import check_same_architecture, load_checkpoint
     from mmal.models.encoders import describe
     from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if batch_size < 1 or mc_dropout < 0 or (num_workers is not None and num_workers < 0):
-        raise ConfigError("--batch-size must be >= 1, --mc-dropout and --num-workers >= 0")
     if round is None:
         round = latest_round(workspace, having="model.pt")
     paths = round_paths(workspace, round)
@@ -94,7 +140,6 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
                           "and retrain, or drop --mc-dropout")
     ckpt = load_checkpoint(paths.model)
     check_same_architecture(ckpt, config, paths.model)
-    dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, config).to(dev).eval()
 
     pool = load_pool(config, "train")
@@ -116,24 +161,34 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
                "extract": {"batch_size": batch_size, "device": dev.type,
                            "mc_dropout_rate": config.model.dropout}},
     )
-    writer = CacheWriter(paths.cache, meta, len(pool), overwrite=force, resume=resume)
+    return _Job(paths, config, model, pool, meta, labels, is_labeled, dev)
+
+
+def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
+          queue_size: int, progress: bool):
+    """Write pool ``rows`` (after those already flushed) and the head; finalize ``writer``."""
+    from mmal.data import MultimodalDataset, collate
+
+    dev, model, pool = job.device, job.model, job.pool
     try:
-        start = writer.rows_written
-        dataset = MultimodalDataset(pool, config.modalities, training=False,
-                                    rows=range(start, len(pool)))
-        workers = config.train.num_workers if num_workers is None else num_workers
+        start = rows.start + writer.rows_written
+        dataset = MultimodalDataset(pool, job.config.modalities, training=False,
+                                    rows=range(start, rows.stop))
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers,
+            dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
             pin_memory=dev.type == "cuda", persistent_workers=False)
         with _BackgroundWriter(writer, queue_size) as background, torch.inference_mode():
-            bar = tqdm(loader, desc=f"extract round {round:03d}", total=len(loader),
+            bar = tqdm(loader, desc=f"extract round {job.meta.round:03d}", total=len(loader),
                        disable=not progress)
             for batch in bar:
-                rows = batch["index"].numpy()
-                fields = batch_fields(model, inputs_to(batch["inputs"], dev), dtype=dtype,
-                                      mc_samples=mc_dropout,
-                                      mc_seed=derive_seed(config.al.seed, round, int(rows[0])))
-                fields.update(ids=pool.ids[rows], labeled=is_labeled[rows], labels=labels[rows])
+                index = batch["index"].numpy()
+                fields = batch_fields(model, inputs_to(batch["inputs"], dev),
+                                      dtype=job.meta.feature_dtype,
+                                      mc_samples=job.meta.mc_samples,
+                                      mc_seed=derive_seed(job.config.al.seed, job.meta.round,
+                                                          int(index[0])))
+                fields.update(ids=pool.ids[index], labeled=job.is_labeled[index],
+                              labels=job.labels[index])
                 background.put(fields)
         writer.write_head(model.head.weight.detach().cpu().numpy(),
                           model.head.bias.detach().cpu().numpy())
@@ -141,6 +196,41 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
     except BaseException:
         writer.close()
         raise
+
+
+def _extract_sharded(job: _Job, env, *, force: bool, resume: bool, keep_shards: bool,
+                     **run) -> Path:
+    """Every rank fills its shard; all wait for all shards; rank 0 joins; all return the cache."""
+    from mmal.cache import CacheWriter
+    from mmal.extract import shards
+
+    cache, n = job.paths.cache, len(job.pool)
+    rows = shards.plan(n, env.world_size, run["batch_size"])
+    expected = [(r, shards.shard_path(cache, r, env.world_size),
+                 shards.shard_meta(job.meta, r, env.world_size, rows[r]), len(rows[r]))
+                for r in range(env.world_size) if len(rows[r])]
+    mine = [e for e in expected if e[0] == env.rank]
+    if not mine:
+        log.info("rank %d: no rows to extract (%d batches for %d ranks)", env.rank,
+                 -(-n // run["batch_size"]), env.world_size)
+    for _, path, meta, count in mine:
+        if resume and shards.shard_ready(path, meta, count):
+            log.info("rank %d: %s is finished; reusing it", env.rank, path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A finished shard of other settings is replaced (overwrite) when this one finalizes.
+        writer = CacheWriter(path, meta, count, overwrite=True, resume=resume)
+        _fill(writer, job, rows[env.rank], **run)
+        log.info("rank %d: wrote %s (rows %d..%d)", env.rank, path, rows[env.rank].start,
+                 rows[env.rank].stop)
+    shards.wait_for_shards(expected)
+    if env.is_main:
+        shards.join_shards(cache, job.meta, [(p, rows[r]) for r, p, _, _ in expected], n,
+                           overwrite=force, resume=resume)
+        if not keep_shards:
+            shutil.rmtree(shards.shard_dir(cache), ignore_errors=True)
+    env.barrier()
+    return cache
 
 
 def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
