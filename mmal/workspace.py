@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mmal.atomic import write_text_atomic
 from mmal.errors import ConfigError, WorkspaceError
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     })
     header = (f"Written by `mmal init` from {Path(config_path).resolve()}.\n"
               "Every key is explicit (defaults filled in) and paths are absolute.")
-    _write_text_atomic(target, dump_config(config, header=header))
+    write_text_atomic(target, dump_config(config, header=header))
     logger.info("workspace %s: round 0 labeled set of %d ids", directory, budget)
     return directory
 
@@ -269,15 +269,3 @@ def _preview(ids: np.ndarray, limit: int = 5) -> str:
     return shown + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mmal.atomic import write_json_atomic
 from mmal.cache.stamp import check_stamp, stamp
 from mmal.cache.writer import _duplicates, _preview
 from mmal.errors import IndexFileError
@@ -82,19 +82,7 @@ def write_index(
                        **dict(provenance)},
         "ids": [int(i) for i in ids],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(document, out, indent=1, default=_json_default)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, document, indent=1, default=_json_default)
 
 
 def read_index(path: str | os.PathLike) -> IndexFile:

@@ -11,12 +11,12 @@ modality widths), ``round``, ``epoch`` (epochs completed), ``state_dict``,
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmal.atomic import atomic_open
 from mmal.config import Config
 from mmal.errors import WorkspaceError
 
@@ -28,18 +28,8 @@ ARCH_SECTIONS = ("modalities", "model")
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            torch.save(payload, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as out:
+        torch.save(payload, out)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

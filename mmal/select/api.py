@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mmal import __version__
+from mmal.atomic import atomic_open
 from mmal.cache.index import IndexFile, read_index, write_index
 from mmal.cache.reader import Cache, open_cache
 from mmal.errors import IndexFileError, SelectionError
@@ -216,15 +216,6 @@ def _write_diagnostics(path: Path, selection: Selection, cache: Cache, name: str
             )
         arrays[key] = value
     arrays["modalities"] = np.asarray(cache.meta.modalities)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
     return path
