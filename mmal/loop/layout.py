@@ -107,6 +107,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
             out.write("\n")
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -132,3 +133,9 @@ def link_or_copy(source: Path, target: Path) -> str:
         how = "copy"
     os.replace(tmp, target)
     return how
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

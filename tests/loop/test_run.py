@@ -50,7 +50,6 @@ def failed_run(tmp_path_factory):
     return ws, result, events
 
 
-@pytest.mark.slow
 def test_round0_is_shared_by_every_strategy(failed_run):
     ws, _, _ = failed_run
     layout = RunLayout(ws)
@@ -71,7 +70,6 @@ def test_round0_is_shared_by_every_strategy(failed_run):
     assert np.array_equal(r1["bmmal"][:20], ids) and len(r1["bmmal"]) == 30
 
 
-@pytest.mark.slow
 def test_failure_is_reported_and_others_finish(failed_run):
     ws, result, events = failed_run
     assert [(f.strategy, f.seed, f.round, f.step) for f in result.failures] == [
@@ -87,7 +85,6 @@ def test_failure_is_reported_and_others_finish(failed_run):
     assert [e for e in events if e.kind == "failed"][0].message == "_Boom: injected failure"
 
 
-@pytest.mark.slow
 def test_rerun_retries_the_failed_trajectory_and_skips_finished_steps(failed_run):
     ws, _, _ = failed_run
     layout = RunLayout(ws)
@@ -131,7 +128,6 @@ def test_changed_config_is_refused(tmp_path):
         run_comparison(ws, ["random"], rounds=1, seeds=[0], budget=10, initial_budget=20)
 
 
-@pytest.mark.slow
 def test_cli_reports_a_failing_trajectory_and_exits_1(failed_run):
     ws, _, _ = failed_run
     # bald needs MC-dropout logits, which this run's caches do not hold.
