@@ -25,6 +25,7 @@ from mmal.cache.index import IndexFile, read_index, write_index
 from mmal.cache.reader import Cache, open_cache
 from mmal.errors import IndexFileError, SelectionError
 from mmal.select.backend import array_module, asnumpy, backend_name
+from mmal.select.balance import unlabeled_balance
 from mmal.select.registry import Selection, Strategy, get_strategy
 
 log = logging.getLogger(__name__)
@@ -127,21 +128,19 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
         "cache": str(cache.path), "cache_fingerprint": cache.fingerprint,
         "backend": backend_name(xp), "wall_time_s": round(wall, 3), "mmal_version": __version__,
     }
-    diag = None
-    if selection.diagnostics:
-        diag = _write_diagnostics(diagnostics_path(out), selection, cache, strat.name)
-        provenance["diagnostics"] = diag.name
-    if selection.summary:
-        provenance["summary"] = selection.summary
+    if not selection.diagnostics:
+        # every selection gets the balance diagnostics, so strategies can be compared by them
+        selection.diagnostics, balance_summary = unlabeled_balance(cache, xp=xp)
+        selection.summary = {**balance_summary, **selection.summary}
+    diag = _write_diagnostics(diagnostics_path(out), selection, cache, strat.name)
+    provenance["diagnostics"] = diag.name
+    provenance["summary"] = selection.summary
     try:
         write_index(out, cache.ids[positions], kind="selection", provenance=provenance,
                     overwrite=overwrite)
     except BaseException:
-        if diag is not None:
-            diag.unlink(missing_ok=True)
+        diag.unlink(missing_ok=True)
         raise
-    if diag is None and overwrite:
-        diagnostics_path(out).unlink(missing_ok=True)  # stale, from the replaced selection
     return read_index(out)
 
 
@@ -216,6 +215,7 @@ def _write_diagnostics(path: Path, selection: Selection, cache: Cache, name: str
             )
         arrays[key] = value
     arrays["modalities"] = np.asarray(cache.meta.modalities)
+    arrays["strategy"] = np.asarray(name)
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **arrays)
     return path

@@ -72,9 +72,9 @@ def test_diagnostics_file_is_aligned_with_unlabeled_ids(cache_factory, tmp_path)
     assert diag["rho"].shape == (n,)
     assert diag["modalities"].tolist() == ["m0", "m1"]
     np.testing.assert_allclose(diag["rho"], np.abs(diag["Phi"][:, 0] - diag["Phi"][:, 1]))
-    # Replacing it with a strategy that has no diagnostics removes the stale file.
+    # Replacing the selection replaces its diagnostics (random gets the balance ones too).
     select(path, "random", 4, out=tmp_path / "pick.json", overwrite=True)
-    assert not diag_path.exists()
+    assert str(np.load(diag_path)["strategy"]) == "random"
 
 
 @pytest.mark.parametrize(("budget", "message"), [
@@ -154,3 +154,17 @@ def test_select_and_bmmal_do_not_import_torch(cache_factory, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_every_strategy_writes_the_balance_diagnostics(cache_factory, tmp_path):
+    """random gets the same per-sample Phi/rho/weights and Fig. 6 summary that bmmal computes."""
+    from mmal.select.api import diagnostics_path
+
+    path = cache_factory("concat2")
+    picks = {}
+    for name in ("random", "bmmal"):
+        index = select(path, name, 5, seed=0, out=tmp_path / f"{name}.json")
+        picks[name] = np.load(diagnostics_path(index.path))
+        assert index.provenance["summary"]["subpools"].keys() == {"m0", "m1"}
+    for key in ("ids", "Phi", "rho", "weights"):
+        np.testing.assert_allclose(picks["random"][key], picks["bmmal"][key], rtol=1e-12)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mmal.cache import open_cache
+from mmal.select.balance import dominance_summary, modality_balance
 from mmal.select.embedding import cache_embedding, logit_gradient
-from mmal.select.strategies.bmmal import dominance_summary, modality_balance, select_bmmal
+from mmal.select.strategies.bmmal import select_bmmal
 from mmal.shapley import coalition_values, shapley_values
 
 
