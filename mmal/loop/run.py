@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmal.atomic import write_text_atomic
 from mmal.errors import ConfigError, WorkspaceError
 from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
 
@@ -317,10 +318,7 @@ def _write_seed_config(base, path: Path, seed: int, budget: int, initial_budget:
     text = _seed_config_text(base, seed, budget, initial_budget)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:

@@ -175,12 +175,10 @@ def _integer_rounds(ax) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    import os
+    from mmal.atomic import atomic_open
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
