@@ -6,7 +6,7 @@ Outputs (``out``, default ``<workspace>/report``)::
     results.md         the same as a Markdown table, the t-test matrix, what is missing
     accuracy.png       test top-1 vs labeled samples, multimodal and each modality (Fig. 4)
     contribution.png   modality contribution Φ per round (Figs. 2-3)
-    weaker_weight.png  weaker-modality weight per dominated sub-pool (Fig. 6; needs BMMAL)
+    weaker_weight.png  weaker-modality weight per dominated sub-pool (Fig. 6)
     ttest.png          pairwise t-test wins (Fig. 5)
     ttest.csv          the same matrix as CSV
 """
@@ -60,7 +60,7 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     files.append(plots.plot_contribution(rows, data, out / "contribution.png"))
     weaker = plots.plot_weaker_weight(data, out / "weaker_weight.png")
     if weaker is None:
-        warnings.append("no selection reported sub-pool weights (only bmmal does); "
+        warnings.append("no selection has a balance summary (sub-pool weights); "
                         "weaker_weight.png not written")
     else:
         files.append(weaker)

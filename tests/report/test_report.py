@@ -179,7 +179,7 @@ def test_missing_selection_is_named(tmp_path):
     assert _read_csv(report.out / "results.csv")[("random", 1)]["seeds"] == "0 1 2"
 
 
-def test_no_bmmal_no_weaker_weight_plot(tmp_path):
+def test_no_balance_summary_no_weaker_weight_plot(tmp_path):
     _write_run(tmp_path)
     for k in (0, 1, 2):
         folder = RunLayout(tmp_path).trajectory("bmmal", k)
