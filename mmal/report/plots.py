@@ -97,8 +97,9 @@ def plot_contribution(rows: list[Row], data: RunData, path: Path) -> Path:
 def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
     """Mean BMMAL weight of the weaker modality in each modality's dominated sub-pool (Fig. 6).
 
-    One panel per dominant modality; x = round of the selection. None (and no
-    file) when no selection in the run reported sub-pool summaries.
+    One panel per dominant modality (its title gives the sub-pool's mean share
+    of the unlabeled pool); x = round of the selection. None (and no file) when
+    no selection in the run has a sub-pool summary.
     """
     series = _subpool_series(data)
     if not series:
@@ -108,24 +109,23 @@ def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
     mods = data.modalities
     fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 3.6), squeeze=False)
     for ax, m in zip(axes[0], mods, strict=True):
+        shares = []
         for name in data.strategies:
             points = series.get((name, m))
             if points:
                 r, mean, std, share = zip(*points, strict=True)
                 _band(ax, r, mean, std, colors[name], name)
-                for x, y, s in zip(r, mean, share, strict=True):
-                    ax.annotate(f"{100 * s:.0f}%", (x, y), textcoords="offset points",
-                                xytext=(0, 5), fontsize=6, ha="center", color=colors[name])
+                shares += share
         others = ", ".join(o for o in mods if o != m)
-        ax.set_title(f"sub-pool dominated by {m}")
+        size = f" ({100 * np.nanmean(shares):.0f}% of the pool)" if shares else ""
+        ax.set_title(f"sub-pool dominated by {m}{size}")
         ax.set_xlabel("round")
         _integer_rounds(ax)
         ax.set_ylabel(f"mean weight of {others}")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
     axes[0][0].legend(title="strategy", fontsize=8)
-    fig.suptitle("Weaker-modality weight in each dominated sub-pool "
-                 "(labels: sub-pool share of the unlabeled pool)")
+    fig.suptitle("Weight of the weaker modality in each dominated sub-pool (mean ± std over seeds)")
     return _save(fig, path)
 
 
