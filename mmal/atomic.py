@@ -42,6 +42,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; give what open() would
         if mode == "w":
             handle = os.fdopen(fd, mode, encoding=encoding or "utf-8")
         else:
@@ -70,3 +71,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any, **dump_kwargs: Any) ->
         json.dump(data, out, **dump_kwargs)
         out.write("\n")
     return Path(path)
+
+
+def _default_mode() -> int:
+    """0o666 less the process umask, the mode a plain ``open(path, "w")`` would create."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+

@@ -31,3 +31,10 @@ def test_failure_keeps_the_old_file(tmp_path):
 def test_append_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"), atomic_open(tmp_path / "x", "a"):
         pass
+
+
+def test_mode_is_that_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    atomic = write_text_atomic(tmp_path / "atomic", "x")
+    assert atomic.stat().st_mode == plain.stat().st_mode
