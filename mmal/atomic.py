@@ -75,7 +75,19 @@ def write_json_atomic(path: str | os.PathLike, data: Any, **dump_kwargs: Any) ->
 
 def _default_mode() -> int:
     """0o666 less the process umask, the mode a plain ``open(path, "w")`` would create."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
+
+def _umask() -> int:
+    # Linux reports the umask without changing it; os.umask() must set one to read it,
+    # which would race with threads creating files.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
