@@ -28,17 +28,25 @@ def train_command(round_, workspace, device, no_resume, quiet, force):
     each modality at the true class). An interrupted run resumes after its last
     finished epoch when rerun. An existing model.pt is an error unless --force.
 
+    Under torchrun it trains with DistributedDataParallel: train.batch_size is
+    the global batch, split across the ranks; rank 0 writes model.pt and the
+    metrics of the whole test split (docs/distributed.md).
+
     \b
     Example:
       mmal train                      # newest round, GPU if there is one
       mmal train --round 2 --device cpu --workspace uci-run
+      torchrun --nproc-per-node 4 -m mmal train --round 2
     """
+    from mmal.distributed import env_rank
     from mmal.train import train_round
     from mmal.workspace import find_workspace, round_paths
 
     root = find_workspace(workspace)
     metrics = train_round(root, round_, device=device, resume=not no_resume, force=force,
                           progress=not quiet)
+    if env_rank() != 0:
+        return
     test = metrics["test"]
     top1 = ", ".join(f"{k} {v:.4f}" for k, v in test["top1"].items())
     share = ", ".join(f"{k} {v:.3f}"

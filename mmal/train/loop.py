@@ -11,6 +11,11 @@ After every epoch the model, optimizer and loss history go to
 ``model.pt.partial``; a rerun with the same config and labeled set continues
 after the last finished epoch and ends with the same weights as an
 uninterrupted run (bit for bit on the CPU).
+
+Under torchrun the same loop runs data-parallel (:mod:`mmal.train.ddp`):
+``train.batch_size`` is the global batch, split across the ranks so each step
+applies the single-process step's gradient; rank 0 writes the checkpoints and
+the test metrics, computed once over the whole test split.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from tqdm.auto import tqdm
 from mmal.errors import WorkspaceError
 from mmal.models import build_model
 from mmal.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
-from mmal.models.runtime import derive_seed, inputs_to, resolve_device
+from mmal.models.runtime import derive_seed, inputs_to
+from mmal.train import ddp
 from mmal.train.metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def train_round(workspace: str | os.PathLike, round: int | None = None, *,
                 device: str = "auto", resume: bool = True, force: bool = False,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, distributed: bool | None = None) -> dict[str, Any]:
     """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
 
     Parameters
@@ -54,7 +60,10 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     force : bool
         Replace an existing ``model.pt``.
     progress : bool
-        Show a tqdm bar per epoch.
+        Show a tqdm bar per epoch (rank 0 only under torchrun).
+    distributed : bool, optional
+        None: DistributedDataParallel exactly when launched by torchrun; False:
+        one process regardless.
 
     Returns
     -------
@@ -64,15 +73,16 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
         (``mm`` and per modality; multi-label: share whose top class is a true
         label), ``map`` (multi-label only) and ``shapley_true_class``
         (``phi_mean`` and ``contribution_mean`` Φ per modality), and
-        ``model_fingerprint``.
+        ``model_fingerprint``; distributed runs add ``world_size``. Every rank
+        returns rank 0's metrics.
 
     Examples
     --------
     >>> metrics = train_round("uci-run", 0, device="cpu")  # doctest: +SKIP
     >>> metrics["test"]["top1"]["mm"]  # doctest: +SKIP
     """
-    from mmal.data import MultimodalDataset, collate, load_pool
-    from mmal.fingerprint import file_fingerprint
+    from mmal.data import MultimodalDataset, load_pool
+    from mmal.distributed import setup
     from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
 
     # -- settings ---------------------------------------------------------------
@@ -85,7 +95,9 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
                              f"{round:03d}")
     config = load_workspace_config(workspace)
     tc, seed = config.train, config.al.seed
-    dev = resolve_device(device)
+    env = setup(device, distributed=distributed)
+    dev = env.device
+    progress = progress and env.is_main
     labeled = read_labeled(workspace, round)
     run_key = _run_key(config.to_dict(), labeled, round)
 
@@ -101,6 +113,8 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     # -- model and optimizer ----------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
+    if env.enabled:
+        ddp.prepare(model, env)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
 
@@ -116,48 +130,91 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
         else:
             log.warning("%s belongs to another config or labeled set; training from scratch",
                         partial)
+    if env.enabled:
+        starts = env.all_gather(start)
+        if len(set(starts)) > 1:
+            raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
+                                 "workspace must be on storage every node shares")
+        net = ddp.wrap(model, env)
 
     # -- epochs -----------------------------------------------------------------
     for epoch in range(start, tc.epochs):
         torch.manual_seed(derive_seed(seed, round, epoch + 1))
         order = np.random.default_rng([seed, round, epoch]).permutation(n).tolist()
         train_set.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_size=tc.batch_size, sampler=order, collate_fn=collate,
-            num_workers=tc.num_workers, drop_last=drop_last, pin_memory=dev.type == "cuda")
-        model.train()
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"round {round:03d} epoch {epoch + 1}/{tc.epochs}",
-                   disable=not progress, leave=False)
-        for batch in bar:
-            out = model(inputs_to(batch["inputs"], dev))
-            loss = multimodal_loss(out, batch["label"].to(dev), model.modalities)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            b = len(batch["id"])
-            total, count = total + float(loss.detach()) * b, count + b
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        losses.append(total / max(count, 1))
-        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, losses[-1])
-        save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1, len(labeled)),
-                                  "optimizer": opt.state_dict(), "losses": losses,
-                                  "run_key": run_key})
+        desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
+        if env.enabled:
+            loss = ddp.run_epoch(net, model, train_set, order, opt, env, batch_size=tc.batch_size,
+                                 drop_last=drop_last, num_workers=tc.num_workers, desc=desc,
+                                 progress=progress)
+        else:
+            loss = _epoch(model, train_set, order, opt, dev, batch_size=tc.batch_size,
+                          drop_last=drop_last, num_workers=tc.num_workers, desc=desc,
+                          progress=progress)
+        losses.append(loss)
+        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
+        if env.is_main:
+            save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
+                                                 len(labeled)),
+                                      "optimizer": opt.state_dict(), "losses": losses,
+                                      "run_key": run_key})
 
+    if env.enabled:  # rank 0 tests and writes; the others return its metrics
+        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round,
+                                  losses, len(labeled), dev, progress,
+                                  world_size=env.world_size) if env.is_main else None
+        metrics = env.broadcast(metrics)
+        return metrics
+    return _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
+                           len(labeled), dev, progress)
+
+
+def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: int,
+                    losses: list[float], num_labeled: int, dev: torch.device,
+                    progress: bool, world_size: int | None = None) -> dict[str, Any]:
+    """Test ``model``; write ``metrics.json`` then ``model.pt``; drop the partial checkpoint."""
+    from mmal.fingerprint import file_fingerprint
+
+    tc = config.train
     # -- test -------------------------------------------------------------------
     test = evaluate(model, test_set, dev, batch_size=tc.batch_size, num_workers=tc.num_workers,
                     progress=progress)
 
     # -- write: metrics, then model.pt, whose presence marks the round as trained --
     staged = paths.model.with_name(paths.model.name + ".new")
-    save_checkpoint(staged, _payload(model, config, pool, round, tc.epochs, len(labeled)))
-    metrics = {"round": round, "num_labeled": int(len(labeled)), "epochs": tc.epochs,
+    save_checkpoint(staged, _payload(model, config, pool, round, tc.epochs, num_labeled))
+    metrics = {"round": round, "num_labeled": int(num_labeled), "epochs": tc.epochs,
                "device": dev.type, "train_loss": losses, "test": test,
                "model_fingerprint": file_fingerprint(staged)}
+    if world_size is not None:
+        metrics["world_size"] = int(world_size)
     _write_json_atomic(paths.metrics, metrics)
     os.replace(staged, paths.model)
     partial.unlink(missing_ok=True)
     return metrics
+
+
+def _epoch(model, train_set, order: list[int], opt, dev: torch.device, *, batch_size: int,
+           drop_last: bool, num_workers: int, desc: str, progress: bool) -> float:
+    """One single-process epoch over ``order``; returns the mean per-sample loss."""
+    from mmal.data import collate
+
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=batch_size, sampler=order, collate_fn=collate,
+        num_workers=num_workers, drop_last=drop_last, pin_memory=dev.type == "cuda")
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
+    for batch in bar:
+        out = model(inputs_to(batch["inputs"], dev))
+        loss = multimodal_loss(out, batch["label"].to(dev), model.modalities)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        b = len(batch["id"])
+        total, count = total + float(loss.detach()) * b, count + b
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
 
 
 def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
