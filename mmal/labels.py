@@ -212,6 +212,53 @@ def human_labels(workspace: str | os.PathLike, round: int) -> dict[int, list[str
     return out
 
 
+def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
+                   ids: np.ndarray | None = None) -> np.ndarray:
+    """Labels the learner knows in round ``round``: the dataset's, overridden by people's.
+
+    Parameters
+    ----------
+    pool : mmal.data.Pool
+        The train pool; its ``labels`` are -1 (rows of -1 for multi-label) where
+        the dataset has none.
+    workspace : path-like
+    round : int
+        Labels imported with ``mmal label`` into rounds 0..``round`` apply.
+    ids : (n,) int64, optional
+        The ids that must all have a label (e.g. the round's labeled set).
+
+    Returns
+    -------
+    (N,) int64 or (N, K) int8 labels aligned with ``pool.ids``.
+
+    Raises
+    ------
+    DataError
+        Naming the ids in ``ids`` that still have no label and how to add them.
+    """
+    labels = np.array(pool.labels, copy=True)
+    people = human_labels(workspace, round)
+    classes = {c: k for k, c in enumerate(pool.class_names)}
+    for row, names in zip(pool.rows(people), people.values(), strict=True):
+        if pool.multi_label:
+            labels[row] = 0
+            labels[row, [classes[n] for n in names]] = 1
+        else:
+            labels[row] = classes[names[0]]
+    if ids is not None:
+        known = (labels.reshape(len(labels), -1) >= 0).all(axis=1)
+        unknown = np.asarray(ids)[~known[pool.rows(ids)]]
+        if unknown.size:
+            shown = ", ".join(str(int(i)) for i in unknown[:5])
+            more = f" and {unknown.size - 5} more" if unknown.size > 5 else ""
+            raise DataError(
+                f"round {round:03d}: labeled ids {shown}{more} have no label; export them with "
+                f"`mmal export rounds/{round:03d}/labeled.json`, annotate, and import with "
+                f"`mmal label --round {round} FILE`"
+            )
+    return labels
+
+
 def _new_ids(workspace, round: int) -> list[int]:
     """Ids of round ``round``'s labeled set that were not labeled in round ``round - 1``."""
     from mmal.workspace import read_labeled, round_paths

@@ -159,3 +159,54 @@ def test_export_refuses_ids_of_another_dataset(ws, tmp_path):
     path = write_index(tmp_path / "x.json", np.array([424242]), kind="labeled", provenance={})
     with pytest.raises(DataError, match="belongs to another workspace"):
         export_ids(ws, path)
+
+
+# ----------------------------------------------------------------- labels the learner uses
+
+def _blank_train_labels(config_path: Path) -> None:
+    """Make the train manifest of a tiny dataset carry no labels, as a user's new pool would."""
+    manifest = config_path.parent / "data" / "train.csv"
+    with manifest.open(newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for rec in records:
+        rec["label"] = ""
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def test_unlabeled_pool_needs_people_labels_then_uses_them(tmp_path):
+    from mmal.labels import resolve_labels
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
+                               overrides={"al": {"initial_budget": 4}})
+    truth = load_pool(load_workspace_config(init_workspace(tmp_path / "truth", config)), "train")
+    _blank_train_labels(config)
+    ws = init_workspace(tmp_path / "ws", config)
+    pool = _pool(ws)
+    assert (pool.labels == -1).all()
+    labeled = np.asarray(json.loads(round_paths(ws, 0).labeled.read_text())["ids"])
+    with pytest.raises(DataError, match=r"round 000: labeled ids .* have no label; export them"):
+        resolve_labels(pool, ws, 0, labeled)
+
+    exported = export_ids(ws, round_paths(ws, 0).labeled)
+    import_labels(ws, 0, _fill(exported, truth))
+    labels = resolve_labels(pool, ws, 0, labeled)
+    rows = pool.rows(labeled)
+    np.testing.assert_array_equal(labels[rows], truth.labels[truth.rows(labeled)])
+    assert (np.delete(labels, rows) == -1).all()  # nobody labeled the rest
+
+
+def test_test_split_still_needs_every_label(tmp_path):
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"])
+    manifest = config.parent / "data" / "test.csv"
+    text = manifest.read_text().splitlines()
+    header = text[0].split(",")
+    cells = text[1].split(",")
+    cells[header.index("label")] = ""
+    manifest.write_text("\n".join([text[0], ",".join(cells), *text[2:]]) + "\n")
+    from mmal.config import load_config
+
+    with pytest.raises(DataError, match=r"has no label \(test.csv line 2\); the test split"):
+        load_pool(load_config(config), "test")

@@ -47,7 +47,7 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
     classes, classes_origin = class_list(config)
     labels = encode_labels([row["label"] for _, row in rows], names, classes,
                            multi_label=ds.multi_label, classes_origin=classes_origin,
-                           where=where)
+                           where=where, allow_unknown=split == "train")
     records = {}
     for m in config.modalities:
         col = columns[m.name]

@@ -184,17 +184,26 @@ def read_class_list(path: Path) -> list[str]:
 
 
 def encode_labels(raw: Sequence[Any], names: Sequence[str], class_names: Sequence[str], *,
-                  multi_label: bool, classes_origin: str, where: Sequence[str]) -> np.ndarray:
+                  multi_label: bool, classes_origin: str, where: Sequence[str],
+                  allow_unknown: bool = False) -> np.ndarray:
     """Labels as class indices ((N,) int64) or multi-hot ((N, K) int8).
 
     ``raw[i]`` is a class name (str or int), or for multi-label a list of names
     or a string ``"a|b"`` / JSON list. ``where[i]`` says where sample i was read
     (e.g. "train.csv line 7"); ``classes_origin`` where the class list came from.
+    With ``allow_unknown``, an empty cell means "not known yet" and encodes as
+    -1 (multi-label: a row of -1); people supply those labels with ``mmal label``.
     """
     index = {c: k for k, c in enumerate(class_names)}
     out = (np.zeros((len(raw), len(class_names)), dtype=np.int8) if multi_label
            else np.empty(len(raw), dtype=np.int64))
     for i, value in enumerate(raw):
+        if is_unknown_label(value):
+            if not allow_unknown:
+                raise DataError(f"sample {names[i]}: has no label ({where[i]}); the test split "
+                                "needs every label")
+            out[i] = -1
+            continue
         parts = split_label(value, multi_label=multi_label)
         if not multi_label and parts[0] not in index:
             parts = split_label(value, multi_label=True) or parts  # for the hint below
@@ -210,6 +219,11 @@ def encode_labels(raw: Sequence[Any], names: Sequence[str], class_names: Sequenc
             else:
                 out[i] = index[part]
     return out
+
+
+def is_unknown_label(value: Any) -> bool:
+    """True for an empty label cell (None, "", whitespace, or an empty list)."""
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
 def split_label(value: Any, *, multi_label: bool) -> list[str]:
