@@ -210,3 +210,28 @@ def test_test_split_still_needs_every_label(tmp_path):
 
     with pytest.raises(DataError, match=r"has no label \(test.csv line 2\); the test split"):
         load_pool(load_config(config), "test")
+
+
+@pytest.mark.slow
+def test_people_labels_reach_training_and_the_cache(tmp_path):
+    """New pool without labels: train refuses, then export -> label -> train -> extract."""
+    from mmal.cache import open_cache
+    from mmal.extract import extract_round
+    from mmal.train import train_round
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
+                               overrides={"al": {"initial_budget": 4}})
+    truth = load_pool(load_workspace_config(init_workspace(tmp_path / "truth", config)), "train")
+    _blank_train_labels(config)
+    ws = init_workspace(tmp_path / "ws", config)
+    with pytest.raises(DataError, match="have no label; export them"):
+        train_round(ws, 0, device="cpu", progress=False)
+    assert not round_paths(ws, 0).model.exists()
+
+    import_labels(ws, 0, _fill(export_ids(ws, round_paths(ws, 0).labeled), truth))
+    train_round(ws, 0, device="cpu", progress=False)
+    extract_round(ws, 0, device="cpu", progress=False)
+    with open_cache(round_paths(ws, 0).cache) as cache:
+        rows = truth.rows(cache.ids)
+        np.testing.assert_array_equal(cache.labels[cache.labeled], truth.labels[rows][cache.labeled])
+        assert (cache.labels[~cache.labeled] == -1).all()

@@ -36,7 +36,8 @@ class Pool:
         (N,) int64, unique. Integer ids from the data when every id is an
         integer, else the row number in the split's file.
     labels : np.ndarray
-        (N,) int64 class index, or (N, K) int8 multi-hot when ``multi_label``.
+        (N,) int64 class index, or (N, K) int8 multi-hot when ``multi_label``;
+        -1 (a row of -1) where a manifest's train split leaves the label empty.
     class_names : list of str
         K names; ``labels`` index into it.
     multi_label : bool

@@ -20,11 +20,11 @@ the test metrics, computed once over the whole test split.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from mmal.atomic import write_json_atomic
 from mmal.errors import WorkspaceError
 from mmal.models import build_model
 from mmal.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
@@ -83,6 +84,7 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     """
     from mmal.data import MultimodalDataset, load_pool
     from mmal.distributed import setup
+    from mmal.labels import resolve_labels
     from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
 
     # -- settings ---------------------------------------------------------------
@@ -103,7 +105,9 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
 
     # -- data -------------------------------------------------------------------
     pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
-    train_set = MultimodalDataset(pool, config.modalities, training=tc.augment,
+    # the dataset's labels, overlaid with those people imported (`mmal label`)
+    known = dataclasses.replace(pool, labels=resolve_labels(pool, workspace, round, labeled))
+    train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
                                   seed=derive_seed(seed, round)).subset(labeled)
     test_set = MultimodalDataset(test_pool, config.modalities, training=False)
     n = len(train_set)
@@ -188,7 +192,7 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
                "model_fingerprint": file_fingerprint(staged)}
     if world_size is not None:
         metrics["world_size"] = int(world_size)
-    _write_json_atomic(paths.metrics, metrics)
+    write_json_atomic(paths.metrics, metrics, allow_nan=True)
     os.replace(staged, paths.model)
     partial.unlink(missing_ok=True)
     return metrics
@@ -281,18 +285,3 @@ def _try_load(path: Path) -> dict[str, Any] | None:
 def _run_key(config: dict, labeled: np.ndarray, round: int) -> str:
     text = json.dumps([config, [int(i) for i in labeled], int(round)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, allow_nan=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
