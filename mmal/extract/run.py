@@ -227,6 +227,8 @@ def _extract_sharded(job: _Job, env, *, force: bool, resume: bool, keep_shards: 
         log.info("rank %d: wrote %s (rows %d..%d)", env.rank, path, rows[env.rank].start,
                  rows[env.rank].stop)
     shards.wait_for_shards(expected)
+    # Every rank has seen every shard finished before rank 0 joins and removes them.
+    env.barrier()
     if env.is_main:
         shards.join_shards(cache, job.meta, [(p, rows[r]) for r, p, _, _ in expected], n,
                            overwrite=force, resume=resume)
