@@ -30,6 +30,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MmalError as exc:
             raise click.ClickException(" ".join(str(exc).split("\n"))) from None
+        except OSError as exc:  # unwritable output folder, full disk, ...
+            where = exc.filename or "output"
+            raise click.ClickException(f"{where}: {exc.strerror or exc}; check the path "
+                                       "and its permissions") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],

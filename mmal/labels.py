@@ -67,7 +67,8 @@ class ImportResult:
 # ----------------------------------------------------------------------------- export
 
 def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
-               fmt: str = "csv", out: str | os.PathLike | None = None) -> Path:
+               fmt: str = "csv", out: str | os.PathLike | None = None,
+               overwrite: bool = False) -> Path:
     """Write the ids of ``index_path`` with their sources, for an annotation tool.
 
     Parameters
@@ -110,6 +111,9 @@ def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
             record[m] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
         records.append(record)
     out = Path(out) if out is not None else index_path.with_suffix(f".{fmt}")
+    if out.exists() and not overwrite:  # it may hold labels someone already filled in
+        raise DataError(f"{out}: already exists (it may hold labels filled in already); pass "
+                        "--force to replace it or --out to write elsewhere")
     columns = ["id", "name", "label", *sources]
     if fmt == "csv":
         _write_atomic(out, lambda fh: _write_csv(fh, columns, records))

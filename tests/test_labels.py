@@ -235,3 +235,16 @@ def test_people_labels_reach_training_and_the_cache(tmp_path):
         rows = truth.rows(cache.ids)
         np.testing.assert_array_equal(cache.labels[cache.labeled], truth.labels[rows][cache.labeled])
         assert (cache.labels[~cache.labeled] == -1).all()
+
+
+def test_export_never_replaces_a_file_silently(ws):
+    target = round_paths(ws, 0).labeled
+    exported = export_ids(ws, target)
+    exported.write_text("id,name,label\n1,1,cat\n")  # labels someone filled in
+    with pytest.raises(DataError, match="already exists .* pass --force"):
+        export_ids(ws, target)
+    assert exported.read_text() == "id,name,label\n1,1,cat\n"
+    result = CliRunner().invoke(cli, ["export", str(target), "--workspace", str(ws), "--force"])
+    assert result.exit_code == 0, result.output
+    assert exported.read_text().startswith("id,name,label")
+    assert "cat" not in exported.read_text().splitlines()[1]

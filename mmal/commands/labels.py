@@ -18,7 +18,9 @@ _workspace_option = click.option(
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write  [default: next to SELECTION, <name>.csv or <name>.jsonl]")
 @_workspace_option
-def export_command(index_file, fmt, out, workspace):
+@click.option("--force", is_flag=True, default=False,
+              help="Replace an existing output instead of stopping with an error.")
+def export_command(index_file, fmt, out, workspace, force):
     """Write the ids of SELECTION with each modality's file path, for annotation.
 
     SELECTION is an index file from `mmal select` (or a round's labeled.json).
@@ -38,7 +40,7 @@ def export_command(index_file, fmt, out, workspace):
     from mmal.workspace import find_workspace
 
     root = find_workspace(workspace)
-    path = export_ids(root, index_file, fmt=fmt, out=out)
+    path = export_ids(root, index_file, fmt=fmt, out=out, overwrite=force)
     click.echo(f"wrote {len(read_index(index_file))} ids to {path}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 seed_option = click.option(
-    "--seed", type=int, default=0, show_default=True,
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True,
     help="Random seed; the same inputs and seed give the same outputs.",
 )
 force_option = click.option(

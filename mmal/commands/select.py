@@ -71,8 +71,8 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
     """Pick the next samples to label from a round's feature cache.
 
     Reads only the cache, runs the strategy and writes an index file of the
-    chosen sample ids (in pick order) with its provenance. BMMAL also writes
-    per-sample diagnostics (Shapley values, contributions, weights) next to it
+    chosen sample ids (in pick order) with its provenance, and next to it the
+    per-sample modality balance (Shapley values, contributions, BMMAL weights)
     as <index stem>.diagnostics.npz.
 
     \b

@@ -110,6 +110,7 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
     if out.exists() and not overwrite:
         raise IndexFileError(f"{out}: already exists; pass --force to replace it")
     kwargs = dict(params or {})
+    given_params = dict(kwargs)
     if precision is not None:
         kwargs["precision"] = precision
     recorded = _resolve_params(strat, kwargs)
@@ -120,7 +121,15 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
     log.info("selecting %d of %d unlabeled samples with %s on %s", budget, cache.num_unlabeled,
              strat.name, backend_name(xp))
     start = time.perf_counter()
-    selection = strat.func(cache, budget, rng=rng, xp=xp, **kwargs)
+    try:
+        selection = strat.func(cache, budget, rng=rng, xp=xp, **kwargs)
+    except (ValueError, TypeError) as exc:
+        if not given_params:
+            raise  # no user parameter to blame: a bug, keep the traceback
+        raise SelectionError(
+            f"strategy {strat.name!r} rejected its parameters {given_params}: {exc}; "
+            "fix the -p values"
+        ) from None
     wall = time.perf_counter() - start
     positions = _checked_positions(selection, cache, budget, strat.name)
     provenance = {

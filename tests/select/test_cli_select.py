@@ -110,4 +110,17 @@ def test_help_has_example_and_defaults():
     result = run("select", "--help")
     assert result.exit_code == 0
     assert "mmal select --strategy bmmal --budget 500" in result.output
-    assert "[default: auto]" in result.output and "[default: 0]" in result.output
+    assert "[default: auto]" in result.output and "[default: 0; x>=0]" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "block_size=0"], "strategy 'bmmal' rejected its parameters {'block_size': 0}:"),
+    (["-p", "block_size=abc"], "strategy 'bmmal' rejected its parameters {'block_size': 'abc'}:"),
+    (["--seed", "-1"], "Invalid value for '--seed'"),
+    (["--out", "/proc/no/x.json"], "/proc/no"),
+])
+def test_bad_values_give_one_error_line(workspace, args, message):
+    result = run("select", "-s", "bmmal", "-b", "5", "--workspace", str(workspace), *args)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert message in result.output, result.output
