@@ -186,8 +186,9 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
                force: bool = False) -> int:
     """Start round r+1 with labeled(r+1) = labeled(r) followed by the selection's ids.
 
-    r is the round whose ``selections/`` folder holds ``selection_path``, or
-    else the newest round with a labeled set. Returns r+1.
+    r is the round whose ``selections/`` folder holds ``selection_path``, else
+    the round whose cache the selection names (by path, then by content
+    fingerprint); a selection from no round's cache is refused. Returns r+1.
 
     Raises
     ------
@@ -210,7 +211,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
                              "selection written by `mmal select`")
     base = _round_of_selection(workspace, selection_path)
     if base is None:
-        base = latest_round(workspace, having="labeled.json")
+        base = _round_of_cache(workspace, selection_path, selection.provenance)
     labeled = read_labeled(workspace, base)
     again = np.intersect1d(labeled, selection.ids)
     if again.size:
@@ -245,6 +246,27 @@ def _round_of_selection(workspace: Path, selection_path: Path) -> int | None:
             and folder.parent.name.isdigit():
         return int(folder.parent.name)
     return None
+
+
+def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> int:
+    """The round whose cache the selection was made from (by path, else by fingerprint)."""
+    from mmal.cache import open_cache
+    from mmal.errors import IndexFileError
+
+    cache = Path(str(provenance.get("cache", "")))
+    rounds = (workspace / ROUNDS_DIR).resolve()
+    if cache.name == "cache.h5" and cache.resolve().parent.parent == rounds \
+            and cache.parent.name.isdigit():
+        return int(cache.parent.name)
+    for r in reversed(list_rounds(workspace)):
+        path = round_paths(workspace, r).cache
+        if path.exists():
+            with open_cache(path) as opened:
+                if opened.fingerprint == provenance.get("cache_fingerprint"):
+                    return r
+    raise IndexFileError(f"{selection_path}: was not made from any round's cache of {workspace} "
+                         "(its cache and fingerprint match none); select from a round with "
+                         "`mmal select --round R`")
 
 
 def _outputs(paths: RoundPaths) -> list[Path]:

@@ -24,9 +24,9 @@ from mmal.workspace import (
 from tests.fixtures_data import make_tiny_dataset
 
 
-def _selection(path, ids):
+def _selection(path, ids, cache="cache.h5"):
     provenance = {"strategy": "random", "params": {}, "seed": 0, "budget": len(ids),
-                  "cache": "cache.h5", "cache_fingerprint": "x", "backend": "numpy",
+                  "cache": str(cache), "cache_fingerprint": "x", "backend": "numpy",
                   "wall_time_s": 0.0}
     return write_index(path, ids, kind="selection", provenance=provenance)
 
@@ -101,9 +101,13 @@ def test_next_round_appends_the_selection(tmp_path, uci):
     assert latest_round(ws) == 1 and read_labeled(ws).tolist() == read_labeled(ws, 1).tolist()
     provenance = read_index(round_paths(ws, 1).labeled).provenance
     assert provenance["added"] == 3 and provenance["strategy"] == "random"
-    # a selection outside any round folder builds on the newest round
+    # a selection outside any round folder builds on the round whose cache it was made from
     pick2 = np.setdiff1d(pool_ids, read_labeled(ws, 1))[:2]
-    assert next_round(ws, _selection(tmp_path / "mine.json", pick2)) == 2
+    with pytest.raises(IndexFileError, match="was not made from any round's cache"):
+        next_round(ws, _selection(tmp_path / "stray.json", pick2))
+    assert not round_paths(ws, 2).labeled.exists()
+    mine = _selection(tmp_path / "mine.json", pick2, cache=round_paths(ws, 1).cache)
+    assert next_round(ws, mine) == 2
     assert len(read_labeled(ws, 2)) == 25
 
 
@@ -161,7 +165,8 @@ def test_cli_init_and_next(tmp_path, uci):
                              "rounds/000/labeled.json exists); pass --force to start it over or "
                              "choose a new DIR\n")
     pool_ids = load_pool(load_workspace_config(ws), "train").ids
-    sel = _selection(tmp_path / "s.json", np.setdiff1d(pool_ids, read_labeled(ws, 0))[:5])
+    sel = _selection(tmp_path / "s.json", np.setdiff1d(pool_ids, read_labeled(ws, 0))[:5],
+                     cache=round_paths(ws, 0).cache)
     result = runner.invoke(cli, ["next", "--selection", str(sel), "--workspace", str(ws)])
     assert result.exit_code == 0, result.output
     assert result.output == f"started round 001: 25 labeled ids in {ws}/rounds/001/labeled.json\n"

@@ -47,8 +47,9 @@ def init_command(directory, config_path, force):
 def next_command(selection_path, workspace, force):
     """Start the next round: labeled(r+1) = labeled(r) + the selection's ids.
 
-    Round r is the round whose selections/ folder holds the file, else the newest
-    round with a labeled set. Writes rounds/<r+1>/labeled.json; an existing one is
+    Round r is the round whose selections/ folder holds the file, else the round
+    whose cache the selection was made from (a selection from no round's cache is
+    refused). Writes rounds/<r+1>/labeled.json; an existing one is
     an error unless --force.
 
     \b
