@@ -76,7 +76,7 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
     for line in warnings:
-        log.warning("%s", line)
+        log.info("missing: %s", line)  # callers show Report.warnings; the CLI prints them once
     return Report(out, files, table, warnings, data, wins)
 
 
