@@ -60,9 +60,7 @@ def test_guideline1_on_a_consistent_linear_head():
     assert ratio[order[: n // 4]].mean() > ratio[order[-n // 4:]].mean()
 
 
-# Only concat caches: the synthetic generator's sum-fusion head is shared by all modalities,
-# so its `dominance` makes no modality stronger there.
-@pytest.mark.parametrize("kind", ["concat2", "concat3"])
+@pytest.mark.parametrize("kind", ["concat2", "concat3", "sum2", "sum3"])
 def test_guideline2_stronger_modality_subpool_is_damped_more(cache_factory, kind):
     path = cache_factory(kind, num_samples=600, dominance=3.0)
     with open_cache(path) as cache:
