@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from mmal.commands.options import device_option, force_option
+from mmal.commands.options import device_option, force_option, workspace_option
 
 
 @click.command("extract")
 @click.option("--round", "round_", type=click.IntRange(min=0), default=None,
               help="Round to extract  [default: newest round with a model.pt]")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Workspace folder  [default: the one containing the current directory]")
+@workspace_option
 @click.option("--mc-dropout", type=click.IntRange(min=0), default=0, show_default=True,
               help="MC-dropout samples T of the fused logits per sample (needs model.dropout > 0).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-_workspace_option = click.option(
-    "--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Workspace folder  [default: the one containing the current directory]")
+from mmal.commands.options import workspace_option
 
 
 @click.command("export")
@@ -17,7 +15,7 @@ _workspace_option = click.option(
               show_default=True, help="File format for the annotation tool.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File to write  [default: next to SELECTION, <name>.csv or <name>.jsonl]")
-@_workspace_option
+@workspace_option
 @click.option("--force", is_flag=True, default=False,
               help="Replace an existing output instead of stopping with an error.")
 def export_command(index_file, fmt, out, workspace, force):
@@ -48,7 +46,7 @@ def export_command(index_file, fmt, out, workspace, force):
 @click.argument("label_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--round", "round_", type=click.IntRange(min=0), required=True,
               help="Round whose labeled set the ids belong to (the round `mmal next` started).")
-@_workspace_option
+@workspace_option
 def label_command(label_file, round_, workspace):
     """Import human labels from FILE into rounds/RRR/labels.json.
 

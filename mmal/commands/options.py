@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 seed_option = click.option(
@@ -18,4 +20,8 @@ json_option = click.option(
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where to compute: 'auto' takes the GPU when one is available.",
+)
+workspace_option = click.option(
+    "--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Workspace folder  [default: the one containing the current directory]",
 )

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from mmal.commands.options import workspace_option
+
 
 @click.command("report")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Workspace folder  [default: the one containing the current directory]")
+@workspace_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the outputs  [default: <workspace>/report]")
 def report_command(workspace, out):

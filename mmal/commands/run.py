@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
-from mmal.commands.options import device_option
+from mmal.commands.options import device_option, workspace_option
 
 
 def _int_list(ctx, param, value: str) -> list[int]:
@@ -29,8 +28,7 @@ def _int_list(ctx, param, value: str) -> list[int]:
               help="Size of round 0's random labeled set, shared by all strategies.")
 @click.option("--seeds", default="0", show_default=True, callback=_int_list,
               help="Comma-separated seeds; one trajectory per strategy and seed.")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Workspace folder  [default: the one containing the current directory]")
+@workspace_option
 @device_option
 @click.option("--mc-dropout", type=click.IntRange(min=0), default=0, show_default=True,
               help="MC-dropout samples stored in each cache (needed by bald).")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mmal.commands.options import device_option, force_option, seed_option
+from mmal.commands.options import device_option, force_option, seed_option, workspace_option
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
@@ -52,8 +52,7 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
               help="Workspace round whose cache.h5 to read  [default: newest round with a cache]")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Read this cache file instead of a workspace round.")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Workspace folder  [default: the one containing the current directory]")
+@workspace_option
 @seed_option
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from mmal.commands.options import device_option, force_option
+from mmal.commands.options import device_option, force_option, workspace_option
 
 
 @click.command("train")
 @click.option("--round", "round_", type=click.IntRange(min=0), default=None,
               help="Round to train  [default: newest round with a labeled set]")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Workspace folder  [default: the one containing the current directory]")
+@workspace_option
 @device_option
 @click.option("--no-resume", is_flag=True, default=False,
               help="Ignore an interrupted run's model.pt.partial and start from scratch.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mmal.commands.options import force_option
+from mmal.commands.options import force_option, workspace_option
 
 
 @click.command("init")
@@ -40,9 +40,7 @@ def init_command(directory, config_path, force):
 @click.option("--selection", "selection_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               show_default=True, help="Selection index file written by `mmal select`.")
-@click.option("--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Workspace folder  [default: the one containing the current "
-              "directory]")
+@workspace_option
 @force_option
 def next_command(selection_path, workspace, force):
     """Start the next round: labeled(r+1) = labeled(r) + the selection's ids.
