@@ -56,3 +56,14 @@ def cache_factory(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The GCN strategies train on tiny graphs: torch threads only add contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

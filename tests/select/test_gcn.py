@@ -23,15 +23,7 @@ from tests.select.test_coreset import brute_k_center
 FAST = dict(epochs=30)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny graphs: threads only add contention on the shared test machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_knn_graph_is_the_row_normalised_cosine_neighbourhood():

@@ -14,15 +14,7 @@ BASELINES = {"random", "entropy", "margin", "least-confidence", "bald", "coreset
              "deepfool", "gcn", "coregcn", "uncertaingcn"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The gcn strategies train on 160 nodes: threads only add contention."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(cache, name, budget, seed):
