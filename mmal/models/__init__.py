@@ -31,7 +31,29 @@ def build_model(config: Config, pool: Pool) -> MultimodalModel:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], config: Config) -> MultimodalModel:
-    """The trained model stored in ``ckpt`` (a dict from ``load_checkpoint``)."""
-    model = MultimodalModel(config, int(ckpt["num_classes"]), ckpt["input_dims"])
-    model.load_state_dict(ckpt["state_dict"])
+    """The trained model stored in ``ckpt`` (a dict from ``load_checkpoint``), on the CPU.
+
+    Every weight comes from the checkpoint, so the architecture is built
+    without reading pretrained files and, where the state dict covers every
+    tensor, on the meta device (no random initialisation: that costs about as
+    much as a forward pass over a few hundred samples for a ResNet-101) with
+    the checkpoint's tensors assigned in place.
+    """
+    import torch
+
+    args = (config, int(ckpt["num_classes"]), ckpt["input_dims"])
+    with torch.device("meta"):
+        model = MultimodalModel(*args, load_weights=False)
+    if not _state_covers_everything(model):  # e.g. a text model's non-persistent buffers
+        model = MultimodalModel(*args, load_weights=False)
+        model.load_state_dict(ckpt["state_dict"])
+        return model
+    model.load_state_dict(ckpt["state_dict"], assign=True)
     return model
+
+
+def _state_covers_everything(model: Any) -> bool:
+    """Whether ``model.state_dict()`` holds every parameter and buffer (none non-persistent)."""
+    keys = set(model.state_dict(keep_vars=True))
+    return all(name in keys for name, _ in model.named_parameters()) and \
+        all(name in keys for name, _ in model.named_buffers())

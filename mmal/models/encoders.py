@@ -35,7 +35,8 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.in
                  "pytorch_model.bin.index.json")
 
 
-def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None) -> nn.Module:
+def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None,
+                  load_weights: bool = True) -> nn.Module:
     """The encoder of ``modality`` (random or local pretrained weights).
 
     Parameters
@@ -43,6 +44,10 @@ def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None) -> 
     modality : ModalityConfig
     input_dim : int, optional
         Width of the input vectors; required for ``mlp``.
+    load_weights : bool
+        Read the ``pretrained`` weights. False builds the architecture only
+        (for a model whose every weight comes from a checkpoint next); a text
+        encoder still reads its tokenizer and config from ``pretrained``.
     """
     enc = modality.encoder
     if enc in ("resnet18", "resnet50", "resnet101"):
@@ -53,7 +58,7 @@ def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None) -> 
         module = _r2plus1d()
     elif enc == "bert":
         return TextEncoder(modality.pretrained, max_tokens=int(modality.options.get("max_tokens", 64)),
-                           name=modality.name)
+                           name=modality.name, load_weights=load_weights)
     elif enc == "mlp":
         if input_dim is None:
             raise ValueError("mlp encoder needs input_dim")
@@ -61,7 +66,7 @@ def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None) -> 
     else:
         raise ConfigError(f"key 'modalities.{modality.name}.encoder' is {enc!r}; choose one of "
                           "resnet18, resnet50, resnet101, audio-resnet18, r2plus1d_18, bert, mlp")
-    if modality.pretrained:
+    if modality.pretrained and load_weights:
         load_state_dict_file(module, modality.pretrained, modality.name)
     return module
 
@@ -81,7 +86,7 @@ class MLPEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """list of B str -> (B, hidden): a transformers encoder, mean-pooled over real tokens."""
 
-    def __init__(self, pretrained: str, *, max_tokens: int, name: str):
+    def __init__(self, pretrained: str, *, max_tokens: int, name: str, load_weights: bool = True):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -89,9 +94,9 @@ class TextEncoder(nn.Module):
         key = f"modalities.{name}.pretrained"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-            if pretrained and _has_weights(source):
+            if pretrained and load_weights and _has_weights(source):
                 self.model = AutoModel.from_pretrained(source, local_files_only=True)
-            elif pretrained and not Path(source).is_dir():  # a name in the local HF cache
+            elif pretrained and load_weights and not Path(source).is_dir():  # in the HF cache
                 self.model = AutoModel.from_pretrained(source, local_files_only=True)
             else:
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(source,

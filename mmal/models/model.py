@@ -51,16 +51,20 @@ class MultimodalModel(nn.Module):
         K.
     input_dims : mapping, optional
         Input width of each vector (mlp) modality.
+    load_weights : bool
+        Read the encoders' local pretrained weights (see
+        :func:`mmal.models.encoders.build_encoder`).
     """
 
     def __init__(self, config: Config, num_classes: int,
-                 input_dims: Mapping[str, int] | None = None):
+                 input_dims: Mapping[str, int] | None = None, *, load_weights: bool = True):
         super().__init__()
         input_dims = dict(input_dims or {})
         self.modalities = list(config.modality_names)
         self.fusion = config.model.fusion
         self.encoders = nn.ModuleDict({
-            m.name: build_encoder(m, input_dim=input_dims.get(m.name)) for m in config.modalities
+            m.name: build_encoder(m, input_dim=input_dims.get(m.name), load_weights=load_weights)
+            for m in config.modalities
         })
         self.frozen = [m.name for m in config.modalities if m.freeze]
         for name in self.frozen:
