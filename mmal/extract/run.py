@@ -144,7 +144,8 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     model = model_from_checkpoint(ckpt, config).to(dev).eval()
 
     pool = load_pool(config, "train")
-    if pool.fingerprint() != ckpt["pool_fingerprint"]:
+    pool_fingerprint = pool.fingerprint()
+    if pool_fingerprint != ckpt["pool_fingerprint"]:
         log.warning("the train pool changed since %s was trained", paths.model)
     labeled = read_labeled(workspace, round)
     labeled_rows = pool.rows(labeled)
@@ -158,7 +159,7 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         modalities=tuple(model.modalities), feature_dims=tuple(model.feature_dims),
         fusion=model.fusion, num_classes=model.num_classes, multi_label=pool.multi_label,
         round=round, model_fingerprint=file_fingerprint(paths.model),
-        pool_fingerprint=pool.fingerprint(), feature_dtype=dtype, mc_samples=mc_dropout,
+        pool_fingerprint=pool_fingerprint, feature_dtype=dtype, mc_samples=mc_dropout,
         extra={"encoders": {m.name: describe(m) for m in config.modalities},
                "class_names": list(pool.class_names),
                "extract": {"batch_size": batch_size, "device": dev.type,
