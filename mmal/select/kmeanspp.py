@@ -33,6 +33,7 @@ import numpy as np
 
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding, lower_bound_inplace
+from mmal.select.params import int_param
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,8 @@ def kmeans_pp(
     n = len(emb)
     if not 1 <= budget <= n:
         raise ValueError(f"budget must be in [1, {n}], got {budget}")
-    block = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
-    if block < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    block = DEFAULT_BLOCK_SIZE if block_size is None else int_param("block_size", block_size,
+                                                                     minimum=1)
     return _kmeans_pp(emb, budget, rng, xp, block, progress)
 
 

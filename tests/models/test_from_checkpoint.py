@@ -37,7 +37,7 @@ def test_rebuilt_model_equals_the_trained_one(tmp_path, text, fusion):
     torch.manual_seed(0)
     trained = MultimodalModel(config, 3, {"vec": 5})
     with torch.no_grad():  # move BatchNorm statistics off their defaults
-        for name, buf in trained.named_buffers():
+        for buf in trained.buffers():
             if buf.is_floating_point():
                 buf.add_(torch.rand_like(buf))
     rebuilt = model_from_checkpoint(_checkpoint(trained), config)

@@ -31,6 +31,7 @@ import numpy as np
 
 from mmal.cache.reader import Cache
 from mmal.select.knn import FlatIndex
+from mmal.select.params import int_param
 from mmal.select.registry import Selection, register
 from mmal.select.scoring import fused_features
 
@@ -147,6 +148,7 @@ def select_coreset(
     Reads the fused features once (N × D_fused float32 in host memory). ``rng``
     is used only when no sample is labeled (the first center).
     """
+    block_size = int_param("block_size", block_size, minimum=1)
     labeled = cache.labeled
     unlabeled_pos = np.flatnonzero(~labeled).astype(np.int64)
     points = fused_features(cache, ~labeled)

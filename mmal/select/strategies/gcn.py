@@ -50,6 +50,7 @@ from mmal.cache.reader import Cache
 from mmal.errors import SelectionError
 from mmal.select.backend import backend_name
 from mmal.select.knn import FlatIndex
+from mmal.select.params import float_param, int_param
 from mmal.select.registry import Selection, register
 from mmal.select.scoring import fused_features, top_scores
 from mmal.select.strategies.coreset import k_center_greedy
@@ -69,6 +70,19 @@ class GCNConfig:
     lr: float = 1e-3
     weight_decay: float = 5e-4
     lambda_unlabeled: float = 1.2
+
+    def __post_init__(self) -> None:
+        """Refuse settings outside their range (ValueError naming the field)."""
+        for name in ("subset", "neighbors", "hidden", "epochs"):
+            object.__setattr__(self, name, int_param(name, getattr(self, name), minimum=1))
+        checked = {
+            "dropout": float_param("dropout", self.dropout, low=0, high=1, open_high=True),
+            "lr": float_param("lr", self.lr, low=0, open_low=True),
+            "weight_decay": float_param("weight_decay", self.weight_decay, low=0),
+            "lambda_unlabeled": float_param("lambda_unlabeled", self.lambda_unlabeled, low=0),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -206,7 +220,7 @@ def _run(cache: Cache, budget: int, variant: str, rng: np.random.Generator, xp: 
             f"{cache.path}: strategy '{variant}gcn' needs labeled samples to train its graph "
             "network and this cache has none; use --strategy random for the first round"
         )
-    margin = float(params.pop("s_margin", 0.1))
+    margin = float_param("s_margin", params.pop("s_margin", 0.1), low=0, high=1)
     try:
         config = GCNConfig(**params)
     except TypeError as exc:

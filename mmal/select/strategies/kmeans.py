@@ -26,6 +26,7 @@ from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding
 from mmal.select.kmeanspp import kmeans_pp
 from mmal.select.knn import FlatIndex, kmeans
+from mmal.select.params import int_param
 from mmal.select.registry import Selection, register
 from mmal.select.scoring import fused_features
 
@@ -103,6 +104,7 @@ def select_kmeans(
     ``niter`` Lloyd iterations from ``init`` = ``"k-means++"`` or ``"random"``
     seeds (see the module docstring).
     """
+    niter = int_param("niter", niter, minimum=1)
     if init not in ("k-means++", "random"):
         raise SelectionError(f"kmeans init must be 'k-means++' or 'random', got {init!r}")
     unlabeled = ~cache.labeled

@@ -1,0 +1,34 @@
+"""Range checks for strategy parameters given by users (``-p KEY=VALUE``).
+
+Each check returns the value as the type the strategy computes with, or raises
+``ValueError`` with a message naming the parameter and its allowed range;
+:func:`mmal.select.api.select` turns that into a one-line ``SelectionError``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+
+def int_param(name: str, value: Any, *, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (booleans and fractional numbers are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def float_param(name: str, value: Any, *, low: float, high: float = float("inf"),
+                open_low: bool = False, open_high: bool = False) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high`` (open ends as flagged)."""
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    x = float(value)
+    below = x <= low if open_low else x < low
+    above = x >= high if open_high else x > high
+    if below or above or x != x:
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return x
