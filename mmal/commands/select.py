@@ -110,4 +110,5 @@ def strategies_command():
     strategies = available_strategies()
     width = max(len(name) for name in strategies)
     for name, strat in strategies.items():
-        click.echo(f"{name:<{width}}  {strat.description}")
+        needs = "  [needs mmal extract --mc-dropout]" if strat.needs_mc_dropout else ""
+        click.echo(f"{name:<{width}}  {strat.description}{needs}")

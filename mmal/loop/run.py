@@ -148,10 +148,10 @@ def run_comparison(
     strategies = list(dict.fromkeys(strategies))
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout)
-    for name in strategies:
-        get_strategy(name)  # SelectionError naming the unknown strategy
+    chosen = [get_strategy(name) for name in strategies]  # SelectionError naming unknown ones
     layout = RunLayout(workspace)
     base = load_workspace_config(workspace)
+    _check_feasible(workspace, base, chosen, rounds, budget, initial_budget, mc_dropout)
     plan = _check_plan(layout, budget, initial_budget, mc_dropout)
     for seed in seeds:
         check_seed_config(layout, base, seed, budget, initial_budget)
@@ -343,6 +343,26 @@ def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout
                              ("--mc-dropout", mc_dropout, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_feasible(workspace: Path, base, strategies, rounds: int, budget: int,
+                    initial_budget: int, mc_dropout: int) -> None:
+    """ConfigError, before any training, for a request that must fail at some later round."""
+    from mmal.data import load_pool
+
+    needing = [s.name for s in strategies if s.needs_mc_dropout]
+    if needing and not mc_dropout:
+        raise ConfigError(f"--strategies {','.join(needing)} need MC-dropout logits in every "
+                          "cache; pass --mc-dropout T (e.g. 20)")
+    if mc_dropout and base.model.dropout == 0:
+        raise ConfigError(f"{workspace}/mmal.toml: key 'model.dropout' is 0, so --mc-dropout "
+                          f"{mc_dropout} would repeat one logit; set model.dropout (e.g. 0.2)")
+    needed = initial_budget + rounds * budget
+    pool = len(load_pool(base, "train"))
+    if needed > pool:
+        raise ConfigError(f"--initial-budget {initial_budget} + --rounds {rounds} x --budget "
+                          f"{budget} = {needed} labels, but the train pool has {pool} samples; "
+                          "lower --rounds or --budget")
 
 
 def _check_plan(layout: RunLayout, budget, initial_budget, mc_dropout) -> dict | None:

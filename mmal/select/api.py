@@ -106,6 +106,10 @@ def select(
 
 def _select_open(cache, strat, budget, seed, device, out, params, overwrite, precision, progress):
     _check_budget(cache, budget)
+    if strat.needs_mc_dropout and not cache.has_mc_logits:
+        raise SelectionError(
+            f"{cache.path}: strategy {strat.name!r} needs MC-dropout logits and this cache has "
+            "none; rerun `mmal extract --mc-dropout T` (e.g. T=20) or pick another strategy")
     out = Path(out) if out is not None else default_output(cache.path, strat.name, budget, seed)
     if out.exists() and not overwrite:
         raise IndexFileError(f"{out}: already exists; pass --force to replace it")

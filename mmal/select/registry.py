@@ -54,22 +54,29 @@ class Selection:
 
 @dataclass(frozen=True)
 class Strategy:
-    """A named selection strategy and its compute function."""
+    """A named selection strategy and its compute function.
+
+    ``needs_mc_dropout``: the strategy reads the cache's MC-dropout logits, so
+    its caches must be extracted with ``--mc-dropout T`` (checked before it runs).
+    """
 
     name: str
     func: Callable[..., Selection]
     description: str = ""
+    needs_mc_dropout: bool = False
 
 
 _REGISTRY: dict[str, Strategy] = {}
 
 
-def register(name: str, description: str = "") -> Callable:
+def register(name: str, description: str = "", *, needs_mc_dropout: bool = False) -> Callable:
     """Decorator adding ``func`` to the registry under ``name``."""
     def decorate(func: Callable[..., Selection]) -> Callable[..., Selection]:
         if name in _REGISTRY and _REGISTRY[name].func is not func:
             raise SelectionError(f"strategy {name!r} is registered twice")
-        _REGISTRY[name] = Strategy(name, func, description or (func.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = Strategy(name, func,
+                                   description or (func.__doc__ or "").strip().split("\n")[0],
+                                   needs_mc_dropout=needs_mc_dropout)
         return func
     return decorate
 

@@ -119,6 +119,21 @@ def test_run_refuses_other_budgets_and_bad_requests(tmp_path):
     assert sorted(p.name for p in layout.root.iterdir()) == ["plan.json"]  # nothing started
 
 
+def test_run_refuses_up_front_what_would_fail_in_a_later_round(tmp_path):
+    ws = _workspace(tmp_path)
+    with pytest.raises(ConfigError, match="--strategies bald need MC-dropout logits in every "
+                                          "cache; pass --mc-dropout T"):
+        run_comparison(ws, ["random", "bald"], rounds=1, seeds=[0], budget=10, initial_budget=20)
+    with pytest.raises(ConfigError, match="key 'model.dropout' is 0, so --mc-dropout 5"):
+        run_comparison(ws, ["bald"], rounds=1, seeds=[0], budget=10, initial_budget=20,
+                       mc_dropout=5)
+    # The tiny UCI data keeps 80% of its 2,000 digits for the pool.
+    with pytest.raises(ConfigError, match=r"--initial-budget 20 \+ --rounds 200 x --budget 10 = "
+                                          r"2020 labels, but the train pool has 1600 samples"):
+        run_comparison(ws, ["random"], rounds=200, seeds=[0], budget=10, initial_budget=20)
+    assert not RunLayout(ws).root.exists()  # nothing trained or written
+
+
 def test_changed_config_is_refused(tmp_path):
     ws = _workspace(tmp_path)
     layout = RunLayout(ws)

@@ -51,7 +51,8 @@ def mutual_information(mc_logits: Any, *, multi_label: bool = False, xp: Any = n
     return h_mean - mean_h
 
 
-@register("bald", "largest mutual information between prediction and weights (MC dropout)")
+@register("bald", "largest mutual information between prediction and weights (MC dropout)",
+          needs_mc_dropout=True)
 def select_bald(cache: Cache, budget: int, *, rng: np.random.Generator, xp: Any = np) -> Selection:
     """The ``budget`` unlabeled samples of largest BALD score (``rng`` unused).
 
