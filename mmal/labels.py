@@ -216,6 +216,25 @@ def human_labels(workspace: str | os.PathLike, round: int) -> dict[int, list[str
     return out
 
 
+def labeled_rows(pool: Any, workspace: str | os.PathLike, round: int,
+                 ids: np.ndarray) -> np.ndarray:
+    """(n,) int64 pool rows of round ``round``'s labeled ``ids``.
+
+    Raises
+    ------
+    DataError
+        Naming the round's ``labeled.json`` when some ids are not in the pool.
+    """
+    from mmal.workspace import round_paths
+
+    try:
+        return pool.rows(ids)
+    except DataError as exc:
+        raise DataError(f"{round_paths(workspace, round).labeled}: {exc}; restore this round's "
+                        "labeled.json or point the config at the dataset it was drawn from") \
+            from None
+
+
 def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
                    ids: np.ndarray | None = None) -> np.ndarray:
     """Labels the learner knows in round ``round``: the dataset's, overridden by people's.

@@ -248,3 +248,19 @@ def test_export_never_replaces_a_file_silently(ws):
     assert result.exit_code == 0, result.output
     assert exported.read_text().startswith("id,name,label")
     assert "cat" not in exported.read_text().splitlines()[1]
+
+
+def test_train_and_extract_name_labeled_json_when_its_ids_are_not_in_the_pool(ws):
+    from mmal.extract import extract_round
+    from mmal.train import train_round
+
+    train_round(ws, 0, device="cpu", progress=False)
+    labeled = round_paths(ws, 0).labeled
+    write_index(labeled, np.array([0, 1, 987654], dtype=np.int64), kind="labeled",
+                provenance={"round": 0}, overwrite=True)
+    for stage in (lambda: train_round(ws, 0, device="cpu", progress=False, force=True),
+                  lambda: extract_round(ws, 0, device="cpu", progress=False)):
+        with pytest.raises(DataError, match=f"^{labeled}: ids 987654 are not in the train split .*"
+                                            "restore this round's labeled.json"):
+            stage()
+    assert round_paths(ws, 0).model.exists() and not round_paths(ws, 0).cache.exists()

@@ -32,6 +32,10 @@ from mmal.errors import CacheError
 Rows = slice | np.ndarray | None
 
 
+#: What to do about a cache whose structure is wrong.
+_REWRITE = "re-extract it (`mmal extract --force`) or rewrite it with mmal's CacheWriter"
+
+
 def open_cache(path: str | os.PathLike) -> Cache:
     """Open and validate the cache at ``path`` (no data is loaded).
 
@@ -109,14 +113,16 @@ class Cache:
             raise CacheError(f"{self.path}: field '{spec.path}' is missing; rewrite the cache")
         ds = self._f[spec.path]
         if not isinstance(ds, h5py.Dataset):
-            raise CacheError(f"{self.path}: field '{spec.path}' is not a dataset")
+            raise CacheError(f"{self.path}: field '{spec.path}' is not a dataset; {_REWRITE}")
         if ds.shape != shape:
             raise CacheError(
-                f"{self.path}: field '{spec.path}' has shape {ds.shape}, expected {shape}"
+                f"{self.path}: field '{spec.path}' has shape {ds.shape}, expected {shape}; "
+                f"{_REWRITE}"
             )
         if ds.dtype != spec.dtype:
             raise CacheError(
-                f"{self.path}: field '{spec.path}' has dtype {ds.dtype}, expected {spec.dtype}"
+                f"{self.path}: field '{spec.path}' has dtype {ds.dtype}, expected {spec.dtype}; "
+                f"{_REWRITE}"
             )
 
     def _check_labels(self) -> None:
@@ -137,7 +143,7 @@ class Cache:
             rule = "0 or 1 per class" if self.meta.multi_label else f"in [0, {k})"
             raise CacheError(
                 f"{self.path}: field 'labels' is not {rule} for labeled ids "
-                f"{_preview(self.ids[bad_labeled])}"
+                f"{_preview(self.ids[bad_labeled])}; fix those labels or {_REWRITE}"
             )
 
     # -- per-sample arrays ---------------------------------------------------------
@@ -188,7 +194,7 @@ class Cache:
             finite = np.isfinite(data)
             if not finite.all():
                 if field.startswith("head/"):
-                    raise CacheError(f"{self.path}: field '{field}' has NaN or Inf")
+                    raise CacheError(f"{self.path}: field '{field}' has NaN or Inf; {_REWRITE}")
                 row_ok = finite.reshape(len(data), -1).all(axis=1)
                 ids = self.ids[_as_selection(rows)] if rows is not None else self.ids
                 raise CacheError(

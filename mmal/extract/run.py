@@ -122,7 +122,7 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     from mmal.cache import CacheMeta
     from mmal.data import load_pool
     from mmal.fingerprint import file_fingerprint
-    from mmal.labels import resolve_labels
+    from mmal.labels import labeled_rows, resolve_labels
     from mmal.models import model_from_checkpoint
     from mmal.models.checkpoint import check_same_architecture, load_checkpoint
     from mmal.models.encoders import describe
@@ -148,12 +148,12 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     if pool_fingerprint != ckpt["pool_fingerprint"]:
         log.warning("the train pool changed since %s was trained", paths.model)
     labeled = read_labeled(workspace, round)
-    labeled_rows = pool.rows(labeled)
+    rows = labeled_rows(pool, workspace, round, labeled)
     known = resolve_labels(pool, workspace, round, labeled)  # dataset's + people's labels
     labels = np.full(pool.labels.shape, -1, dtype=np.int8 if pool.multi_label else np.int64)
-    labels[labeled_rows] = known[labeled_rows]
+    labels[rows] = known[rows]
     is_labeled = np.zeros(len(pool), dtype=bool)
-    is_labeled[labeled_rows] = True
+    is_labeled[rows] = True
 
     meta = CacheMeta(
         modalities=tuple(model.modalities), feature_dims=tuple(model.feature_dims),

@@ -84,7 +84,7 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     """
     from mmal.data import MultimodalDataset, load_pool
     from mmal.distributed import setup
-    from mmal.labels import resolve_labels
+    from mmal.labels import labeled_rows, resolve_labels
     from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
 
     # -- settings ---------------------------------------------------------------
@@ -105,6 +105,7 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
 
     # -- data -------------------------------------------------------------------
     pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
+    labeled_rows(pool, workspace, round, labeled)  # DataError naming labeled.json if foreign
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=resolve_labels(pool, workspace, round, labeled))
     train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
