@@ -51,6 +51,9 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
     except ValueError:
         raise click.BadParameter(f"{dims!r} is not a comma-separated list of integers",
                                  param_hint="--dims") from None
+    if min(widths) < 1:
+        raise click.BadParameter(f"{dims!r}: every feature width must be >= 1 (e.g. 64,32)",
+                                 param_hint="--dims")
     make_synthetic_cache(
         path, num_samples=num_samples, num_classes=num_classes, feature_dims=widths,
         fusion=fusion, dominance=dominance, labeled_fraction=labeled_fraction,

@@ -61,3 +61,27 @@ def test_dominance_makes_the_first_modality_dominate(tmp_path, fusion):
     share_skew = summarize_cache(open_cache(skewed))["dominance"]["m0"]
     assert 0.3 < share_bal < 0.7
     assert share_skew > 0.85
+
+
+def test_synth_command_writes_the_requested_cache_and_refuses_bad_widths(tmp_path):
+    from click.testing import CliRunner
+
+    from mmal.cli import cli
+
+    path = tmp_path / "pool.h5"
+    run = CliRunner().invoke
+    result = run(cli, ["synth", str(path), "-n", "50", "-k", "3", "--dims", "6,4,2",
+                       "--fusion", "concat", "--mc-samples", "2", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    with open_cache(path) as cache:
+        meta = cache.meta
+        assert (cache.num_samples, meta.num_classes, meta.feature_dims, meta.mc_samples) == \
+            (50, 3, (6, 4, 2), 2)
+        assert coalition_error(cache) < 1e-4
+    for dims, message in [("4,0", "every feature width must be >= 1"),
+                          ("4,x", "is not a comma-separated list of integers")]:
+        result = run(cli, ["synth", str(tmp_path / "bad.h5"), "--dims", dims])
+        assert result.exit_code == 2 and message in result.output
+        assert not (tmp_path / "bad.h5").exists()
+    again = run(cli, ["synth", str(path)])
+    assert again.exit_code == 1 and "already exists" in again.output
