@@ -23,7 +23,15 @@ import numpy as np
 from mmal.atomic import write_text_atomic
 from mmal.report import plots
 from mmal.report.collect import RunData, collect
-from mmal.report.tables import aggregate, matrix_markdown, to_csv, to_markdown, ttest_matrix
+from mmal.report.tables import (
+    PairwiseTTests,
+    aggregate,
+    matrix_csv,
+    matrix_markdown,
+    to_csv,
+    to_markdown,
+    ttest_matrix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,12 @@ class Report:
     table: str
     warnings: list[str] = field(default_factory=list)
     data: RunData | None = None
-    wins: np.ndarray | None = None
+    ttests: PairwiseTTests | None = None
+
+    @property
+    def wins(self) -> np.ndarray | None:
+        """(S, S) rounds where row strategy beats column strategy (see :attr:`ttests`)."""
+        return None if self.ttests is None else self.ttests.wins
 
 
 def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -52,10 +65,10 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     data = collect(workspace)
     rows = aggregate(data)
     table = to_markdown(rows, data.modalities)
-    wins, settings = ttest_matrix(data, confidence=confidence)
+    tests = ttest_matrix(data, confidence=confidence)
     warnings = data.warnings()
     files = [_write(out / "results.csv", to_csv(rows, data.modalities))]
-    files.append(_write(out / "ttest.csv", _matrix_csv(data.strategies, wins)))
+    files.append(_write(out / "ttest.csv", matrix_csv(tests)))
     files.append(plots.plot_accuracy(rows, data, out / "accuracy.png"))
     files.append(plots.plot_contribution(rows, data, out / "contribution.png"))
     weaker = plots.plot_weaker_weight(data, out / "weaker_weight.png")
@@ -64,26 +77,21 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
                         "weaker_weight.png not written")
     else:
         files.append(weaker)
-    files.append(plots.plot_ttest(data.strategies, wins, settings, out / "ttest.png"))
+    files.append(plots.plot_ttest(tests, out / "ttest.png"))
     md = ["# Comparison run", "", f"Strategies: {', '.join(data.strategies)}; seeds: "
           f"{', '.join(map(str, data.seeds))}; rounds 0-{data.rounds}.", "",
           "Test top-1 in percent, mean ± sample std over seeds; selection time in seconds.", "",
           table, "", f"## Pairwise t-tests ({int(confidence * 100)}%, paired over seeds, "
-          f"multimodal top-1, rounds 1-{data.rounds}: {settings} compared)", "",
-          "Cell = rounds where the row strategy beats the column strategy.", "",
-          matrix_markdown(data.strategies, wins)]
+          f"multimodal top-1, rounds 1-{data.rounds}: {tests.settings} compared)", "",
+          "Cell = rounds where the row strategy beats the column strategy; n/a = the pair never "
+          "had two common seeds in a round.", "",
+          matrix_markdown(tests)]
     if warnings:
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
     for line in warnings:
         log.info("missing: %s", line)  # callers show Report.warnings; the CLI prints them once
-    return Report(out, files, table, warnings, data, wins)
-
-
-def _matrix_csv(names: list[str], wins: np.ndarray) -> str:
-    lines = ["wins," + ",".join(names)]
-    lines += [f"{n}," + ",".join(str(int(v)) for v in wins[i]) for i, n in enumerate(names)]
-    return "\n".join(lines) + "\n"
+    return Report(out, files, table, warnings, data, tests)
 
 
 def _write(path: Path, text: str) -> Path:

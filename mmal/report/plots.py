@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mmal.report.collect import RunData
-from mmal.report.tables import Row, mean_std
+from mmal.report.tables import PairwiseTTests, Row, mean_std
 
 FIXED_COLORS = {"bmmal": "#d62728", "badge": "#1f77b4", "random": "#7f7f7f"}
 _TAB10 = ["#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -147,22 +147,26 @@ def _subpool_series(data: RunData) -> dict[tuple[str, str], list[tuple]]:
     return out
 
 
-def plot_ttest(names: list[str], wins: np.ndarray, settings: int, path: Path) -> Path:
-    """Heat map of the pairwise t-test wins (the paper's Fig. 5)."""
+def plot_ttest(tests: PairwiseTTests, path: Path) -> Path:
+    """Heat map of the pairwise t-test wins (the paper's Fig. 5); pairs never compared are grey."""
     plt = _pyplot()
+    names, wins, settings = tests.names, tests.wins, tests.settings
     size = 1.0 + 0.9 * len(names)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(wins, cmap="Blues", vmin=0, vmax=max(1, settings))
+    shown = np.ma.masked_where(tests.compared == 0, wins)
+    cmap = plt.get_cmap("Blues").with_extremes(bad="0.85")
+    image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=max(1, settings))
     for i in range(len(names)):
         for j in range(len(names)):
-            text = "—" if i == j else str(int(wins[i, j]))
             dark = wins[i, j] > 0.6 * max(1, settings)
-            ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black")
+            ax.text(j, i, tests.cell(i, j), ha="center", va="center",
+                    color="white" if dark else "black")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("loses (column)")
     ax.set_ylabel("wins (row)")
-    ax.set_title(f"Rounds where row beats column\n(paired two-sided t-test over seeds, 90%; "
+    ax.set_title(f"Rounds where row beats column\n(paired two-sided t-test over seeds, "
+                 f"{tests.confidence:.0%}; "
                  f"{settings} rounds compared)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="rounds won")
     return _save(fig, path)

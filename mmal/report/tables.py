@@ -95,8 +95,31 @@ def to_markdown(rows: list[Row], modalities: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class PairwiseTTests:
+    """The pairwise t-test matrix over S strategies.
+
+    wins : (S, S) int64, ``wins[i, j]`` = rounds where strategy i beats j; zero diagonal.
+    compared : (S, S) int64, symmetric: rounds where i and j had two or more common seeds.
+    settings : rounds that had at least one comparable pair.
+    confidence : the test's confidence level (e.g. 0.9).
+    """
+
+    names: list[str]
+    wins: np.ndarray
+    compared: np.ndarray
+    settings: int
+    confidence: float
+
+    def cell(self, i: int, j: int, *, missing: str = "n/a") -> str:
+        """``wins[i, j]`` as text: "—" on the diagonal, ``missing`` for a pair never compared."""
+        if i == j:
+            return "—"
+        return str(int(self.wins[i, j])) if self.compared[i, j] else missing
+
+
 def ttest_matrix(data: RunData, *, confidence: float = 0.9, metric: str = "mm",
-                 first_round: int = 1) -> tuple[np.ndarray, int]:
+                 first_round: int = 1) -> PairwiseTTests:
     """Pairwise wins: ``wins[i, j]`` = rounds where strategy i beats j significantly.
 
     For every round r >= ``first_round`` and pair (i, j), the test top-1
@@ -108,14 +131,13 @@ def ttest_matrix(data: RunData, *, confidence: float = 0.9, metric: str = "mm",
 
     Returns
     -------
-    wins : (S, S) int64, S = len(data.strategies), zero diagonal.
-    settings : int
-        Rounds that had at least one comparable pair.
+    PairwiseTTests over ``data.strategies``.
     """
     from scipy.stats import ttest_rel
 
     names = data.strategies
     wins = np.zeros((len(names), len(names)), dtype=np.int64)
+    compared_pairs = np.zeros_like(wins)
     settings = 0
     for r in range(first_round, data.rounds + 1):
         compared = False
@@ -128,6 +150,8 @@ def ttest_matrix(data: RunData, *, confidence: float = 0.9, metric: str = "mm",
                 if len(pairs) < 2:
                     continue
                 compared = True
+                compared_pairs[i, j] += 1
+                compared_pairs[j, i] += 1
                 x, y = np.array(pairs).T
                 p = ttest_rel(x, y).pvalue
                 if np.isfinite(p) and p < 1 - confidence:
@@ -136,16 +160,26 @@ def ttest_matrix(data: RunData, *, confidence: float = 0.9, metric: str = "mm",
                     elif y.mean() > x.mean():
                         wins[j, i] += 1
         settings += compared
-    return wins, settings
+    return PairwiseTTests(list(names), wins, compared_pairs, settings, confidence)
 
 
-def matrix_markdown(names: list[str], wins: np.ndarray) -> str:
-    """Markdown of the win matrix (rows beat columns)."""
+def matrix_markdown(tests: PairwiseTTests) -> str:
+    """Markdown of the win matrix (rows beat columns; n/a: never compared)."""
+    names = tests.names
     lines = ["| beats → | " + " | ".join(names) + " |",
              "|---|" + "|".join("---" for _ in names) + "|"]
     for i, name in enumerate(names):
-        cells = ["—" if i == j else str(int(wins[i, j])) for j in range(len(names))]
+        cells = [tests.cell(i, j) for j in range(len(names))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def matrix_csv(tests: PairwiseTTests) -> str:
+    """CSV of the win matrix; an empty cell for the diagonal and for pairs never compared."""
+    lines = ["wins," + ",".join(tests.names)]
+    lines += [f"{n}," + ",".join("" if i == j else tests.cell(i, j, missing="")
+                                 for j in range(len(tests.names)))
+              for i, n in enumerate(tests.names)]
     return "\n".join(lines) + "\n"
 
 

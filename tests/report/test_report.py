@@ -128,7 +128,8 @@ def test_plots_exist_and_are_images(full):
 def test_ttest_matrix_equals_scipy_paired_tests(full):
     ws, written, report = full
     data = collect(ws)
-    wins, settings = ttest_matrix(data)
+    tests = ttest_matrix(data)
+    wins, settings = tests.wins, tests.settings
     expected = np.zeros((3, 3), dtype=int)
     for r in (1, 2, 3):
         for i, a in enumerate(STRATEGIES):
@@ -145,12 +146,13 @@ def test_ttest_matrix_equals_scipy_paired_tests(full):
 
 def test_ttest_ignores_identical_rounds_and_single_seeds(tmp_path):
     _write_run(tmp_path, seeds=(0,))
-    wins, settings = ttest_matrix(collect(tmp_path))
-    assert settings == 0 and not wins.any()
+    tests = ttest_matrix(collect(tmp_path))
+    assert tests.settings == 0 and not tests.wins.any() and not tests.compared.any()
+    assert tests.cell(0, 1) == "n/a" and tests.cell(1, 1) == "—"
     _write_run(tmp_path / "two")
-    wins0, _ = ttest_matrix(collect(tmp_path / "two"), first_round=0)
+    wins0 = ttest_matrix(collect(tmp_path / "two"), first_round=0).wins
     # Round 0 is shared (identical values): never counted as a win.
-    wins1, _ = ttest_matrix(collect(tmp_path / "two"), first_round=1)
+    wins1 = ttest_matrix(collect(tmp_path / "two"), first_round=1).wins
     assert np.array_equal(wins0, wins1)
 
 
@@ -168,6 +170,24 @@ def test_missing_seeds_and_rounds_are_named_and_left_out(tmp_path):
     assert float(rows[("random", 3)]["top1_mm_mean"]) == pytest.approx(np.mean(values))
     md = (tmp_path / "report" / "results.md").read_text()
     assert "## Missing" in md and "random seed 1 rounds 2-3" in md
+
+
+def test_pairs_never_compared_show_na_not_zero_wins(tmp_path):
+    # badge reached only seed 0: no round has two common seeds with any other strategy.
+    _write_run(tmp_path, skip={("badge", k, r) for k in (1, 2) for r in range(4)})
+    report = make_report(tmp_path)
+    b, others = STRATEGIES.index("badge"), [i for i, s in enumerate(STRATEGIES) if s != "badge"]
+    tests = report.ttests
+    assert all(tests.compared[b, i] == 0 and tests.compared[i, b] == 0 for i in others)
+    assert tests.compared[others[0], others[1]] == 3
+    md = (report.out / "results.md").read_text()
+    badge_row = next(line for line in md.splitlines() if line.startswith("| badge |"))
+    assert badge_row.count("n/a") == 2 and "—" in badge_row
+    csv_rows = (report.out / "ttest.csv").read_text().splitlines()
+    assert csv_rows[0] == "wins," + ",".join(STRATEGIES)
+    assert csv_rows[1 + b] == "badge," + ",".join("" for _ in STRATEGIES)
+    i, j = others
+    assert csv_rows[1 + i].split(",")[1 + j] == str(tests.wins[i, j])
 
 
 def test_missing_selection_is_named(tmp_path):
