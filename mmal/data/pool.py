@@ -91,6 +91,9 @@ class Pool:
         h.update(json.dumps([self.split, self.class_names, self.multi_label]).encode())
         h.update(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(self.labels).tobytes())
+        # Files are keyed by their path relative to the dataset root, so moving the
+        # dataset folder keeps the fingerprint.
+        root = None if self.root is None else self.root.as_posix().rstrip("/") + "/"
         for name in sorted(self.records):
             h.update(name.encode() + b"\0")
             values = self.records[name]
@@ -98,16 +101,23 @@ class Pool:
                 h.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
             else:
                 for v in values:
-                    h.update(self._source_key(v).encode() + b"\0")
+                    h.update(_source_key(v, root).encode() + b"\0")
         return h.hexdigest()
 
-    def _source_key(self, value: Any) -> str:
-        if isinstance(value, Path):
-            if self.root is not None and value.is_relative_to(self.root):
-                return "file:" + value.relative_to(self.root).as_posix()
-            return "file:" + value.as_posix()
-        return "text:" + str(value)
 
+
+def _source_key(value: Any, root: str | None) -> str:
+    """``file:<path relative to root>`` (``root`` ends in "/"), ``file:<path>``, or ``text:<value>``.
+
+    String prefix tests, not ``Path.relative_to``: this runs once per sample and
+    modality on every fingerprint, and pathlib parsing dominated it.
+    """
+    if isinstance(value, Path):
+        path = value.as_posix()
+        if root is not None and path.startswith(root):
+            return "file:" + path[len(root):]
+        return "file:" + path
+    return "text:" + str(value)
 
 def load_pool(config: Config, split: str) -> Pool:
     """Load split ``"train"`` (the active-learning pool) or ``"test"`` of ``config``'s dataset.

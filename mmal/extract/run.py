@@ -25,6 +25,7 @@ import queue
 import shutil
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,14 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         raise ConfigError(f"{workspace}/mmal.toml: key 'model.dropout' is 0, so --mc-dropout "
                           f"{mc_dropout} would repeat one logit; set model.dropout (e.g. 0.2) "
                           "and retrain, or drop --mc-dropout")
-    ckpt = load_checkpoint(paths.model)
-    check_same_architecture(ckpt, config, paths.model)
-    model = model_from_checkpoint(ckpt, config).to(dev).eval()
-
-    pool = load_pool(config, "train")
-    pool_fingerprint = pool.fingerprint()
+    with ThreadPoolExecutor(1, thread_name_prefix="mmal-fingerprint") as hasher:
+        # hashlib releases the GIL: hashing model.pt overlaps loading it and the pool.
+        model_fingerprint = hasher.submit(file_fingerprint, paths.model)
+        ckpt = load_checkpoint(paths.model)
+        check_same_architecture(ckpt, config, paths.model)
+        model = model_from_checkpoint(ckpt, config).to(dev).eval()
+        pool = load_pool(config, "train")
+        pool_fingerprint = pool.fingerprint()
     if pool_fingerprint != ckpt["pool_fingerprint"]:
         log.warning("the train pool changed since %s was trained", paths.model)
     labeled = read_labeled(workspace, round)
@@ -158,7 +161,7 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     meta = CacheMeta(
         modalities=tuple(model.modalities), feature_dims=tuple(model.feature_dims),
         fusion=model.fusion, num_classes=model.num_classes, multi_label=pool.multi_label,
-        round=round, model_fingerprint=file_fingerprint(paths.model),
+        round=round, model_fingerprint=model_fingerprint.result(),
         pool_fingerprint=pool_fingerprint, feature_dtype=dtype, mc_samples=mc_dropout,
         extra={"encoders": {m.name: describe(m) for m in config.modalities},
                "class_names": list(pool.class_names),

@@ -69,6 +69,26 @@ def test_fingerprint_tracks_content_not_location(tmp_path):
     assert load_pool(moved, "train").fingerprint() != first
 
 
+@pytest.mark.parametrize("value,root,key", [
+    ("/d/files/1.png", "/d", "file:files/1.png"),
+    ("/d/files/1.png", "/d/", "file:files/1.png"),
+    ("/dx/1.png", "/d", "file:/dx/1.png"),  # a sibling folder sharing the prefix is not inside
+    ("/x.png", "/", "file:x.png"),
+    ("data/1.wav", "data", "file:1.wav"),
+    ("/e/1.npy", None, "file:/e/1.npy"),
+])
+def test_source_keys_are_paths_relative_to_the_dataset_root(value, root, key):
+    from pathlib import Path
+
+    from mmal.data.pool import _source_key
+
+    prefix = None if root is None else Path(root).as_posix().rstrip("/") + "/"
+    assert _source_key(Path(value), prefix) == key
+    if root is not None and Path(value).is_relative_to(root):  # pathlib agrees
+        assert key == "file:" + Path(value).relative_to(root).as_posix()
+    assert _source_key("a recipe", prefix) == "text:a recipe"
+
+
 def _edit_line(path, number, old, new):
     lines = path.read_text().splitlines()
     assert old in lines[number], lines[number]
