@@ -143,17 +143,26 @@ def test_changed_config_is_refused(tmp_path):
         run_comparison(ws, ["random"], rounds=1, seeds=[0], budget=10, initial_budget=20)
 
 
-def test_cli_reports_a_failing_trajectory_and_exits_1(failed_run):
+def test_cli_reports_a_failing_trajectory_and_exits_1(failed_run, monkeypatch):
+    from mmal.select import registry
+    from mmal.select.registry import Strategy
+
+    def explode(cache, budget, *, rng, xp):
+        raise SelectionError(f"{cache.path}: the labeling service is down")
+
     ws, _, _ = failed_run
-    # bald needs MC-dropout logits, which this run's caches do not hold.
-    res = CliRunner().invoke(cli, ["run", "--workspace", str(ws), "--strategies", "random,bald",
+    registry.available_strategies()  # built-ins register on import: do it before copying
+    monkeypatch.setattr(registry, "_REGISTRY", {**registry._REGISTRY,
+                                                "explode": Strategy("explode", explode)})
+    res = CliRunner().invoke(cli, ["run", "--workspace", str(ws), "--strategies", "random,explode",
                                    "--rounds", "1", "--budget", "10", "--initial-budget", "20",
                                    "--seeds", "0", "--device", "cpu"])
     assert res.exit_code == 1
     assert "round 000 random seed 0: 20 labeled" in res.output
-    assert "FAILED round 000 bald seed 0 at select: " in res.output
+    assert "FAILED round 000 explode seed 0 at select: " in res.output
+    assert "the labeling service is down" in res.output
     assert "finished 1 of 2 trajectories" in res.output
-    assert "  bald seed 0 round 000 select: " in res.output
+    assert "  explode seed 0 round 000 select: " in res.output
 
 
 KILLER = textwrap.dedent("""
