@@ -20,7 +20,6 @@ from mmal.data.pool import (
     Pool,
     assign_ids,
     check_sources_exist,
-    check_unique,
     class_list,
     encode_labels,
     split_label,
@@ -45,7 +44,7 @@ def load_avclips_pool(config: Config, split: str) -> Pool:
             raise DataError(f"{path}: line {line} has no field {missing[0]!r}; the clip list "
                             "needs columns id,label")
     names = [_cell(row, "id", path, line, None) for line, row in rows]
-    check_unique(names, str(path))
+    ids = assign_ids(names, str(path))
     classes, origin = class_list(config, derive=lambda: _derived_classes(config))
     labels = encode_labels([row["label"] for _, row in rows], names, classes,
                            multi_label=ds.multi_label, classes_origin=origin,
@@ -59,7 +58,7 @@ def load_avclips_pool(config: Config, split: str) -> Pool:
             paths = [ds.root / FRAMES_DIR / n for n in names]
             check_sources_exist(paths, names, folder=True, what=m.kind, where=f"{ds.kind} layout")
         records[m.name] = paths
-    return Pool(ids=assign_ids(names), labels=labels, class_names=classes,
+    return Pool(ids=ids, labels=labels, class_names=classes,
                 multi_label=ds.multi_label, records=records, names=names, split=split,
                 origin=str(path), root=ds.root)
 

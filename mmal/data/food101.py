@@ -17,7 +17,6 @@ from mmal.data.pool import (
     Pool,
     assign_ids,
     check_sources_exist,
-    check_unique,
     class_list,
     encode_labels,
 )
@@ -35,7 +34,7 @@ def load_food101_pool(config: Config, split: str) -> Pool:
     path = ds.root / (ds.train if split == "train" else ds.test)
     entries = read_entries(path)
     names = [str(e["id"]) for e in entries]
-    check_unique(names, str(path))
+    ids = assign_ids(names, str(path))
     classes, origin = class_list(config, derive=lambda: _derived_classes(config))
     raw = [_label_name(e["label"], classes) for e in entries]
     where = [f"{path.name} entry {i}" for i in range(len(entries))]
@@ -50,7 +49,7 @@ def load_food101_pool(config: Config, split: str) -> Pool:
             records[m.name] = paths
         else:
             records[m.name] = [_text(e["text_tokens"]) for e in entries]
-    return Pool(ids=assign_ids(names), labels=labels, class_names=classes,
+    return Pool(ids=ids, labels=labels, class_names=classes,
                 multi_label=ds.multi_label, records=records, names=names, split=split,
                 origin=str(path), root=ds.root)
 
@@ -60,7 +59,7 @@ def read_entries(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file; a food101 root holds train.json and test.json")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         entries = (json.loads(text) if text.lstrip().startswith("[")
                    else [json.loads(line) for line in text.splitlines() if line.strip()])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

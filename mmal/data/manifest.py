@@ -17,7 +17,6 @@ from mmal.data.pool import (
     Pool,
     assign_ids,
     check_sources_exist,
-    check_unique,
     class_list,
     encode_labels,
 )
@@ -42,7 +41,7 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
                 raise DataError(f"{path}: line {line} has no field {key!r}; every row needs "
                                 f"id, label and {', '.join(repr(c) for c in columns.values())}")
     names = [_cell(row, "id", path, line, None) for line, row in rows]
-    check_unique(names, str(path))
+    ids = assign_ids(names, str(path))
     where = [f"{path.name} line {line}" for line, _ in rows]
     classes, classes_origin = class_list(config)
     labels = encode_labels([row["label"] for _, row in rows], names, classes,
@@ -56,7 +55,7 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
         check_sources_exist(paths, names, folder=m.kind == "video", what=m.kind,
                             where=f"column {col!r} of {path.name}")
         records[m.name] = paths
-    return Pool(ids=assign_ids(names), labels=labels, class_names=classes,
+    return Pool(ids=ids, labels=labels, class_names=classes,
                 multi_label=ds.multi_label, records=records, names=names, split=split,
                 origin=str(path), root=ds.root)
 
@@ -79,7 +78,7 @@ def read_manifest(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is not None:
                 reader.fieldnames = [f.strip() for f in reader.fieldnames]
@@ -97,7 +96,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: is not UTF-8 text ({exc})") from None
     for number, text in enumerate(lines, start=1):

@@ -158,22 +158,31 @@ def vector_dim(pool: Pool, modality: str) -> int:
 
 # ----------------------------------------------------------------------------- shared helpers
 
-def assign_ids(names: Sequence[str]) -> np.ndarray:
-    """Integer ids: the names themselves when all are integers, else row numbers."""
-    try:
-        ids = np.asarray([int(n) for n in names], dtype=np.int64)
-    except (TypeError, ValueError):
-        return np.arange(len(names), dtype=np.int64)
-    return ids
+def assign_ids(names: Sequence[str], origin: str) -> np.ndarray:
+    """(N,) int64 ids: the names themselves when all are integers, else row numbers.
 
-
-def check_unique(names: Sequence[str], origin: str) -> None:
-    """DataError naming the first sample id that occurs twice."""
-    seen: set[str] = set()
+    Raises
+    ------
+    DataError
+        Naming the first id written twice, or two ids that are the same integer
+        (e.g. "1" and "01").
+    """
+    seen: dict[str, int] = {}
     for n in names:
         if n in seen:
             raise DataError(f"{origin}: sample id {n!r} occurs more than once; ids must be unique")
-        seen.add(n)
+        seen[n] = 0
+    try:
+        ids = np.asarray([int(n) for n in names], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return np.arange(len(names), dtype=np.int64)
+    first: dict[int, str] = {}
+    for n, i in zip(names, ids.tolist(), strict=True):
+        if i in first:
+            raise DataError(f"{origin}: sample ids {first[i]!r} and {n!r} are the same integer "
+                            f"{i}; ids must be unique, write each once")
+        first[i] = n
+    return ids
 
 
 def read_class_list(path: Path) -> list[str]:
@@ -182,7 +191,7 @@ def read_class_list(path: Path) -> list[str]:
         raise DataError(f"{path}: no such class list file; write one class name per line "
                         "or set dataset.classes")
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: class list is not UTF-8 text ({exc})") from None
     names = [n for n in names if n]

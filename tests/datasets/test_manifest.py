@@ -109,6 +109,9 @@ BAD = [
      "true for multi-label data"),
     (2, "1,dog,", "0,dog,",
      "{root}/train.csv: sample id '0' occurs more than once; ids must be unique"),
+    (2, "1,dog,", "00,dog,",
+     "{root}/train.csv: sample ids '0' and '00' are the same integer 0; ids must be unique, "
+     "write each once"),
     (2, "1,dog,", ",dog,", "field 'id' is empty (train.csv line 3)"),
     (2, ",files/1.npy", ",", "sample 1: field 'vector' is empty (train.csv line 3)"),
     (0, "vector", "vec",
@@ -158,3 +161,14 @@ def test_classes_inline_in_config(tmp_path):
                              overrides={"dataset": {"classes": ["owl", "dog", "cat"]}})
     pool = load_pool(load_config(path), "train")
     assert pool.class_names == ["owl", "dog", "cat"] and pool.labels[:3].tolist() == [2, 1, 0]
+
+
+def test_manifest_and_class_list_saved_with_a_byte_order_mark_load(tmp_path):
+    config = load_config(make_tiny_dataset(tmp_path, "manifest", modalities=["vector"]))
+    root = config.dataset.root
+    plain = load_pool(config, "train")
+    for name in ("train.csv", "classes.txt"):  # what Excel and Notepad write
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    bom = load_pool(config, "train")
+    assert bom.ids.tolist() == plain.ids.tolist() and bom.class_names == plain.class_names
+    assert bom.fingerprint() == plain.fingerprint()
