@@ -223,16 +223,20 @@ def labeled_rows(pool: Any, workspace: str | os.PathLike, round: int,
     Raises
     ------
     DataError
-        Naming the round's ``labeled.json`` when some ids are not in the pool.
+        Naming the round's ``labeled.json`` when some ids are not in the pool,
+        or no longer name the samples they named when it was written.
     """
-    from mmal.workspace import round_paths
+    from mmal.cache.index import read_index
+    from mmal.workspace import NAMES_KEY, round_paths
 
+    path = round_paths(workspace, round).labeled
     try:
-        return pool.rows(ids)
+        rows = pool.rows(ids)
     except DataError as exc:
-        raise DataError(f"{round_paths(workspace, round).labeled}: {exc}; restore this round's "
-                        "labeled.json or point the config at the dataset it was drawn from") \
-            from None
+        raise DataError(f"{path}: {exc}; restore this round's labeled.json or point the config "
+                        "at the dataset it was drawn from") from None
+    pool.check_names(ids, read_index(path).provenance.get(NAMES_KEY), str(path))
+    return rows
 
 
 def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "mmal.toml"
+#: Provenance key of a labeled set: its ids' (id, name) fingerprint (see Pool.names_fingerprint).
+NAMES_KEY = "names_fingerprint"
 ROUNDS_DIR = "rounds"
 
 
@@ -158,6 +160,7 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
         "round": 0, "source": "random initial draw", "seed": config.al.seed,
         "initial_budget": budget, "pool_size": len(pool), "pool_fingerprint": pool.fingerprint(),
+        NAMES_KEY: pool.names_fingerprint(ids),
     })
     header = (f"Written by `mmal init` from {Path(config_path).resolve()}.\n"
               "Every key is explicit (defaults filled in) and paths are absolute.")
@@ -212,12 +215,15 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     base = _round_of_selection(workspace, selection_path)
     if base is None:
         base = _round_of_cache(workspace, selection_path, selection.provenance)
+    base_labeled = round_paths(workspace, base).labeled
     labeled = read_labeled(workspace, base)
     again = np.intersect1d(labeled, selection.ids)
     if again.size:
         raise IndexFileError(f"{selection_path}: ids {_preview(again)} are already labeled in "
                              f"round {base:03d}; the selection was made for another round")
     pool = load_pool(load_workspace_config(workspace), "train")
+    pool.check_names(labeled, read_index(base_labeled).provenance.get(NAMES_KEY),
+                     str(base_labeled))
     absent = selection.ids[~np.isin(selection.ids, pool.ids)]
     if absent.size:
         raise IndexFileError(f"{selection_path}: ids {_preview(absent)} are not in the train "
@@ -234,6 +240,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
         "round": base + 1, "previous": str(round_paths(workspace, base).labeled.resolve()),
         "previous_count": int(len(labeled)), "selection": str(selection_path.resolve()),
         "strategy": selection.provenance.get("strategy"), "added": int(len(selection.ids)),
+        NAMES_KEY: pool.names_fingerprint(ids),
     })
     logger.info("round %03d: %d labeled (+%d)", base + 1, len(ids), len(selection.ids))
     return base + 1

@@ -174,3 +174,41 @@ def test_cli_init_and_next(tmp_path, uci):
     assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path}: not inside")
     doc = json.loads(round_paths(ws, 1).labeled.read_text())
     assert doc["count"] == 25 and doc["kind"] == "labeled"
+
+
+def test_rows_inserted_into_a_row_numbered_manifest_are_caught(tmp_path):
+    """String ids are row numbers: a row inserted later must not silently relabel the sample set."""
+    from mmal.errors import DataError
+    from mmal.labels import labeled_rows
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"],
+                               overrides={"al": {"initial_budget": 3}})
+    manifest = load_config(config).dataset.root / "train.csv"
+    header, *rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([header] + [f"clip{row}" for row in rows]) + "\n")
+    ws = init_workspace(tmp_path / "ws", config)
+    pool = load_pool(load_workspace_config(ws), "train")
+    labeled = read_labeled(ws, 0)
+    assert labeled_rows(pool, ws, 0, labeled).tolist() == labeled.tolist()
+    assert "names_fingerprint" in read_index(round_paths(ws, 0).labeled).provenance
+
+    # Appending a sample at the end keeps every id's name: fine.
+    manifest.write_text(manifest.read_text() + f"clip99,{rows[0].split(',', 2)[1]},"
+                        f"{rows[0].split(',', 2)[2]}\n")
+    labeled_rows(load_pool(load_workspace_config(ws), "train"), ws, 0, labeled)
+    # Inserting one at the top shifts every row number.
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([lines[0], "clipnew" + lines[1][lines[1].index(","):]]
+                                  + lines[1:]) + "\n")
+    moved = load_pool(load_workspace_config(ws), "train")
+    message = (f"{round_paths(ws, 0).labeled}: its ids no longer name the same samples of "
+               f"{manifest} (its ids are row numbers, and rows were inserted, removed or "
+               "reordered); restore that file, or start a new workspace with `mmal init`")
+    with pytest.raises(DataError) as info:
+        labeled_rows(moved, ws, 0, labeled)
+    assert str(info.value) == message
+    selection = _selection(round_paths(ws, 0).selections / "random-1.json",
+                           np.setdiff1d(moved.ids, labeled)[:1])
+    with pytest.raises(DataError, match="its ids no longer name the same samples"):
+        next_round(ws, selection)
+    assert not round_paths(ws, 1).labeled.exists()

@@ -104,6 +104,38 @@ class Pool:
                     h.update(_source_key(v, root).encode() + b"\0")
         return h.hexdigest()
 
+    def names_fingerprint(self, ids: Iterable[int]) -> str:
+        """sha256 (hex) of the (id, name) pairs of ``ids``, in the given order.
+
+        Stays the same while those ids name the same samples. Where ids are row
+        numbers (names that are not all integers), inserting, removing or
+        reordering rows of the split's file before them changes it.
+        """
+        rows = self.rows(ids)
+        pairs = [[int(self.ids[r]), self.names[r]] for r in rows]
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+    def check_names(self, ids: np.ndarray, recorded: str | None, source: str) -> None:
+        """DataError unless ``ids`` name the samples they named when ``recorded`` was taken.
+
+        ``recorded`` is a :meth:`names_fingerprint` read from ``source`` (None:
+        not recorded, nothing to check).
+        """
+        if recorded is None or recorded == self.names_fingerprint(ids):
+            return
+        how = ("its ids are row numbers, and rows were inserted, removed or reordered"
+               if not _integer_names(self.names) else "samples were renamed")
+        raise DataError(f"{source}: its ids no longer name the same samples of {self.origin} "
+                        f"({how}); restore that file, or start a new workspace with `mmal init`")
+
+
+
+def _integer_names(names: Sequence[str]) -> bool:
+    try:
+        [int(n) for n in names]
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _source_key(value: Any, root: str | None) -> str:
