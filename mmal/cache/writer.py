@@ -123,7 +123,8 @@ class CacheWriter:
             f.close()
             log.warning("%s was written for other settings; starting the cache over", self.partial)
             return None
-        log.info("resuming %s after %d rows", self.partial, int(f.attrs["rows_written"]))
+        log.warning("resuming %s after %d rows (written before an interruption)", self.partial,
+                    int(f.attrs["rows_written"]))
         return f
 
     # -- writing -----------------------------------------------------------------

@@ -22,10 +22,12 @@ from mmal.commands.options import device_option, force_option, workspace_option
 @device_option
 @click.option("--keep-shards", is_flag=True, default=False,
               help="Under torchrun: keep rounds/RRR/cache.shards/ after joining the shards.")
+@click.option("--no-resume", is_flag=True, default=False,
+              help="Start over instead of continuing an interrupted cache.h5.partial.")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.")
 @force_option
 def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_workers, device,
-                    keep_shards, quiet, force):
+                    keep_shards, no_resume, quiet, force):
     """Run a round's model over the whole pool and write rounds/RRR/cache.h5.
 
     Stores every modality's features, the fused, unimodal and 2^M coalition
@@ -51,6 +53,6 @@ def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_worker
     root = find_workspace(workspace)
     path = extract_round(root, round_, device=device, mc_dropout=mc_dropout, dtype=dtype,
                          batch_size=batch_size, num_workers=num_workers, force=force,
-                         progress=not quiet, keep_shards=keep_shards)
+                         resume=not no_resume, progress=not quiet, keep_shards=keep_shards)
     if env_rank() == 0:
         click.echo(f"wrote {path}")

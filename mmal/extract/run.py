@@ -19,6 +19,7 @@ features *as stored* (rounded to float16 when asked), so coalition logits equal
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -166,9 +167,18 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         extra={"encoders": {m.name: describe(m) for m in config.modalities},
                "class_names": list(pool.class_names),
                "extract": {"batch_size": batch_size, "device": dev.type,
-                           "mc_dropout_rate": config.model.dropout}},
+                           "mc_dropout_rate": config.model.dropout,
+                           # a partial cache resumes only with the same labels (CacheWriter
+                           # compares the metadata), not with rows written before a relabel
+                           "labels_sha256": _labels_digest(labels, is_labeled)}},
     )
     return _Job(paths, config, model, pool, meta, labels, is_labeled, dev)
+
+
+def _labels_digest(labels: np.ndarray, is_labeled: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(is_labeled, dtype=bool).tobytes())
+    return digest.hexdigest()
 
 
 def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,

@@ -101,13 +101,14 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     dev = env.device
     progress = progress and env.is_main
     labeled = read_labeled(workspace, round)
-    run_key = _run_key(config.to_dict(), labeled, round)
 
     # -- data -------------------------------------------------------------------
     pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
-    labeled_rows(pool, workspace, round, labeled)  # DataError naming labeled.json if foreign
+    rows = labeled_rows(pool, workspace, round, labeled)  # DataError naming labeled.json
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=resolve_labels(pool, workspace, round, labeled))
+    # A partial checkpoint resumes only for the same config, samples, inputs and labels.
+    run_key = _run_key(config.to_dict(), labeled, round, pool.fingerprint(), known.labels[rows])
     train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
                                   seed=derive_seed(seed, round)).subset(labeled)
     test_set = MultimodalDataset(test_pool, config.modalities, training=False)
@@ -131,10 +132,11 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
             model.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
-            log.info("resuming %s after epoch %d", partial, start)
+            log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
+                        partial, start)
         else:
-            log.warning("%s belongs to another config or labeled set; training from scratch",
-                        partial)
+            log.warning("%s belongs to another config, labeled set or labels; training from "
+                        "scratch", partial)
     if env.enabled:
         starts = env.all_gather(start)
         if len(set(starts)) > 1:
@@ -283,6 +285,10 @@ def _try_load(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _run_key(config: dict, labeled: np.ndarray, round: int) -> str:
-    text = json.dumps([config, [int(i) for i in labeled], int(round)], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _run_key(config: dict, labeled: np.ndarray, round: int, pool_fingerprint: str,
+             labels: np.ndarray) -> str:
+    text = json.dumps([config, [int(i) for i in labeled], int(round), pool_fingerprint],
+                      sort_keys=True)
+    digest = hashlib.sha256(text.encode())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()

@@ -166,6 +166,37 @@ def test_injected_error_leaves_only_a_partial_and_rerun_completes(uci_ws, monkey
     assert coalition_error(open_cache(path)) < 1e-4
 
 
+def test_partial_written_before_a_relabel_is_not_resumed(tmp_path, monkeypatch):
+    import mmal.cache.writer as writer
+    from mmal.labels import import_labels
+    from mmal.workspace import read_labeled
+
+    ws = _trained(tmp_path / "ws")
+    paths = round_paths(ws, 0)
+    real, calls = writer.CacheWriter.append, [0]
+
+    def failing(self, batch):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError("disk full (injected)")
+        real(self, batch)
+
+    monkeypatch.setattr(writer.CacheWriter, "append", failing)
+    with pytest.raises(OSError, match="injected"):
+        extract_round(ws, 0, device="cpu", batch_size=100, progress=False)
+    monkeypatch.setattr(writer.CacheWriter, "append", real)
+    written = _fields(partial_path(paths.cache))[0]["ids"][:200]  # 2 batches flushed
+    first = int(np.intersect1d(read_labeled(ws, 0), written)[0])
+    (tmp_path / "fix.csv").write_text(f"id,label\n{first},9\n")
+    import_labels(ws, 0, tmp_path / "fix.csv")
+    resumed = _fields(extract_round(ws, 0, device="cpu", batch_size=100, progress=False))[0]
+    fresh = _fields(extract_round(ws, 0, device="cpu", batch_size=100, progress=False,
+                                  force=True, resume=False))[0]
+    row = resumed["ids"].tolist().index(first)
+    assert resumed["labels"][row] == 9
+    assert all(np.array_equal(resumed[k], fresh[k]) for k in fresh)
+
+
 def test_existing_cache_needs_force_and_stale_model_is_refused(uci_ws):
     paths = round_paths(uci_ws, 0)
     if not paths.cache.exists():

@@ -174,3 +174,36 @@ def test_cuda_without_gpu_is_a_config_error(uci_ws):
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="--device cuda"):
         train_round(uci_ws, 0, device="cuda", progress=False)
+
+
+def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(uci_ws, monkeypatch,
+                                                                             tmp_path, caplog):
+    import mmal.train.loop as loop
+    from mmal.data import load_pool
+    from mmal.labels import import_labels
+    from mmal.workspace import load_workspace_config, read_labeled
+
+    real, calls = loop.multimodal_loss, [0]
+
+    def stop_in_epoch_2(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "multimodal_loss", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_round(uci_ws, 0, device="cpu", progress=False)
+    monkeypatch.setattr(loop, "multimodal_loss", real)
+    partial = round_paths(uci_ws, 0).model.with_name("model.pt.partial")
+    assert torch.load(partial, weights_only=True)["epoch"] == 1
+
+    pool = load_pool(load_workspace_config(uci_ws), "train")
+    first = int(read_labeled(uci_ws, 0)[0])
+    now = pool.class_names[int(pool.labels[pool.rows([first])[0]])]
+    other = next(c for c in pool.class_names if c != now)
+    (tmp_path / "fix.csv").write_text(f"id,label\n{first},{other}\n")
+    import_labels(uci_ws, 0, tmp_path / "fix.csv")  # an annotator corrects one label
+    with caplog.at_level("INFO", logger="mmal.train.loop"):
+        train_round(uci_ws, 0, device="cpu", progress=False)
+    assert "labels; training from scratch" in caplog.text and "resuming" not in caplog.text
