@@ -126,7 +126,7 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     from mmal.fingerprint import file_fingerprint
     from mmal.labels import labeled_rows, resolve_labels
     from mmal.models import model_from_checkpoint
-    from mmal.models.checkpoint import check_same_architecture, load_checkpoint
+    from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
     from mmal.models.encoders import describe
     from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
 
@@ -148,9 +148,12 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         check_same_architecture(ckpt, config, paths.model)
         model = model_from_checkpoint(ckpt, config).to(dev).eval()
         pool = load_pool(config, "train")
+        check_fits_pool(ckpt, config, pool, paths.model)
         pool_fingerprint = pool.fingerprint()
     if pool_fingerprint != ckpt["pool_fingerprint"]:
-        log.warning("the train pool changed since %s was trained", paths.model)
+        log.warning("the train pool changed since %s was trained (samples, files or labels); "
+                    "extracting with that model anyway — retrain with `mmal train --force` if "
+                    "the inputs changed", paths.model)
     labeled = read_labeled(workspace, round)
     rows = labeled_rows(pool, workspace, round, labeled)
     known = resolve_labels(pool, workspace, round, labeled)  # dataset's + people's labels

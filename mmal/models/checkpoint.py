@@ -59,3 +59,31 @@ def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os
         if ckpt["config"].get(section) != now[section]:
             raise WorkspaceError(f"{path}: was trained with a different [{section}] section than "
                                  "mmal.toml has now; retrain with `mmal train --force`")
+
+
+def check_fits_pool(ckpt: dict[str, Any], config: Config, pool: Any,
+                    path: str | os.PathLike) -> None:
+    """WorkspaceError when the pool's classes, label kind or input widths differ from training's.
+
+    The model's logits are indexed by the class list it was trained with and its
+    vector encoders take fixed widths; a changed class list or feature file would
+    otherwise give a cache whose labels and logits disagree, or a shape error.
+    """
+    from mmal.models import input_dims
+
+    now = {"class list": list(pool.class_names),
+           "multi_label": bool(pool.multi_label),
+           "vector input widths": input_dims(config, pool)}
+    then = {"class list": list(ckpt["class_names"]),
+            "multi_label": bool(ckpt["multi_label"]),
+            "vector input widths": dict(ckpt["input_dims"])}
+    for what, value in now.items():
+        if value != then[what]:
+            raise WorkspaceError(f"{path}: was trained with {what} {_short(then[what])}, but the "
+                                 f"dataset now gives {_short(value)}; restore the data or "
+                                 "retrain with `mmal train --force`")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -19,7 +19,7 @@ from mmal.errors import CacheError, ConfigError, WorkspaceError
 from mmal.extract import extract_round
 from mmal.fingerprint import check_model_fingerprint, file_fingerprint
 from mmal.train import train_round
-from mmal.workspace import read_labeled, round_paths
+from mmal.workspace import load_workspace_config, read_labeled, round_paths
 from tests.models.tiny import make_workspace
 
 torch.set_num_threads(1)
@@ -238,3 +238,25 @@ def test_cli_extract_one_line_errors_and_success(tmp_path):
                                  "--dtype", "float16", "--batch-size", "300"])
     assert result.exit_code == 0, result.output
     assert open_cache(round_paths(ws, 0).cache).meta.feature_dtype == "float16"
+
+
+def test_model_trained_on_other_classes_or_inputs_is_refused(tmp_path):
+    ws = make_workspace(tmp_path / "m", "manifest", modalities=("vector",), n_train=12, n_test=6,
+                        overrides={"al": {"initial_budget": 6}, "train": {"epochs": 1}})
+    train_round(ws, 0, device="cpu", progress=False)
+    config = load_workspace_config(ws)
+    classes = config.dataset.root / "classes.txt"
+    names = classes.read_text().split()
+    classes.write_text("\n".join(reversed(names)) + "\n")  # same classes, other logit order
+    with pytest.raises(WorkspaceError) as info:
+        extract_round(ws, 0, device="cpu", progress=False)
+    assert str(info.value) == (f"{round_paths(ws, 0).model}: was trained with class list "
+                               f"{names!r}, but the dataset now gives {names[::-1]!r}; restore "
+                               "the data or retrain with `mmal train --force`")
+    classes.write_text("\n".join(names) + "\n")
+    for npy in (config.dataset.root / "files").glob("*.npy"):
+        np.save(npy, np.concatenate([np.load(npy), [0.0]]).astype(np.float32))
+    with pytest.raises(WorkspaceError, match="was trained with vector input widths"):
+        extract_round(ws, 0, device="cpu", progress=False)
+    assert not round_paths(ws, 0).cache.exists()
+    assert not partial_path(round_paths(ws, 0).cache).exists()
