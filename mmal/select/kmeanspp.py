@@ -19,6 +19,11 @@ come closer to than ``U(x)`` (a Cauchy-Schwarz bound from the K-wide ``r``
 products, :func:`mmal.select.embedding.lower_bound_inplace`); on VGGSound-sized
 pools this skips most rows late in the seeding.
 
+Exact duplicates of a chosen center have ``D² = 0`` (the distance expansion's
+rounding noise is snapped to 0, :data:`mmal.select.embedding.ROUNDING_TOLERANCE`),
+so they are never drawn while some sample has ``D² > 0``; once every unchosen
+sample has ``D² = 0`` the next center is uniform among them.
+
 All random numbers come from the host NumPy ``Generator`` (two uniforms per
 proposal, or one ``choice`` when no distance mass is left), so NumPy and CuPy
 consume the same stream; in float64 mode they pick the same ids.
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from mmal.select.backend import asnumpy
-from mmal.select.embedding import FactorizedEmbedding, lower_bound_inplace
+from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances, lower_bound_inplace
 from mmal.select.params import int_param
 
 log = logging.getLogger(__name__)
@@ -194,6 +199,6 @@ class _BoundSampler:
             xp = self.xp
             rr = self.pend_r[:p] @ self.emb.r[x]
             uu = self.pend_u[:p] @ self.emb.u[x]
-            to_pending = self.sq_norms[x] + self.pend_a[:p] - 2.0 * rr * uu
-            d2 = min(d2, max(float(xp.min(to_pending)), 0.0))
+            to_pending = expanded_sq_distances(rr * uu, self.sq_norms[x], self.pend_a[:p])
+            d2 = min(d2, float(xp.min(to_pending)))
         return d2

@@ -115,3 +115,34 @@ def test_pruned_bound_update_equals_brute_force(xp, chunk_rows):
     expected = np.minimum(start, cdist(g, g[centers], "sqeuclidean").min(axis=1))
     np.testing.assert_allclose(asnumpy(bound), expected, rtol=1e-9, atol=1e-9)
     assert 0 < computed < 60  # some rows pruned, some computed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exact_duplicates_are_at_distance_exactly_zero(xp, dtype):
+    from mmal.select.embedding import lower_bound_inplace
+
+    rng = np.random.default_rng(13)
+    rep = np.repeat(np.arange(4), 5)
+    r = rng.normal(size=(4, 9))[rep] * rng.uniform(0.01, 1, size=(4, 1))[rep]
+    u = rng.normal(size=(4, 300))[rep] * rng.uniform(0.1, 100, size=(4, 1))[rep]
+    emb = FactorizedEmbedding(xp.asarray(r.astype(dtype)), xp.asarray(u.astype(dtype)))
+    same = rep[:, None] == rep[None, :]
+    d2 = asnumpy(pairwise_sq_distances(emb, emb))
+    assert np.all(d2[same] == 0.0)
+    assert np.all(d2[~same] > 0.0)
+    centers = [0, 5]  # one copy of points 0 and 1
+    c = FactorizedEmbedding(emb.r[centers], emb.u[centers])
+    nearest = asnumpy(min_sq_distances(emb, c.r, c.u, c.sq_norms(), xp=xp))
+    bound = xp.full(len(rep), np.inf, dtype=dtype)
+    lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bound, xp=xp)
+    for got in (nearest, asnumpy(bound)):
+        np.testing.assert_array_equal(got == 0.0, rep < 2)
+
+
+def test_rounding_tolerance_keeps_small_real_distances():
+    # A squared distance 5e-7 of the squared norms, far above float64's tolerance, survives.
+    u = np.ones((2, 50))
+    u[1, 0] += 1e-3 * np.sqrt(50)
+    emb = FactorizedEmbedding(np.ones((2, 1)), u)
+    d2 = pairwise_sq_distances(emb, emb)
+    np.testing.assert_allclose(d2[0, 1], 50e-6, rtol=1e-6)

@@ -129,3 +129,22 @@ def test_all_pairs_reachable():
     _, probs = _exact_pair_probabilities(_small_pool())
     assert len(probs) == len(list(itertools.permutations(range(5), 2)))
     assert min(probs.values()) > 0
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_duplicates_of_chosen_centers_leave_a_uniform_draw(block_size):
+    # Three distinct points repeated 3, 3 and 2 times: after one copy of each is
+    # chosen every D² is exactly 0, so the 4th pick is uniform over the 5 unchosen
+    # rows. (Rounding noise in the expansion used to decide it: always rows 3-5.)
+    rng = np.random.default_rng(0)
+    rep = np.repeat(np.arange(3), [3, 3, 2])
+    emb = FactorizedEmbedding(rng.normal(size=(3, 7))[rep], rng.normal(size=(3, 33))[rep])
+    runs = 250
+    ranks = np.zeros(5, dtype=int)
+    for seed in range(runs):
+        picks = kmeans_pp(emb, 4, rng=np.random.default_rng(seed), block_size=block_size)
+        assert sorted(rep[picks[:3]].tolist()) == [0, 1, 2]
+        unchosen = np.setdiff1d(np.arange(8), picks[:3])
+        ranks[np.searchsorted(unchosen, picks[3])] += 1
+    result = stats.chisquare(ranks, np.full(5, runs / 5))
+    assert result.pvalue > 1e-3, (result, ranks)
