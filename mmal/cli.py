@@ -21,7 +21,7 @@ from mmal.commands.run import run_command
 from mmal.commands.select import select_command, strategies_command
 from mmal.commands.train import train_command
 from mmal.commands.workspace import init_command, next_command
-from mmal.errors import MmalError
+from mmal.errors import MmalError, one_line
 
 
 class _Group(click.Group):
@@ -29,7 +29,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MmalError as exc:
-            raise click.ClickException(" ".join(str(exc).split("\n"))) from None
+            raise click.ClickException(one_line(exc)) from None
         except OSError as exc:  # unwritable output folder, full disk, ...
             where = exc.filename or "output"
             raise click.ClickException(f"{where}: {exc.strerror or exc}; check the path "

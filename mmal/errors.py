@@ -32,3 +32,21 @@ class SelectionError(MmalError):
 
 class WorkspaceError(MmalError):
     """A workspace or round folder is missing or would be overwritten."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line.
+
+    An error raised in a DataLoader worker process reaches the main process
+    as the same type with the worker's whole traceback as its message; the
+    original message (the traceback's last line) is what the user needs.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        for prefix in (f"{type(exc).__module__}.{type(exc).__qualname__}: ",
+                       f"{type(exc).__qualname__}: "):
+            if last.startswith(prefix):
+                text = last[len(prefix):]
+                break
+    return " ".join(text.split())

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mmal.atomic import write_text_atomic
-from mmal.errors import ConfigError, WorkspaceError
+from mmal.errors import ConfigError, WorkspaceError, one_line
 from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -405,6 +405,6 @@ def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc) or type(exc).__name__
     return text if isinstance(exc, Exception) and type(exc).__module__.startswith("mmal") \
         else f"{type(exc).__name__}: {text}"

@@ -207,3 +207,20 @@ def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(u
     with caplog.at_level("INFO", logger="mmal.train.loop"):
         train_round(uci_ws, 0, device="cpu", progress=False)
     assert "labels; training from scratch" in caplog.text and "resuming" not in caplog.text
+
+
+def test_bad_image_in_a_loader_worker_is_one_line_in_the_cli(tmp_path):
+    from mmal.workspace import load_workspace_config, read_labeled
+
+    ws = make_workspace(tmp_path, "manifest", modalities=("image", "vector"), n_train=8,
+                        n_test=4, overrides={"al": {"initial_budget": 4},
+                                             "train": {"num_workers": 1, "epochs": 1}})
+    root = load_workspace_config(ws).dataset.root
+    bad = int(read_labeled(ws, 0)[0])
+    image = next(p for p in (root / "files").glob(f"{bad}.*") if p.suffix in (".png", ".jpg"))
+    image.write_bytes(b"not an image")
+    result = CliRunner().invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu", "-q"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: sample {bad}: cannot read image {image}")
+    assert len(result.output.splitlines()) == 1
+    assert "Traceback" not in result.output and "worker" not in result.output
