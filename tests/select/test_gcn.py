@@ -73,7 +73,7 @@ def fake_training(monkeypatch):
     """Replace the GCN by fixed scores and embeddings so the selection rules can be checked."""
     seen = {}
 
-    def fake(features, is_labeled, *, config, seed, xp=np):
+    def fake(features, is_labeled, *, config, seed, xp=np, progress=False):
         rng = np.random.default_rng(len(features))
         seen.update(n=len(features), labeled=int(is_labeled.sum()), config=config)
         seen["scores"] = rng.random(len(features))
@@ -137,3 +137,24 @@ def test_no_labeled_sample_is_a_clear_error(tmp_path):
     with open_cache(path) as cache:
         with pytest.raises(SelectionError, match="needs labeled samples.*--strategy random"):
             select_coregcn(cache, 5, rng=np.random.default_rng(0))
+
+
+def test_progress_bar_counts_the_training_epochs(capsys):
+    features = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    labeled = np.arange(20) < 5
+    train_gcn(features, labeled, config=GCNConfig(epochs=3, hidden=4), seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert "GCN" in err and "/3 " in err and "epoch" in err, err
+    train_gcn(features, labeled, config=GCNConfig(epochs=3, hidden=4), seed=0)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("strategy", ["coregcn", "uncertaingcn", "gcn"])
+def test_progress_reaches_the_gcn_and_stays_out_of_provenance(cache_factory, tmp_path, strategy):
+    from mmal.select import select
+
+    index = select(cache_factory("concat2"), strategy, 5, out=tmp_path / "s.json",
+                   params={"epochs": 2}, progress=True)
+    assert len(index.ids) == 5
+    assert "progress" not in index.provenance["params"]
+    assert index.provenance["params"]["epochs"] == 2

@@ -129,7 +129,8 @@ def knn_graph(x: np.ndarray, neighbors: int, *, xp: Any = np) -> tuple[np.ndarra
 
 
 def train_gcn(
-    features: np.ndarray, is_labeled: np.ndarray, *, config: GCNConfig, seed: int, xp: Any = np
+    features: np.ndarray, is_labeled: np.ndarray, *, config: GCNConfig, seed: int, xp: Any = np,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train the labeled-vs-unlabeled GCN on the nodes; return its confidences and embeddings.
 
@@ -141,6 +142,8 @@ def train_gcn(
         Node targets; at least one True and one False.
     seed : int
         Seeds the ``torch.Generator`` for initial weights and dropout.
+    progress : bool
+        Show a tqdm bar over the training epochs.
 
     Returns
     -------
@@ -150,6 +153,7 @@ def train_gcn(
         First-layer node embeddings (after ReLU, no dropout).
     """
     import torch
+    from tqdm.auto import tqdm
 
     device = "cuda" if backend_name(xp) == "cupy" and torch.cuda.is_available() else "cpu"
     x_np = normalize_rows(features)
@@ -184,7 +188,8 @@ def train_gcn(
 
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     loss = torch.zeros(())
-    for _ in range(config.epochs):
+    for _ in tqdm(range(config.epochs), desc="GCN", unit="epoch", disable=not progress,
+                  leave=False):
         optimizer.zero_grad()
         logit, _ = forward(train=True)
         log_s = torch.nn.functional.logsigmoid(logit)
@@ -212,7 +217,7 @@ def _nodes(cache: Cache, budget: int, subset: int, rng: np.random.Generator) -> 
 
 
 def _run(cache: Cache, budget: int, variant: str, rng: np.random.Generator, xp: Any,
-         params: dict[str, Any]) -> Selection:
+         progress: bool, params: dict[str, Any]) -> Selection:
     if variant not in ("core", "uncertain"):
         raise SelectionError(f"gcn variant must be 'core' or 'uncertain', got {variant!r}")
     if not cache.labeled.any():
@@ -229,7 +234,7 @@ def _run(cache: Cache, budget: int, variant: str, rng: np.random.Generator, xp: 
     positions = np.flatnonzero(nodes).astype(np.int64)
     is_labeled = cache.labeled[positions]
     scores, emb = train_gcn(fused_features(cache, nodes), is_labeled, config=config,
-                            seed=int(rng.integers(2**63 - 1)), xp=xp)
+                            seed=int(rng.integers(2**63 - 1)), xp=xp, progress=progress)
     unl = ~is_labeled
     if variant == "uncertain":
         picks = top_scores(positions[unl], np.abs(scores[unl] - margin), budget, largest=False)
@@ -244,20 +249,26 @@ def _run(cache: Cache, budget: int, variant: str, rng: np.random.Generator, xp: 
 
 @register("coregcn", "CoreGCN: k-center greedy on GCN embeddings of a labeled-vs-unlabeled graph")
 def select_coregcn(cache: Cache, budget: int, *, rng: np.random.Generator, xp: Any = np,
-                   **params: Any) -> Selection:
-    """CoreGCN; ``params`` are :class:`GCNConfig` fields (see the module docstring)."""
-    return _run(cache, budget, "core", rng, xp, params)
+                   progress: bool = False, **params: Any) -> Selection:
+    """CoreGCN; ``params`` are :class:`GCNConfig` fields (see the module docstring).
+
+    ``progress`` shows a bar over the training epochs.
+    """
+    return _run(cache, budget, "core", rng, xp, progress, params)
 
 
 @register("uncertaingcn", "UncertainGCN: GCN labeled-vs-unlabeled confidence closest to s_margin")
 def select_uncertaingcn(cache: Cache, budget: int, *, rng: np.random.Generator, xp: Any = np,
-                        **params: Any) -> Selection:
-    """UncertainGCN; ``s_margin`` (default 0.1) and :class:`GCNConfig` fields as ``params``."""
-    return _run(cache, budget, "uncertain", rng, xp, params)
+                        progress: bool = False, **params: Any) -> Selection:
+    """UncertainGCN; ``s_margin`` (default 0.1) and :class:`GCNConfig` fields as ``params``.
+
+    ``progress`` shows a bar over the training epochs.
+    """
+    return _run(cache, budget, "uncertain", rng, xp, progress, params)
 
 
 @register("gcn", "CoreGCN (variant='core', default) or UncertainGCN (variant='uncertain')")
 def select_gcn(cache: Cache, budget: int, *, rng: np.random.Generator, xp: Any = np,
-               variant: str = "core", **params: Any) -> Selection:
+               variant: str = "core", progress: bool = False, **params: Any) -> Selection:
     """``coregcn`` or ``uncertaingcn`` by ``variant``; other ``params`` as theirs."""
-    return _run(cache, budget, variant, rng, xp, params)
+    return _run(cache, budget, variant, rng, xp, progress, params)
