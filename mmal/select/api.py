@@ -26,7 +26,7 @@ from mmal.cache.reader import Cache, open_cache
 from mmal.errors import IndexFileError, SelectionError
 from mmal.select.backend import array_module, asnumpy, backend_name
 from mmal.select.balance import unlabeled_balance
-from mmal.select.registry import Selection, Strategy, get_strategy
+from mmal.select.registry import Selection, Strategy, available_strategies, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
     kwargs = dict(params or {})
     given_params = dict(kwargs)
     if precision is not None:
+        _check_precision_option(strat, precision, kwargs)
         kwargs["precision"] = precision
     recorded = _resolve_params(strat, kwargs)
     if progress and _accepts(strat, "progress"):
@@ -179,6 +180,21 @@ def _accepts(strat: Strategy, name: str) -> bool:
     return name in sig or any(p.kind is p.VAR_KEYWORD for p in sig.values())
 
 
+def _check_precision_option(strat: Strategy, precision: str, params: Mapping[str, Any]) -> None:
+    """``--precision`` needs a strategy with a ``precision`` parameter and no ``-p precision``."""
+    if "precision" in params:
+        raise SelectionError(
+            f"-p precision={params['precision']} and --precision {precision} conflict; use one"
+        )
+    if "precision" not in _signature(strat).parameters:
+        having = [s.name for s in available_strategies().values()
+                  if "precision" in _signature(s).parameters]
+        raise SelectionError(
+            "--precision applies only to strategies with a precision parameter "
+            f"({', '.join(having)}); drop it for {strat.name!r}"
+        )
+
+
 def _resolve_params(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]:
     """The strategy's keyword defaults overlaid with ``given``; unknown names are an error."""
     sig = _signature(strat).parameters
@@ -188,10 +204,9 @@ def _resolve_params(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]
     unknown = [k for k in given if k not in known and not takes_any]
     if unknown or any(k in _RESERVED for k in given):
         bad = unknown or [k for k in given if k in _RESERVED]
-        names = ", ".join(k for k in known if k not in _NOT_PROVENANCE) or "no parameters"
-        raise SelectionError(
-            f"strategy {strat.name!r} has no parameter {bad[0]!r}; it takes: {names}"
-        )
+        names = ", ".join(k for k in known if k not in _NOT_PROVENANCE)
+        takes = f"it takes: {names}" if names else "it takes no parameters"
+        raise SelectionError(f"strategy {strat.name!r} has no parameter {bad[0]!r}; {takes}")
     resolved = {k: v for k, v in known.items()
                 if v is not inspect.Parameter.empty and k not in _NOT_PROVENANCE}
     resolved.update(given)

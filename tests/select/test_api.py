@@ -99,8 +99,36 @@ def test_unknown_strategy_and_parameter(cache_factory, tmp_path):
     with pytest.raises(SelectionError,
                        match="strategy 'bmmal' has no parameter 'k'; it takes: precision, block_size"):
         select(path, "bmmal", 3, out=tmp_path / "x.json", params={"k": 1})
-    with pytest.raises(SelectionError, match="strategy 'random' has no parameter 'precision'"):
-        select(path, "random", 3, out=tmp_path / "x.json", precision="float64")
+    with pytest.raises(SelectionError) as err:
+        select(path, "random", 3, out=tmp_path / "x.json", params={"k": 1})
+    assert str(err.value) == "strategy 'random' has no parameter 'k'; it takes no parameters"
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy", "coregcn"])
+def test_precision_option_is_refused_where_no_strategy_parameter_takes_it(cache_factory, tmp_path,
+                                                                          strategy):
+    with pytest.raises(SelectionError) as err:
+        select(cache_factory("concat2"), strategy, 3, out=tmp_path / "x.json", precision="float64")
+    assert str(err.value) == ("--precision applies only to strategies with a precision parameter "
+                              f"(badge, bmmal); drop it for {strategy!r}")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_precision_option_lists_plugin_strategies_that_take_it(cache_factory, tmp_path, monkeypatch):
+    def plugin(cache, budget, *, rng, xp, precision="float32"):
+        return Selection(positions=np.flatnonzero(~cache.labeled)[:budget])
+
+    monkeypatch.setitem(registry_module._REGISTRY, "aaa-plugin", Strategy("aaa-plugin", plugin))
+    with pytest.raises(SelectionError, match=r"parameter \(aaa-plugin, badge, bmmal\)"):
+        select(cache_factory("concat2"), "random", 3, out=tmp_path / "x.json", precision="float64")
+
+
+def test_precision_given_twice_is_a_conflict(cache_factory, tmp_path):
+    with pytest.raises(SelectionError) as err:
+        select(cache_factory("concat2"), "bmmal", 3, out=tmp_path / "x.json",
+               params={"precision": "float64"}, precision="float32")
+    assert str(err.value) == "-p precision=float64 and --precision float32 conflict; use one"
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_existing_output_needs_overwrite(cache_factory, tmp_path):

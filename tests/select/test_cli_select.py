@@ -95,6 +95,14 @@ def test_params_are_parsed_and_checked(workspace, tmp_path):
     bad = run("select", "-s", "bmmal", "-b", "4", "--cache", cache, "-p", "k=3")
     assert bad.exit_code == 1
     assert bad.output == "Error: strategy 'bmmal' has no parameter 'k'; it takes: precision, block_size\n"
+    twice = run("select", "-s", "bmmal", "-b", "4", "--cache", cache, "-p", "precision=float64",
+                "--precision", "float32")
+    assert twice.exit_code == 1
+    assert twice.output == "Error: -p precision=float64 and --precision float32 conflict; use one\n"
+    not_taken = run("select", "-s", "random", "-b", "4", "--cache", cache, "--precision", "float64")
+    assert not_taken.exit_code == 1
+    assert not_taken.output == ("Error: --precision applies only to strategies with a precision "
+                                "parameter (badge, bmmal); drop it for 'random'\n")
     malformed = run("select", "-s", "bmmal", "-b", "4", "--cache", cache, "-p", "block_size")
     assert malformed.exit_code == 2 and "is not key=value" in malformed.output
 
