@@ -34,6 +34,10 @@ class WorkspaceError(MmalError):
     """A workspace or round folder is missing or would be overwritten."""
 
 
+class TrainingError(MmalError):
+    """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line.
 

@@ -17,7 +17,7 @@ import torch
 
 from mmal.config import ModalityConfig
 from mmal.data import loaders
-from mmal.data.pool import Pool
+from mmal.data.pool import Pool, vector_dim
 from mmal.errors import DataError
 
 
@@ -61,6 +61,10 @@ class MultimodalDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.rows = (np.arange(len(pool), dtype=np.int64) if rows is None
                      else np.asarray(list(rows), dtype=np.int64))
+        # Every vector file must have the width of the split's first (what the model takes).
+        self.vector_dims = {m.name: vector_dim(pool, m.name) for m in self.modalities
+                            if m.kind == "vector" and len(pool)
+                            and not isinstance(pool.records[m.name], np.ndarray)}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -100,7 +104,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if m.kind == "text":
             return value if isinstance(value, str) else loaders.load_text(value, sample=sample)
         if m.kind == "vector":
-            return torch.from_numpy(loaders.load_vector(value, sample=sample))
+            return torch.from_numpy(loaders.load_vector(value, sample=sample,
+                                                        dim=self.vector_dims[m.name]))
         if m.kind == "image":
             return loaders.load_image(value, opt["image_size"], rng, sample=sample)
         if m.kind == "audio":

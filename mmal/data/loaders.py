@@ -199,8 +199,12 @@ def load_text(path: Path, *, sample: str) -> str:
                         "save it as UTF-8") from None
 
 
-def load_vector(path: Path, *, sample: str) -> np.ndarray:
-    """(D,) float32 from a ``.npy`` file (any shape is flattened)."""
+def load_vector(path: Path, *, sample: str, dim: int | None = None) -> np.ndarray:
+    """(D,) float32 from a ``.npy`` file (any shape is flattened).
+
+    Raises DataError naming the sample when the file is unreadable, empty, not
+    numeric, holds NaN or Inf, or (with ``dim``) has a width other than ``dim``.
+    """
     try:
         value = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -211,7 +215,15 @@ def load_vector(path: Path, *, sample: str) -> np.ndarray:
     if not np.issubdtype(value.dtype, np.number) or value.size == 0:
         raise DataError(f"sample {sample}: vector {path} holds {value.dtype} of size "
                         f"{value.size}; expected a non-empty numeric array")
-    return value.reshape(-1).astype(np.float32)
+    value = value.reshape(-1).astype(np.float32)
+    if dim is not None and value.size != dim:
+        raise DataError(f"sample {sample}: vector {path} has {value.size} values, but this "
+                        f"split's vectors have {dim} (from its first sample); save every "
+                        "sample's vector with the same width")
+    if not np.isfinite(value).all():
+        raise DataError(f"sample {sample}: vector {path} holds NaN or Inf; fix or remove the "
+                        "sample")
+    return value
 
 
 def _reason(exc: BaseException) -> str:

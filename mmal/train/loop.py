@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
-from mmal.errors import WorkspaceError
+from mmal.errors import TrainingError, WorkspaceError
 from mmal.models import build_model
 from mmal.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
 from mmal.models.runtime import derive_seed, inputs_to
@@ -158,6 +159,9 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
             loss = _epoch(model, train_set, order, opt, dev, batch_size=tc.batch_size,
                           drop_last=drop_last, num_workers=tc.num_workers, desc=desc,
                           progress=progress)
+        if not math.isfinite(loss):  # the data-parallel loop reports the epoch's mean only
+            raise TrainingError(f"{desc}: the mean training loss is {loss}; check the inputs "
+                                "for NaN or Inf, or lower train.lr")
         losses.append(loss)
         log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
         if env.is_main:
@@ -218,8 +222,13 @@ def _epoch(model, train_set, order: list[int], opt, dev: torch.device, *, batch_
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        b = len(batch["id"])
-        total, count = total + float(loss.detach()) * b, count + b
+        b, value = len(batch["id"]), float(loss.detach())
+        if not math.isfinite(value):
+            ids = ", ".join(str(int(i)) for i in batch["id"][:8])
+            raise TrainingError(f"{desc}: the training loss is {value} on the batch of sample ids "
+                                f"{ids}{' ...' if b > 8 else ''}; check those samples' inputs for "
+                                "NaN or Inf, or lower train.lr")
+        total, count = total + value * b, count + b
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
 

@@ -224,3 +224,35 @@ def test_bad_image_in_a_loader_worker_is_one_line_in_the_cli(tmp_path):
     assert result.output.startswith(f"Error: sample {bad}: cannot read image {image}")
     assert len(result.output.splitlines()) == 1
     assert "Traceback" not in result.output and "worker" not in result.output
+
+
+def test_nan_or_misshapen_vectors_are_named_and_no_model_is_written(tmp_path):
+    import numpy as np
+
+    from mmal.workspace import load_workspace_config, read_labeled
+
+    ws = make_workspace(tmp_path, "manifest", modalities=("vector",), n_train=8, n_test=4,
+                        overrides={"al": {"initial_budget": 4}, "train": {"epochs": 1}})
+    files = load_workspace_config(ws).dataset.root / "files"
+    bad = int(read_labeled(ws, 0)[-1])
+    vector = np.load(files / f"{bad}.npy")
+    np.save(files / f"{bad}.npy", np.append(vector, 1.0).astype(np.float32))
+    with pytest.raises(DataError, match=rf"sample {bad}: vector .*{bad}.npy has {vector.size + 1} "
+                                        rf"values, but this split's vectors have {vector.size}"):
+        train_round(ws, 0, device="cpu", progress=False)
+    vector[0] = np.nan
+    np.save(files / f"{bad}.npy", vector)
+    with pytest.raises(DataError, match=rf"sample {bad}: vector .*{bad}.npy holds NaN or Inf"):
+        train_round(ws, 0, device="cpu", progress=False)
+    assert not round_paths(ws, 0).model.exists()
+
+
+def test_a_diverging_loss_stops_training_naming_the_batch(uci_ws):
+    from mmal.errors import TrainingError
+
+    toml = uci_ws / "mmal.toml"
+    toml.write_text(toml.read_text().replace("lr = 0.001", "lr = 1e30", 1))
+    with pytest.raises(TrainingError, match=r"round 000 epoch \d/3: the training loss is (nan|inf)"
+                                            r" on the batch of sample ids \d+"):
+        train_round(uci_ws, 0, device="cpu", progress=False)
+    assert not round_paths(uci_ws, 0).model.exists()
