@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmal.cache.schema import FUSED_NAME
 from mmal.errors import ConfigError
 
 DATASET_KINDS = ("manifest", "food101", "kinetics-sound", "vggsound", "uci-mfeat")
@@ -262,6 +263,8 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
             raise r.type_error(key, t, "a table")
         if not name or any(c in name for c in "/ \t"):
             raise r.error(key, name, "modality names may not be empty or hold '/' or spaces")
+        if name == FUSED_NAME:
+            raise r.error(key, name, f"'{FUSED_NAME}' names the fused logits; rename the modality")
         kind = r.choice(t, f"{key}.kind", MODALITY_KINDS, required=True)
         opt_defaults = dict(MODALITY_OPTIONS[kind])
         r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column",

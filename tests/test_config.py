@@ -184,6 +184,8 @@ BAD = [
     (_replace(UCI, "[dataset]", "[data]"),
      "key 'data' is unknown; known keys here: dataset, modalities, model, train, al "
      "(see docs/config.md)"),
+    (_replace(MANIFEST, "[modalities.image]", "[modalities.mm]"),
+     "key 'modalities.mm' is 'mm'; 'mm' names the fused logits; rename the modality"),
     ("[dataset\nkind = 1", "is not valid TOML (Expected ']' at the end of a table "
      "declaration (at line 1, column 9))"),
 ]

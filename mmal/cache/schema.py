@@ -15,6 +15,9 @@ import numpy as np
 
 from mmal.errors import CacheError
 
+#: The fused logits' name under ``logits/``; no modality may take it.
+FUSED_NAME = "mm"
+
 CACHE_TYPE = "mmal-feature-cache"
 SCHEMA_VERSION = 1
 FUSIONS = ("concat", "sum")
@@ -142,7 +145,7 @@ def _meta_problems(meta: CacheMeta) -> list[str]:
     if len(set(meta.modalities)) != len(meta.modalities):
         problems.append(f"modality names repeat: {list(meta.modalities)}")
     for name in meta.modalities:
-        if not name or "/" in name or name == "mm":
+        if not name or "/" in name or name == FUSED_NAME:
             problems.append(f"modality name {name!r} is not allowed (empty, '/' or 'mm')")
     if len(meta.feature_dims) != len(meta.modalities):
         problems.append("feature_dims needs one width per modality")
