@@ -69,22 +69,33 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
               default=None, help="For an index file: also check its ids exist in this cache.")
 @json_option
 def inspect_command(path, cache_path, as_json):
-    """Summarize a feature cache (.h5) or an index file (.json) at PATH.
+    """Summarize a feature cache (.h5), an index file (.json) or a selection's diagnostics (.npz).
 
     For a cache: pool size, labeled and unlabeled counts, classes, modalities
     with their widths, fusion, the share of samples each modality dominates by
     Shapley contribution, and a check that every stored value is finite.
     For an index file: kind, count, first ids and provenance.
+    For the <stem>.diagnostics.npz that `mmal select` writes: strategy, samples,
+    array names with shapes and dtypes, and the mean contribution Phi of each
+    modality (load the arrays with numpy.load).
 
     \b
     Example:
       mmal inspect rounds/003/cache.h5 --json
       mmal inspect rounds/003/selections/bmmal-b500-s0.json --cache rounds/003/cache.h5
+      mmal inspect rounds/003/selections/bmmal-b500-s0.diagnostics.npz
     """
+    import h5py
+
     from mmal.cache import check_ids_in_cache, open_cache, read_index
     from mmal.cache.summary import format_summary, summarize_cache, summarize_index
+    from mmal.errors import CacheError
 
-    if path.suffix == ".json":
+    if path.suffix == ".npz":
+        from mmal.select.diagnostics import summarize_diagnostics
+
+        summary = summarize_diagnostics(path)
+    elif path.suffix == ".json":
         index = read_index(path)
         summary = summarize_index(index)
         if cache_path is not None:
@@ -92,6 +103,9 @@ def inspect_command(path, cache_path, as_json):
                 check_ids_in_cache(index, cache.ids, str(cache_path))
             summary["ids_in_cache"] = str(cache_path)
     else:
+        if path.is_file() and not h5py.is_hdf5(path):
+            raise CacheError(f"{path}: is not an HDF5 file; mmal inspect takes a cache (.h5), an "
+                             "index file (.json) or a selection's diagnostics (.npz)")
         with open_cache(path) as cache:
             summary = summarize_cache(cache)
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

@@ -151,3 +151,36 @@ def test_selection_index_requires_provenance(tmp_path):
     with pytest.raises(IndexFileError, match=r"provenance lacks \['strategy'"):
         write_index(tmp_path / "s.json", [1], kind="selection", provenance={})
     assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("name", ["README.md", "labels.csv", "cache.h5"])
+def test_inspect_of_a_file_it_cannot_read_lists_what_it_takes(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("# not a cache\n")
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {path}: is not an HDF5 file; mmal inspect takes a cache (.h5), "
+                             "an index file (.json) or a selection's diagnostics (.npz)\n")
+
+
+def test_inspect_summarises_a_selection_diagnostics_archive(tmp_path, small_cache):
+    out = tmp_path / "sel.json"
+    assert CliRunner().invoke(cli, ["select", "-s", "bmmal", "-b", "3", "--cache", str(small_cache),
+                                    "--out", str(out)]).exit_code == 0
+    diagnostics = tmp_path / "sel.diagnostics.npz"
+    result = CliRunner().invoke(cli, ["inspect", str(diagnostics), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    with np.load(diagnostics) as archive:
+        expected = archive["Phi"].mean(axis=0)
+    assert summary["type"] == "selection-diagnostics" and summary["strategy"] == "bmmal"
+    np.testing.assert_allclose([summary["mean_Phi"]["m0"], summary["mean_Phi"]["m1"]], expected)
+    text = CliRunner().invoke(cli, ["inspect", str(diagnostics)])
+    assert "mean_Phi:\n  m0: " in text.output and "read_with: numpy.load(" in text.output
+
+
+def test_inspect_of_a_bad_npz_is_one_line(tmp_path):
+    path = tmp_path / "x.npz"
+    path.write_text("not a zip")
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    _assert_one_line_error(result, path, r"is not a NumPy \.npz archive; pass the <stem>\.diagnostics\.npz")
