@@ -59,6 +59,15 @@ def test_provenance_and_default_output(cache_factory):
     assert set(prov["summary"]["subpools"]) == {"m0", "m1", "m2"}
 
 
+@pytest.mark.parametrize("strategy", ["badge", "bmmal"])
+def test_provenance_records_the_effective_defaults(cache_factory, tmp_path, strategy):
+    from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE
+
+    index = select(cache_factory("concat2"), strategy, 3, out=tmp_path / "s.json")
+    assert index.provenance["params"] == {"precision": "float32", "block_size": DEFAULT_BLOCK_SIZE}
+    assert DEFAULT_BLOCK_SIZE == 128  # the default docs/selection.md states
+
+
 def test_diagnostics_file_is_aligned_with_unlabeled_ids(cache_factory, tmp_path):
     path = cache_factory("concat2")
     index = select(path, "bmmal", 4, out=tmp_path / "pick.json")

@@ -8,7 +8,7 @@ import numpy as np
 
 from mmal.cache.reader import Cache
 from mmal.select.embedding import cache_embedding, check_precision
-from mmal.select.kmeanspp import kmeans_pp
+from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE, kmeans_pp
 from mmal.select.registry import Selection, register
 
 
@@ -20,7 +20,7 @@ def select_badge(
     rng: np.random.Generator,
     xp: Any = np,
     precision: str = "float32",
-    block_size: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     progress: bool = False,
 ) -> Selection:
     """Exact k-means++ over ``(p - e_ŷ) ⊗ h`` of every unlabeled sample.

@@ -18,7 +18,7 @@ from mmal.cache.reader import Cache
 from mmal.select.backend import asnumpy
 from mmal.select.balance import dominance_summary, modality_balance
 from mmal.select.embedding import cache_embedding, check_precision
-from mmal.select.kmeanspp import kmeans_pp
+from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE, kmeans_pp
 from mmal.select.registry import Selection, register
 
 
@@ -30,7 +30,7 @@ def select_bmmal(
     rng: np.random.Generator,
     xp: Any = np,
     precision: str = "float32",
-    block_size: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     progress: bool = False,
 ) -> Selection:
     """Exact k-means++ over ``(p - e_ŷ) ⊗ (w_1 z_1 ⊕ ...)`` of every unlabeled sample.
