@@ -124,25 +124,57 @@ def load_clip(folder: Path, frames: int, size: int, rng: np.random.Generator | N
 # ----------------------------------------------------------------------------- audio
 
 def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
-    """Mono waveform (n,) float32 in [-1, 1] at ``sample_rate`` Hz (linear resampling)."""
+    """Mono waveform (n,) float32 in [-1, 1] at ``sample_rate`` Hz (linear resampling).
+
+    Reads 8- to 32-bit PCM with the standard library; the extensible header
+    (which ffmpeg writes for 24-bit or multichannel audio) and float samples,
+    which Python 3.11's ``wave`` refuses, go through ``scipy.io.wavfile``.
+    """
     try:
         with wave.open(str(path), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             raw = w.readframes(w.getnframes())
     except FileNotFoundError:
         raise DataError(f"sample {sample}: audio file {path} does not exist") from None
-    except (wave.Error, EOFError, OSError) as exc:
+    except wave.Error as exc:
+        if not str(exc).startswith("unknown format"):
+            raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
+                            "mmal reads PCM wav files") from None
+        rate, signal = _read_wav_scipy(path, sample)
+    except (EOFError, OSError) as exc:
         raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
                         "mmal reads PCM wav files") from None
-    signal = _pcm_to_float(raw, width, path, sample)
-    usable = len(signal) - len(signal) % channels
-    signal = signal[:usable].reshape(-1, channels).mean(axis=1)
+    else:
+        signal = _pcm_to_float(raw, width, path, sample)
+        usable = len(signal) - len(signal) % channels
+        signal = signal[:usable].reshape(-1, channels).mean(axis=1)
     if len(signal) == 0:
         raise DataError(f"sample {sample}: wav {path} holds no audio frames")
     if rate != sample_rate:
         n_out = max(1, int(round(len(signal) * sample_rate / rate)))
         signal = np.interp(np.arange(n_out) * (rate / sample_rate), np.arange(len(signal)), signal)
     return signal.astype(np.float32)
+
+
+def _read_wav_scipy(path: Path, sample: str) -> tuple[int, np.ndarray]:
+    """(rate, mono float32 signal) of a wav the standard library cannot read."""
+    from scipy.io import wavfile
+
+    try:
+        rate, data = wavfile.read(path)
+    except Exception as exc:  # noqa: BLE001 - scipy raises many types on malformed files
+        raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
+                        "mmal reads PCM or float wav files") from None
+    if data.dtype == np.uint8:
+        signal = (data.astype(np.float32) - 128) / 128
+    elif data.dtype.kind == "i":  # 24-bit arrives left-justified in int32
+        signal = (data / float(2 ** (8 * data.dtype.itemsize - 1))).astype(np.float32)
+    elif data.dtype.kind == "f":
+        signal = data.astype(np.float32)
+    else:
+        raise DataError(f"sample {sample}: wav {path} holds {data.dtype} samples; use 8-32 bit "
+                        "PCM or float")
+    return int(rate), signal.mean(axis=1) if signal.ndim == 2 else signal
 
 
 def _pcm_to_float(raw: bytes, width: int, path: Path, sample: str) -> np.ndarray:

@@ -192,3 +192,31 @@ def test_unknown_modality_is_refused(manifest):
     other = load_config(make_tiny_dataset(pool.root.parent.parent / "u", "uci"))
     with pytest.raises(DataError, match=r"the train split has no modality 'fac'; it has image"):
         MultimodalDataset(pool, other.modalities, training=False)
+
+
+def _extensible_wav_24bit(path, signal, rate):
+    """A stereo 24-bit PCM wav with the WAVE_FORMAT_EXTENSIBLE header (what ffmpeg writes)."""
+    import struct
+
+    frames = np.round(np.clip(signal, -1, 1 - 2**-23) * 2**23).astype(np.int32)
+    stereo = np.repeat(frames, 2)
+    data = b"".join(int(v).to_bytes(3, "little", signed=True) for v in stereo)
+    pcm_guid = bytes.fromhex("0100000000001000800000aa00389b71")
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 2, rate, rate * 6, 6, 24, 22, 24, 0x3) + pcm_guid
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + \
+        struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_extensible_24_bit_and_float_wavs_read_like_plain_pcm(tmp_path):
+    from scipy.io import wavfile
+
+    t = np.arange(800) / 8000
+    clean = (0.5 * np.sin(2 * np.pi * 550 * t)).astype(np.float32)
+    ext = L.read_wav(_extensible_wav_24bit(tmp_path / "ext.wav", clean, 8000), 8000, sample="s")
+    assert ext.shape == (800,) and ext.dtype == np.float32
+    np.testing.assert_allclose(ext, clean, atol=2**-22)
+    wavfile.write(tmp_path / "float.wav", 8000, np.stack([clean, clean], axis=1))
+    np.testing.assert_allclose(L.read_wav(tmp_path / "float.wav", 16000, sample="s")[::2], clean,
+                               atol=1e-6)
