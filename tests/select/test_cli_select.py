@@ -132,3 +132,33 @@ def test_bad_values_give_one_error_line(workspace, args, message):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert message in result.output, result.output
+
+
+def _documented_select_commands():
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "docs"
+    commands = []
+    for name in ("selection.md", "baselines.md"):
+        text = (root / name).read_text()
+        inline = re.findall(r"`(mmal select\b[^`]*)`", text)
+        blocks = re.findall(r"^(mmal select\b.*)$", text, flags=re.MULTILINE)
+        for command in inline + blocks:
+            args = shlex.split(command.split("#")[0])[2:]
+            if args:  # a bare `mmal select` names the command, it is no example
+                commands.append((name, args))
+    return commands
+
+
+def test_every_documented_select_command_parses():
+    from mmal.commands.select import select_command
+
+    commands = _documented_select_commands()
+    assert len(commands) >= 4  # the docs' examples were found
+    for name, args in commands:
+        try:
+            select_command.make_context("select", list(args))
+        except Exception as exc:  # click.UsageError and friends
+            pytest.fail(f"docs/{name}: `mmal select {' '.join(args)}` does not parse: {exc}")
