@@ -101,8 +101,17 @@ def latest_round(workspace: str | os.PathLike, *, having: str | None = None) -> 
               if having is None or (round_paths(workspace, r).root / having).exists()]
     if not rounds:
         what = f"with {having}" if having else "at all"
-        raise WorkspaceError(f"{workspace}: no round {what} yet; see `mmal --help` for the stages")
+        todo = _MAKES.get(having, "create it with `mmal init DIR --config FILE`")
+        raise WorkspaceError(f"{workspace}: no round {what} yet; {todo}")
     return rounds[-1]
+
+
+#: What to run to get a round's file, for errors about it missing.
+_MAKES = {
+    "labeled.json": "start one with `mmal init` or `mmal next --selection FILE`",
+    "model.pt": "run `mmal train` first",
+    "cache.h5": "run `mmal train`, then `mmal extract`",
+}
 
 
 def load_workspace_config(workspace: str | os.PathLike) -> Config:

@@ -212,3 +212,12 @@ def test_rows_inserted_into_a_row_numbered_manifest_are_caught(tmp_path):
     with pytest.raises(DataError, match="its ids no longer name the same samples"):
         next_round(ws, selection)
     assert not round_paths(ws, 1).labeled.exists()
+
+
+@pytest.mark.parametrize("having,todo", [("model.pt", "run `mmal train` first"),
+                                         ("cache.h5", "run `mmal train`, then `mmal extract`")])
+def test_missing_stage_output_says_which_command_makes_it(tmp_path, uci, having, todo):
+    ws = init_workspace(tmp_path / "ws", uci)
+    with pytest.raises(WorkspaceError) as info:
+        latest_round(ws, having=having)
+    assert str(info.value) == f"{ws}: no round with {having} yet; {todo}"

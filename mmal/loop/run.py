@@ -362,7 +362,7 @@ def _check_feasible(workspace: Path, base, strategies, rounds: int, budget: int,
     if needed > pool:
         raise ConfigError(f"--initial-budget {initial_budget} + --rounds {rounds} x --budget "
                           f"{budget} = {needed} labels, but the train pool has {pool} samples; "
-                          "lower --rounds or --budget")
+                          "lower --initial-budget, --rounds or --budget")
 
 
 def _check_plan(layout: RunLayout, budget, initial_budget, mc_dropout) -> dict | None:

@@ -129,7 +129,8 @@ def test_run_refuses_up_front_what_would_fail_in_a_later_round(tmp_path):
                        mc_dropout=5)
     # The tiny UCI data keeps 80% of its 2,000 digits for the pool.
     with pytest.raises(ConfigError, match=r"--initial-budget 20 \+ --rounds 200 x --budget 10 = "
-                                          r"2020 labels, but the train pool has 1600 samples"):
+                                          r"2020 labels, but the train pool has 1600 samples; "
+                                          r"lower --initial-budget, --rounds or --budget"):
         run_comparison(ws, ["random"], rounds=200, seeds=[0], budget=10, initial_budget=20)
     assert not RunLayout(ws).root.exists()  # nothing trained or written
 
