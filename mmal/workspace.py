@@ -224,6 +224,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     base = _round_of_selection(workspace, selection_path)
     if base is None:
         base = _round_of_cache(workspace, selection_path, selection.provenance)
+    _warn_if_cache_changed(workspace, base, selection_path, selection.provenance)
     base_labeled = round_paths(workspace, base).labeled
     labeled = read_labeled(workspace, base)
     again = np.intersect1d(labeled, selection.ids)
@@ -262,6 +263,21 @@ def _round_of_selection(workspace: Path, selection_path: Path) -> int | None:
             and folder.parent.name.isdigit():
         return int(folder.parent.name)
     return None
+
+
+def _warn_if_cache_changed(workspace: Path, round: int, selection_path: Path,
+                           provenance: dict) -> None:
+    """Warn when the round's cache is no longer the one the selection was made from."""
+    from mmal.cache import open_cache
+
+    cache = round_paths(workspace, round).cache
+    if not cache.exists():
+        return
+    with open_cache(cache) as opened:
+        if opened.fingerprint != provenance.get("cache_fingerprint"):
+            logger.warning("%s was made from an earlier %s (extracted again since); its ids are "
+                           "used as they are — rerun `mmal select` to pick from the current cache",
+                           selection_path, cache)
 
 
 def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> int:

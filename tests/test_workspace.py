@@ -221,3 +221,27 @@ def test_missing_stage_output_says_which_command_makes_it(tmp_path, uci, having,
     with pytest.raises(WorkspaceError) as info:
         latest_round(ws, having=having)
     assert str(info.value) == f"{ws}: no round with {having} yet; {todo}"
+
+
+def test_next_warns_when_the_round_was_extracted_again_after_the_selection(tmp_path, uci, caplog):
+    from mmal.cache import open_cache
+    from mmal.cache.synthetic import make_synthetic_cache
+
+    ws = init_workspace(tmp_path / "ws", uci)
+    cache = make_synthetic_cache(round_paths(ws, 0).cache, num_samples=30, seed=1)
+    with open_cache(cache) as opened:
+        current = opened.fingerprint
+    pool_ids = load_pool(load_workspace_config(ws), "train").ids
+    pick = np.setdiff1d(pool_ids, read_labeled(ws, 0))[:2]
+    made_from_now = _selection(round_paths(ws, 0).selections / "a.json", pick)
+    doc = json.loads(made_from_now.read_text())
+    doc["provenance"]["cache_fingerprint"] = current
+    made_from_now.write_text(json.dumps(doc))
+    with caplog.at_level("WARNING", logger="mmal.workspace"):
+        next_round(ws, made_from_now)
+    assert caplog.text == ""
+    stale = _selection(round_paths(ws, 0).selections / "b.json", pick)  # fingerprint "x"
+    with caplog.at_level("WARNING", logger="mmal.workspace"):
+        next_round(ws, stale, force=True)
+    assert "b.json was made from an earlier" in caplog.text
+    assert "rerun `mmal select` to pick from the current cache" in caplog.text
