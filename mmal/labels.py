@@ -52,9 +52,12 @@ class ImportResult:
     replaced : list of int
         Ids whose earlier label in this round changed.
     missing : np.ndarray
-        (n,) int64 ids of the round that still have no label (any round <= r).
+        (n,) int64 ids of the round that still have no label: neither from the
+        dataset nor imported (any round <= r).
     skipped_lines : list of int
         Lines with an id but an empty label.
+    overrode_dataset : list of int
+        Ids whose imported label differs from the label the dataset itself gives.
     """
 
     path: Path
@@ -62,6 +65,7 @@ class ImportResult:
     replaced: list[int] = field(default_factory=list)
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     skipped_lines: list[int] = field(default_factory=list)
+    overrode_dataset: list[int] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- export
@@ -198,10 +202,23 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
                            for i, v in sorted(merged.items())}}
     _write_atomic(target, lambda fh: (json.dump(document, fh, indent=1), fh.write("\n")))
     have = set(human_labels(workspace, round))
-    missing = np.array([i for i in _new_ids(workspace, round) if i not in have], dtype=np.int64)
+    labels = pool.labels.reshape(len(pool), -1)
+    dataset_has = {int(i) for i, row in zip(pool.ids, labels, strict=True) if (row >= 0).all()}
+    missing = np.array([i for i in _new_ids(workspace, round)
+                        if i not in have and i not in dataset_has], dtype=np.int64)
+    overrode = sorted(i for i, names in new.items() if i in dataset_has
+                      and sorted(names) != sorted(_dataset_names(pool, i)))
     log.info("round %03d: %d labels imported from %s, %d ids still unlabeled", round, len(new),
              path, len(missing))
-    return ImportResult(target, len(new), replaced, missing, skipped)
+    return ImportResult(target, len(new), replaced, missing, skipped, overrode)
+
+
+def _dataset_names(pool: Any, sid: int) -> list[str]:
+    """Class names the dataset itself gives sample ``sid``."""
+    label = pool.labels[pool.rows([sid])[0]]
+    if pool.multi_label:
+        return [pool.class_names[k] for k in np.flatnonzero(label > 0)]
+    return [pool.class_names[int(label)]]
 
 
 def human_labels(workspace: str | os.PathLike, round: int) -> dict[int, list[str]]:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from mmal.cache.index import write_index
 from mmal.cli import cli
+from mmal.config import load_config
 from mmal.data import load_pool
 from mmal.errors import DataError
 from mmal.labels import export_ids, human_labels, import_labels
@@ -24,6 +25,16 @@ def ws(tmp_path):
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["image", "vector"],
                                n_train=12, overrides={"al": {"initial_budget": 4}})
     return init_workspace(tmp_path / "ws", config)
+
+
+@pytest.fixture
+def blank_ws(tmp_path):
+    """(workspace, truth): a pool whose train split has no labels, and the labels it hides."""
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["image", "vector"],
+                               n_train=12, overrides={"al": {"initial_budget": 4}})
+    truth = load_pool(load_config(config), "train")
+    _blank_train_labels(config)
+    return init_workspace(tmp_path / "ws", config), truth
 
 
 def _pool(ws):
@@ -83,8 +94,8 @@ def test_export_then_label_round_trip_csv(ws):
     assert stored["class_names"] == list(CLASSES)
 
 
-def test_jsonl_round_trip_and_partial_file_reports_missing_ids(ws):
-    pool = _pool(ws)
+def test_jsonl_round_trip_and_partial_file_reports_missing_ids(blank_ws):
+    ws, pool = blank_ws
     ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
     out = export_ids(ws, round_paths(ws, 0).labeled, fmt="jsonl", out=ws / "todo.jsonl")
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -102,8 +113,8 @@ def test_jsonl_round_trip_and_partial_file_reports_missing_ids(ws):
     assert again.missing.size == 0 and human_labels(ws, 0)[ids[0]] == [CLASSES[1]]
 
 
-def test_labels_of_a_later_round_cover_only_its_new_ids(ws):
-    pool = _pool(ws)
+def test_labels_of_a_later_round_cover_only_its_new_ids(blank_ws):
+    ws, pool = blank_ws
     labeled0 = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
     new = [int(i) for i in pool.ids if int(i) not in labeled0][:2]
     selection = _selection(ws, 0, new)
@@ -135,8 +146,8 @@ def test_bad_label_file_is_rejected_naming_the_line(ws, body, message):
     assert not (round_paths(ws, 0).root / "labels.json").exists()  # nothing half-written
 
 
-def test_cli_export_and_label(ws):
-    pool = _pool(ws)
+def test_cli_export_and_label(blank_ws):
+    ws, pool = blank_ws
     runner = CliRunner()
     labeled = str(round_paths(ws, 0).labeled)
     res = runner.invoke(cli, ["export", labeled, "--workspace", str(ws), "--out",
@@ -264,3 +275,17 @@ def test_train_and_extract_name_labeled_json_when_its_ids_are_not_in_the_pool(ws
                                             "restore this round's labeled.json"):
             stage()
     assert round_paths(ws, 0).model.exists() and not round_paths(ws, 0).cache.exists()
+
+
+def test_labels_that_replace_the_datasets_own_are_reported(ws):
+    pool = _pool(ws)
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    own = pool.class_names[pool.labels[pool.rows([ids[0]])[0]]]
+    other = next(c for c in CLASSES if c != own)
+    (ws / "fix.csv").write_text(f"id,label\n{ids[0]},{other}\n{ids[1]},"
+                                f"{pool.class_names[pool.labels[pool.rows([ids[1]])[0]]]}\n")
+    res = CliRunner().invoke(cli, ["label", "--round", "0", str(ws / "fix.csv"), "--workspace",
+                                   str(ws)])
+    assert res.exit_code == 0, res.output
+    assert f"these labels replace the dataset's own for 1 ids: {ids[0]}" in res.output
+    assert "every id added in round 000 has a label" in res.output  # the dataset labels the rest

@@ -70,6 +70,9 @@ def label_command(label_file, round_, workspace):
     if result.replaced:
         click.echo(f"changed the earlier label of {len(result.replaced)} ids: "
                    f"{_preview(result.replaced)}")
+    if result.overrode_dataset:
+        click.echo(f"these labels replace the dataset's own for {len(result.overrode_dataset)} "
+                   f"ids: {_preview(result.overrode_dataset)}")
     if len(result.missing):
         click.echo(f"still without a label in round {round_:03d}: {len(result.missing)} ids: "
                    f"{_preview(result.missing.tolist())}")
