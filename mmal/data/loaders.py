@@ -39,6 +39,9 @@ def read_image(path: Path, *, sample: str) -> Image.Image:
     except UnidentifiedImageError:
         raise DataError(f"sample {sample}: cannot read image {path} (not a known image "
                         "format); replace or remove the file") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"sample {sample}: image {path} is too large to decode safely "
+                        f"({_reason(exc)}); downscale it") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"sample {sample}: cannot read image {path} ({_reason(exc)}); "
                         "replace or remove the file") from None

@@ -220,3 +220,14 @@ def test_extensible_24_bit_and_float_wavs_read_like_plain_pcm(tmp_path):
     wavfile.write(tmp_path / "float.wav", 8000, np.stack([clean, clean], axis=1))
     np.testing.assert_allclose(L.read_wav(tmp_path / "float.wav", 16000, sample="s")[::2], clean,
                                atol=1e-6)
+
+
+def test_decompression_bomb_is_a_data_error_naming_the_sample(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    path = tmp_path / "big.png"
+    PILImage.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 4,096 px > 2 x 100: a "bomb"
+    with pytest.raises(DataError, match=r"^sample 5: image .*big.png is too large to decode "
+                                        r"safely \(.*\); downscale it$"):
+        L.read_image(path, sample="5")
