@@ -24,7 +24,7 @@ def _int_list(ctx, param, value: str) -> list[int]:
               help="Selection rounds R; rounds 0..R are trained and tested.")
 @click.option("--budget", type=click.IntRange(min=1), required=True,
               help="Samples each strategy selects per round.")
-@click.option("--initial-budget", type=click.IntRange(min=1), required=True,
+@click.option("--initial-budget", type=click.IntRange(min=2), required=True,
               help="Size of round 0's random labeled set, shared by all strategies.")
 @click.option("--seeds", default="0", show_default=True, callback=_int_list,
               help="Comma-separated seeds; one trajectory per strategy and seed.")

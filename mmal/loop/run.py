@@ -339,7 +339,7 @@ def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout
     if any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds must be >= 0, got {seeds}")
     for name, value, low in (("--rounds", rounds, 1), ("--budget", budget, 1),
-                             ("--initial-budget", initial_budget, 1),
+                             ("--initial-budget", initial_budget, 2),
                              ("--mc-dropout", mc_dropout, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")

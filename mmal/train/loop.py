@@ -114,8 +114,11 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
                                   seed=derive_seed(seed, round)).subset(labeled)
     test_set = MultimodalDataset(test_pool, config.modalities, training=False)
     n = len(train_set)
+    if n < 2:  # batch norm cannot normalise a single sample's 1x1 feature maps
+        raise TrainingError(f"{paths.labeled}: round {round:03d} has {n} labeled sample; "
+                            "training needs at least 2 (raise al.initial_budget)")
     # A last batch of one sample breaks batch norm in training mode; drop it.
-    drop_last = n > 1 and n % tc.batch_size == 1
+    drop_last = n % tc.batch_size == 1
 
     # -- model and optimizer ----------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))

@@ -256,3 +256,19 @@ def test_a_diverging_loss_stops_training_naming_the_batch(uci_ws):
                                             r" on the batch of sample ids \d+"):
         train_round(uci_ws, 0, device="cpu", progress=False)
     assert not round_paths(uci_ws, 0).model.exists()
+
+
+def test_a_single_labeled_sample_is_refused_before_training(tmp_path):
+    from mmal.cache.index import write_index
+    from mmal.errors import TrainingError
+    from mmal.workspace import read_labeled
+
+    ws = make_workspace(tmp_path, "manifest", modalities=("image", "vector"), n_train=6, n_test=3,
+                        overrides={"al": {"initial_budget": 2}, "train": {"epochs": 1},
+                                   "modalities.image": {"image_size": 32}})
+    labeled = round_paths(ws, 0).labeled
+    write_index(labeled, read_labeled(ws, 0)[:1], kind="labeled", provenance={"round": 0},
+                overwrite=True)
+    with pytest.raises(TrainingError, match=r"round 000 has 1 labeled sample; training needs at "
+                                            r"least 2"):
+        train_round(ws, 0, device="cpu", progress=False)
