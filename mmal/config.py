@@ -346,7 +346,7 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
     r.known(t, "al", ("initial_budget", "budget", "seed"))
     vals = {}
-    for key, lo in (("initial_budget", 2), ("budget", 1), ("seed", 0)):
+    for key, lo in (("initial_budget", 1), ("budget", 1), ("seed", 0)):
         vals[key] = r.get(t, f"al.{key}", int, default=getattr(ALConfig, key))
         if vals[key] < lo:
             raise r.error(f"al.{key}", vals[key], f"must be >= {lo}")

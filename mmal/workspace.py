@@ -161,6 +161,9 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     config = load_config(config_path)
     pool = load_pool(config, "train")
     budget = config.al.initial_budget
+    if budget < 2:
+        raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget}; round 0 needs at "
+                          "least 2 labeled samples to train on")
     if budget > len(pool):
         raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget} but the train "
                           f"split holds {len(pool)} samples; lower it")

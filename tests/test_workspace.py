@@ -86,6 +86,12 @@ def test_init_with_bad_input_writes_nothing(tmp_path, uci):
         init_workspace(tmp_path / "ws", big)
     assert str(info.value) == (f"{big}: key 'al.initial_budget' is 1601 but the train split "
                                "holds 1600 samples; lower it")
+    one = make_tiny_dataset(tmp_path / "o", "uci", overrides={"al": {"initial_budget": 1}})
+    load_config(one)  # loads (workspaces made before the rule keep working) ...
+    with pytest.raises(ConfigError) as info:  # ... but no new workspace starts from one sample
+        init_workspace(tmp_path / "ws", one)
+    assert str(info.value) == (f"{one}: key 'al.initial_budget' is 1; round 0 needs at least 2 "
+                               "labeled samples to train on")
     assert not (tmp_path / "ws" / "mmal.toml").exists()
     assert not round_paths(tmp_path / "ws", 0).labeled.exists()
 

@@ -33,22 +33,25 @@ def build_model(config: Config, pool: Pool) -> MultimodalModel:
 def model_from_checkpoint(ckpt: dict[str, Any], config: Config) -> MultimodalModel:
     """The trained model stored in ``ckpt`` (a dict from ``load_checkpoint``), on the CPU.
 
-    Every weight comes from the checkpoint, so the architecture is built
-    without reading pretrained files and, where the state dict covers every
-    tensor, on the meta device (no random initialisation: that costs about as
-    much as a forward pass over a few hundred samples for a ResNet-101) with
-    the checkpoint's tensors assigned in place.
+    Every weight comes from the checkpoint, so image, audio and video encoders
+    are built without reading pretrained files and, where the state dict covers
+    every tensor, on the meta device (no random initialisation: that costs about
+    as much as a forward pass over a few hundred samples for a ResNet-101) with
+    the checkpoint's tensors assigned in place. Models with a text encoder are
+    built normally: transformers refuses to load weights under the meta device,
+    and its models hold non-persistent buffers a state dict does not carry.
     """
     import torch
 
     args = (config, int(ckpt["num_classes"]), ckpt["input_dims"])
-    with torch.device("meta"):
-        model = MultimodalModel(*args, load_weights=False)
-    if not _state_covers_everything(model):  # e.g. a text model's non-persistent buffers
-        model = MultimodalModel(*args, load_weights=False)
-        model.load_state_dict(ckpt["state_dict"])
-        return model
-    model.load_state_dict(ckpt["state_dict"], assign=True)
+    if not any(m.kind == "text" for m in config.modalities):
+        with torch.device("meta"):
+            model = MultimodalModel(*args, load_weights=False)
+        if _state_covers_everything(model):
+            model.load_state_dict(ckpt["state_dict"], assign=True)
+            return model
+    model = MultimodalModel(*args, load_weights=False)
+    model.load_state_dict(ckpt["state_dict"])
     return model
 
 

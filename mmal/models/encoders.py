@@ -45,9 +45,11 @@ def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None,
     input_dim : int, optional
         Width of the input vectors; required for ``mlp``.
     load_weights : bool
-        Read the ``pretrained`` weights. False builds the architecture only
-        (for a model whose every weight comes from a checkpoint next); a text
-        encoder still reads its tokenizer and config from ``pretrained``.
+        Read the ``pretrained`` weights of image, audio and video encoders.
+        False builds the architecture only (for a model whose every weight comes
+        from a checkpoint next). Text encoders always load a local folder's
+        weights: faster than random initialisation, and the tokenizer needs the
+        folder anyway.
     """
     enc = modality.encoder
     if enc in ("resnet18", "resnet50", "resnet101"):
@@ -57,8 +59,10 @@ def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None,
     elif enc == "r2plus1d_18":
         module = _r2plus1d()
     elif enc == "bert":
+        # Text ignores load_weights: transformers reads local weights faster than it
+        # initialises a model randomly, and the folder must be there for the tokenizer anyway.
         return TextEncoder(modality.pretrained, max_tokens=int(modality.options.get("max_tokens", 64)),
-                           name=modality.name, load_weights=load_weights)
+                           name=modality.name)
     elif enc == "mlp":
         if input_dim is None:
             raise ValueError("mlp encoder needs input_dim")
@@ -86,7 +90,7 @@ class MLPEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """list of B str -> (B, hidden): a transformers encoder, mean-pooled over real tokens."""
 
-    def __init__(self, pretrained: str, *, max_tokens: int, name: str, load_weights: bool = True):
+    def __init__(self, pretrained: str, *, max_tokens: int, name: str):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -94,9 +98,9 @@ class TextEncoder(nn.Module):
         key = f"modalities.{name}.pretrained"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-            if pretrained and load_weights and _has_weights(source):
+            if pretrained and _has_weights(source):
                 self.model = AutoModel.from_pretrained(source, local_files_only=True)
-            elif pretrained and load_weights and not Path(source).is_dir():  # in the HF cache
+            elif pretrained and not Path(source).is_dir():  # a name in the local HF cache
                 self.model = AutoModel.from_pretrained(source, local_files_only=True)
             else:
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(source,

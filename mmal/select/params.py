@@ -7,6 +7,7 @@ Each check returns the value as the type the strategy computes with, or raises
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -29,6 +30,6 @@ def float_param(name: str, value: Any, *, low: float, high: float = float("inf")
     x = float(value)
     below = x <= low if open_low else x < low
     above = x >= high if open_high else x > high
-    if below or above or x != x:
-        raise ValueError(f"{name} must be in {interval}, got {value}")
+    if below or above or not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
     return x

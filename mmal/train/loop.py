@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
-from mmal.errors import TrainingError, WorkspaceError
+from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.models import build_model
 from mmal.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
 from mmal.models.runtime import derive_seed, inputs_to
@@ -106,6 +106,7 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     # -- data -------------------------------------------------------------------
     pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
     rows = labeled_rows(pool, workspace, round, labeled)  # DataError naming labeled.json
+    _check_test_widths(config, pool, test_pool)
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=resolve_labels(pool, workspace, round, labeled))
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
@@ -295,6 +296,20 @@ def _try_load(path: Path) -> dict[str, Any] | None:
     except WorkspaceError as exc:
         log.warning("%s; training from scratch", exc)
         return None
+
+
+def _check_test_widths(config, pool, test_pool) -> None:
+    """DataError, before training, when the test split's vectors differ in width from the train's."""
+    from mmal.models import input_dims
+
+    if not len(test_pool):
+        return
+    train, test = input_dims(config, pool), input_dims(config, test_pool)
+    for name, width in train.items():
+        if test[name] != width:
+            raise DataError(f"{test_pool.origin}: modality {name!r} has vectors of {test[name]} "
+                            f"values, but the train split's have {width} (the model's input); "
+                            "save both splits' vectors with the same width")
 
 
 def _run_key(config: dict, labeled: np.ndarray, round: int, pool_fingerprint: str,

@@ -67,3 +67,23 @@ def test_rebuild_does_not_need_the_pretrained_weights_file(tmp_path):
     path.unlink()  # the user moved the ImageNet weights after training
     rebuilt = model_from_checkpoint(ckpt, config)
     assert torch.equal(rebuilt.encoders["img"].conv1.weight, trained.encoders["img"].conv1.weight)
+
+
+def test_text_model_with_local_weights_is_not_randomly_initialised_on_rebuild(tmp_path,
+                                                                              monkeypatch):
+    import transformers
+
+    config = _config(tmp_path, text=True, fusion="concat")
+    folder = config.modalities[2].pretrained
+    transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(folder)
+                                       ).save_pretrained(folder)  # the folder now has weights
+    trained = MultimodalModel(config, 3, {"vec": 5})
+
+    def no_random_init(*args, **kwargs):
+        raise AssertionError("random initialisation of a model whose weights are on disk")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_config", no_random_init)
+    rebuilt = model_from_checkpoint(_checkpoint(trained), config)
+    for (name, a), (_, b) in zip(trained.state_dict().items(), rebuilt.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name

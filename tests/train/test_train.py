@@ -272,3 +272,24 @@ def test_a_single_labeled_sample_is_refused_before_training(tmp_path):
     with pytest.raises(TrainingError, match=r"round 000 has 1 labeled sample; training needs at "
                                             r"least 2"):
         train_round(ws, 0, device="cpu", progress=False)
+
+
+def test_test_split_vectors_of_another_width_are_refused_before_training(tmp_path):
+    import numpy as np
+
+    from mmal.data import load_pool
+    from mmal.workspace import load_workspace_config
+
+    ws = make_workspace(tmp_path, "manifest", modalities=("vector",), n_train=8, n_test=4,
+                        overrides={"al": {"initial_budget": 4}, "train": {"epochs": 1}})
+    config = load_workspace_config(ws)
+    test = load_pool(config, "test")
+    for path in test.records["vector"]:
+        np.save(path, np.append(np.load(path), 1.0).astype(np.float32))
+    with pytest.raises(DataError) as info:
+        train_round(ws, 0, device="cpu", progress=False)
+    width = np.load(load_pool(config, "train").records["vector"][0]).size
+    assert str(info.value) == (f"{test.origin}: modality 'vector' has vectors of {width + 1} "
+                               f"values, but the train split's have {width} (the model's input); "
+                               "save both splits' vectors with the same width")
+    assert not round_paths(ws, 0).model.with_name("model.pt.partial").exists()
