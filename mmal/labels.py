@@ -106,6 +106,7 @@ def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
     except DataError as exc:
         raise DataError(f"{index_path}: {exc}; the index file belongs to another workspace") \
             from None
+    _check_names(pool, workspace, index_path, index)
     sources = {m: v for m, v in pool.records.items() if not isinstance(v, np.ndarray)}
     records = []
     for i, row in zip(index.ids, rows, strict=True):
@@ -126,6 +127,25 @@ def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
             json.dumps({**r, "label": None}) + "\n" for r in records))
     log.info("exported %d ids of %s to %s", len(records), index_path, out)
     return out
+
+
+def _check_names(pool: Any, workspace: str | os.PathLike, index_path: Path, index: Any) -> None:
+    """DataError when the ids no longer name the samples they named (row-numbered manifests).
+
+    A labeled set carries its own fingerprint; a selection is checked through the
+    labeled set of the round whose ``selections/`` holds it.
+    """
+    from mmal.cache.index import read_index
+    from mmal.workspace import NAMES_KEY, round_of_selection, round_paths
+
+    if NAMES_KEY in index.provenance:
+        pool.check_names(index.ids, index.provenance[NAMES_KEY], str(index_path))
+        return
+    round = round_of_selection(Path(workspace), index_path)
+    if round is not None and round_paths(workspace, round).labeled.is_file():
+        labeled = read_index(round_paths(workspace, round).labeled)
+        pool.check_names(labeled.ids, labeled.provenance.get(NAMES_KEY),
+                         str(round_paths(workspace, round).labeled))
 
 
 def _write_csv(fh, columns: list[str], records: list[dict[str, Any]]) -> None:
@@ -161,6 +181,7 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
     path = Path(path)
     labeled = read_labeled(workspace, round)
     pool = load_pool(load_workspace_config(workspace), "train")
+    labeled_rows(pool, workspace, round, labeled)  # the ids still name the same samples
     known_ids = set(int(i) for i in labeled)
     classes = {c: k for k, c in enumerate(pool.class_names)}
     new: dict[int, list[str]] = {}

@@ -224,7 +224,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     if selection.kind != "selection":
         raise IndexFileError(f"{selection_path}: is a {selection.kind} index file; pass a "
                              "selection written by `mmal select`")
-    base = _round_of_selection(workspace, selection_path)
+    base = round_of_selection(workspace, selection_path)
     if base is None:
         base = _round_of_cache(workspace, selection_path, selection.provenance)
     _warn_if_cache_changed(workspace, base, selection_path, selection.provenance)
@@ -259,7 +259,8 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     return base + 1
 
 
-def _round_of_selection(workspace: Path, selection_path: Path) -> int | None:
+def round_of_selection(workspace: Path, selection_path: Path) -> int | None:
+    """R when ``selection_path`` lies in ``<workspace>/rounds/RRR/selections/``, else None."""
     folder = selection_path.resolve().parent
     rounds = (workspace / ROUNDS_DIR).resolve()
     if folder.name == "selections" and folder.parent.parent == rounds \

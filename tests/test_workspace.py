@@ -21,7 +21,7 @@ from mmal.workspace import (
     read_labeled,
     round_paths,
 )
-from tests.fixtures_data import make_tiny_dataset
+from tests.fixtures_data import CLASSES, make_tiny_dataset
 
 
 def _selection(path, ids, cache="cache.h5"):
@@ -218,6 +218,16 @@ def test_rows_inserted_into_a_row_numbered_manifest_are_caught(tmp_path):
     with pytest.raises(DataError, match="its ids no longer name the same samples"):
         next_round(ws, selection)
     assert not round_paths(ws, 1).labeled.exists()
+    # An annotator must not get (or return labels for) shifted samples either.
+    from mmal.labels import export_ids, import_labels
+
+    for index in (round_paths(ws, 0).labeled, selection):
+        with pytest.raises(DataError, match="its ids no longer name the same samples"):
+            export_ids(ws, index, out=tmp_path / "todo.csv")
+    assert not (tmp_path / "todo.csv").exists()
+    (tmp_path / "labels.csv").write_text(f"id,label\n{labeled[0]},{CLASSES[0]}\n")
+    with pytest.raises(DataError, match="its ids no longer name the same samples"):
+        import_labels(ws, 0, tmp_path / "labels.csv")
 
 
 @pytest.mark.parametrize("having,todo", [("model.pt", "run `mmal train` first"),

@@ -150,13 +150,13 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         pool = load_pool(config, "train")
         check_fits_pool(ckpt, config, pool, paths.model)
         pool_fingerprint = pool.fingerprint()
+    labeled = read_labeled(workspace, round)
+    rows = labeled_rows(pool, workspace, round, labeled)
+    known = resolve_labels(pool, workspace, round, labeled)  # dataset's + people's labels
     if pool_fingerprint != ckpt["pool_fingerprint"]:
         log.warning("the train pool changed since %s was trained (samples, files or labels); "
                     "extracting with that model anyway — retrain with `mmal train --force` if "
                     "the inputs changed", paths.model)
-    labeled = read_labeled(workspace, round)
-    rows = labeled_rows(pool, workspace, round, labeled)
-    known = resolve_labels(pool, workspace, round, labeled)  # dataset's + people's labels
     labels = np.full(pool.labels.shape, -1, dtype=np.int8 if pool.multi_label else np.int64)
     labels[rows] = known[rows]
     is_labeled = np.zeros(len(pool), dtype=bool)
