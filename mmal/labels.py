@@ -58,6 +58,9 @@ class ImportResult:
         Lines with an id but an empty label.
     overrode_dataset : list of int
         Ids whose imported label differs from the label the dataset itself gives.
+    show_ids : callable
+        ``show_ids(ids, limit)``: the ids for a message, with their names from
+        the data where those differ (:meth:`mmal.data.pool.Pool.show_ids`).
     """
 
     path: Path
@@ -66,6 +69,8 @@ class ImportResult:
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     skipped_lines: list[int] = field(default_factory=list)
     overrode_dataset: list[int] = field(default_factory=list)
+    show_ids: Any = field(default=lambda ids, limit=10: ", ".join(map(str, list(ids)[:limit])),
+                          repr=False)
 
 
 # ----------------------------------------------------------------------------- export
@@ -182,12 +187,16 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
     labeled = read_labeled(workspace, round)
     pool = load_pool(load_workspace_config(workspace), "train")
     labeled_rows(pool, workspace, round, labeled)  # the ids still name the same samples
+    # Names that are not integers (row-numbered datasets) are accepted in the id column too;
+    # integers there are always mmal's ids, so no text means two samples.
+    by_name = {n: int(i) for n, i in zip(pool.names, pool.ids, strict=True)
+               if not _is_integer(n)}
     known_ids = set(int(i) for i in labeled)
     classes = {c: k for k, c in enumerate(pool.class_names)}
     new: dict[int, list[str]] = {}
     skipped = []
     for line, raw_id, raw_label in _read_rows(path):
-        sid = _parse_id(raw_id, path, line)
+        sid = _parse_id(raw_id, path, line, by_name)
         if sid not in known_ids:
             where = "is not in the train pool" if sid not in set(pool.ids.tolist()) else \
                 f"is not in round {round:03d}'s labeled set"
@@ -231,7 +240,7 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
                       and sorted(names) != sorted(_dataset_names(pool, i)))
     log.info("round %03d: %d labels imported from %s, %d ids still unlabeled", round, len(new),
              path, len(missing))
-    return ImportResult(target, len(new), replaced, missing, skipped, overrode)
+    return ImportResult(target, len(new), replaced, missing, skipped, overrode, pool.show_ids)
 
 
 def _dataset_names(pool: Any, sid: int) -> list[str]:
@@ -314,10 +323,9 @@ def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
         known = (labels.reshape(len(labels), -1) >= 0).all(axis=1)
         unknown = np.asarray(ids)[~known[pool.rows(ids)]]
         if unknown.size:
-            shown = ", ".join(str(int(i)) for i in unknown[:5])
-            more = f" and {unknown.size - 5} more" if unknown.size > 5 else ""
             raise DataError(
-                f"round {round:03d}: labeled ids {shown}{more} have no label; export them with "
+                f"round {round:03d}: labeled ids {pool.show_ids(unknown)} have no label; export "
+                "them with "
                 f"`mmal export rounds/{round:03d}/labeled.json`, annotate, and import with "
                 f"`mmal label --round {round} FILE`"
             )
@@ -376,14 +384,28 @@ def _jsonl_rows(path: Path, text: str):
         yield line, row["id"], row.get("label")
 
 
-def _parse_id(raw: Any, path: Path, line: int) -> int:
+def _is_integer(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int]) -> int:
+    """The sample id in a label file's id column: mmal's integer id, or the id as
+    written in the data (``by_name``: name -> id, for datasets whose ids are names)."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
+    text = str(raw).strip()
+    if text in by_name:
+        return by_name[text]
     try:
-        return int(str(raw).strip())
+        return int(text)
     except ValueError:
-        raise DataError(f"{path}: line {line}: id {raw!r} is not an integer; keep the id "
-                        "column of the exported file") from None
+        raise DataError(f"{path}: line {line}: id {raw!r} is neither an id nor a sample name of "
+                        "the train split; keep the id (or name) column of the exported "
+                        "file") from None
 
 
 def _read_labels_file(path: Path) -> dict[int, list[str]]:

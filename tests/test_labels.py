@@ -131,7 +131,7 @@ def test_labels_of_a_later_round_cover_only_its_new_ids(blank_ws):
     ("id,label\n{a},cat\n{b},zebra\n", "line 3: class 'zebra' is not one of the 3 classes"),
     ("id,label\n{a},cat\n{a},dog\n", "line 3: id {a} is labeled twice in this file"),
     ("id,label\n{a},cat|dog\n", "line 2: label 'cat|dog' names 2 classes"),
-    ("id,label\nseven,cat\n", "line 2: id 'seven' is not an integer"),
+    ("id,label\nseven,cat\n", "line 2: id 'seven' is neither an id nor a sample name"),
     ("ident,label\n{a},cat\n", "line 1: the header needs columns 'id' and 'label'"),
 ])
 def test_bad_label_file_is_rejected_naming_the_line(ws, body, message):
@@ -289,3 +289,23 @@ def test_labels_that_replace_the_datasets_own_are_reported(ws):
     assert res.exit_code == 0, res.output
     assert f"these labels replace the dataset's own for 1 ids: {ids[0]}" in res.output
     assert "every id added in round 000 has a label" in res.output  # the dataset labels the rest
+
+
+def test_label_files_may_name_samples_by_their_own_ids(tmp_path):
+    """With string ids in the data, people label by those names as well as by mmal's ids."""
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=10,
+                               overrides={"al": {"initial_budget": 3}})
+    manifest = load_config(config).dataset.root / "train.csv"
+    header, *rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([header] + [f"clip{row}" for row in rows]) + "\n")
+    _blank_train_labels(config)
+    ws = init_workspace(tmp_path / "ws", config)
+    pool = _pool(ws)
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    names = [pool.names[pool.rows([i])[0]] for i in ids]
+    assert all(n.startswith("clip") for n in names)
+    (tmp_path / "l.csv").write_text(f"id,label\n{names[0]},{CLASSES[0]}\n{ids[1]},{CLASSES[1]}\n")
+    result = import_labels(ws, 0, tmp_path / "l.csv")
+    assert human_labels(ws, 0) == {ids[0]: [CLASSES[0]], ids[1]: [CLASSES[1]]}
+    assert result.missing.tolist() == [ids[2]]
+    assert result.show_ids(result.missing) == f"{ids[2]} ({names[2]})"  # messages show names too

@@ -52,7 +52,8 @@ def label_command(label_file, round_, workspace):
 
     FILE is CSV with columns id and label (class names; extra columns such as
     those of `mmal export` are ignored) or JSON Lines ({"id": 7, "label":
-    "cat"}). Rows with an empty label are skipped, so a partial file is fine;
+    "cat"}); the id may also be the sample's own id as written in the data,
+    where that is not an integer (the export's name column). Rows with an empty label are skipped, so a partial file is fine;
     the ids of the round still without a label are listed. An id outside the
     round's labeled set or an unknown class rejects the file, naming the line.
     Importing again merges (a later file wins for an id it labels again).
@@ -69,17 +70,12 @@ def label_command(label_file, round_, workspace):
     click.echo(f"imported {result.imported} labels into {result.path}")
     if result.replaced:
         click.echo(f"changed the earlier label of {len(result.replaced)} ids: "
-                   f"{_preview(result.replaced)}")
+                   f"{result.show_ids(result.replaced, 10)}")
     if result.overrode_dataset:
         click.echo(f"these labels replace the dataset's own for {len(result.overrode_dataset)} "
-                   f"ids: {_preview(result.overrode_dataset)}")
+                   f"ids: {result.show_ids(result.overrode_dataset, 10)}")
     if len(result.missing):
         click.echo(f"still without a label in round {round_:03d}: {len(result.missing)} ids: "
-                   f"{_preview(result.missing.tolist())}")
+                   f"{result.show_ids(result.missing.tolist(), 10)}")
     else:
         click.echo(f"every id added in round {round_:03d} has a label")
-
-
-def _preview(ids: list[int], limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in ids[:limit])
-    return shown + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")

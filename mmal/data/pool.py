@@ -104,6 +104,21 @@ class Pool:
                     h.update(_source_key(v, root).encode() + b"\0")
         return h.hexdigest()
 
+    def show_ids(self, ids: Iterable[int], limit: int = 5) -> str:
+        """``ids`` for a message: "16 (img_0017), 26 (img_0027) and 3 more".
+
+        The name as written in the data follows an id where it differs from it
+        (row-numbered datasets); ids not in the pool are shown alone.
+        """
+        ids = [int(i) for i in ids]
+        parts = []
+        for i in ids[:limit]:
+            row = self._row_of.get(i)
+            name = None if row is None else self.names[row]
+            parts.append(str(i) if name is None or name == str(i) else f"{i} ({name})")
+        more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+        return ", ".join(parts) + more
+
     def names_fingerprint(self, ids: Iterable[int]) -> str:
         """sha256 (hex) of the (id, name) pairs of ``ids``, in the given order.
 
