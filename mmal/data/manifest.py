@@ -35,16 +35,22 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
     path = ds.root / (ds.train if split == "train" else ds.test)
     rows = read_manifest(path)
     columns = {m.name: m.options.get("column", m.name) for m in config.modalities}
-    for key in ("id", "label", *columns.values()):
+    # The pool may come without labels at all (people label it round by round).
+    needed = ("id", *(("label",) if split == "test" else ()), *columns.values())
+    wanted = (f"id, label{' (may be left out or empty here)' if split == 'train' else ''} and "
+              + ", ".join(repr(c) for c in columns.values()))
+    csv_file = path.suffix.lower() in CSV_SUFFIXES
+    for key in needed:
         for line, row in rows:
             if key not in row:
-                raise DataError(f"{path}: line {line} has no field {key!r}; every row needs "
-                                f"id, label and {', '.join(repr(c) for c in columns.values())}")
+                where = "the header (line 1) has" if csv_file else f"line {line} has"
+                raise DataError(f"{path}: {where} no field {key!r} (names are case-sensitive); "
+                                f"it needs {wanted}")
     names = [_cell(row, "id", path, line, None) for line, row in rows]
     ids = assign_ids(names, str(path))
     where = [f"{path.name} line {line}" for line, _ in rows]
     classes, classes_origin = class_list(config)
-    labels = encode_labels([row["label"] for _, row in rows], names, classes,
+    labels = encode_labels([row.get("label", "") for _, row in rows], names, classes,
                            multi_label=ds.multi_label, classes_origin=classes_origin,
                            where=where, allow_unknown=split == "train")
     records = {}

@@ -115,7 +115,8 @@ BAD = [
     (2, "1,dog,", ",dog,", "field 'id' is empty (train.csv line 3)"),
     (2, ",files/1.npy", ",", "sample 1: field 'vector' is empty (train.csv line 3)"),
     (0, "vector", "vec",
-     "{root}/train.csv: line 2 has no field 'vector'; every row needs id, label and 'vector'"),
+     "{root}/train.csv: the header (line 1) has no field 'vector' (names are case-sensitive); "
+     "it needs id, label (may be left out or empty here) and 'vector'"),
     (1, "files/0.npy", "files/0.npy,extra", "{root}/train.csv: line 2 has more fields than the header"),
 ]
 
@@ -172,3 +173,20 @@ def test_manifest_and_class_list_saved_with_a_byte_order_mark_load(tmp_path):
     bom = load_pool(config, "train")
     assert bom.ids.tolist() == plain.ids.tolist() and bom.class_names == plain.class_names
     assert bom.fingerprint() == plain.fingerprint()
+
+
+def test_a_train_split_without_a_label_column_is_an_unlabeled_pool(tmp_path):
+    config = load_config(make_tiny_dataset(tmp_path, "manifest", modalities=["vector"]))
+    root = config.dataset.root
+    for split in ("train", "test"):
+        lines = (root / f"{split}.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        at = header.index("label")
+        (root / f"{split}.csv").write_text("\n".join(
+            ",".join(c for k, c in enumerate(line.split(",")) if k != at) for line in lines) + "\n")
+    pool = load_pool(config, "train")
+    assert (pool.labels == -1).all() and len(pool) == 9
+    with pytest.raises(DataError) as info:  # the test split must say what each sample is
+        load_pool(config, "test")
+    assert str(info.value) == (f"{root}/test.csv: the header (line 1) has no field 'label' (names "
+                               "are case-sensitive); it needs id, label and 'vector'")
