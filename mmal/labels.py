@@ -286,6 +286,25 @@ def labeled_rows(pool: Any, workspace: str | os.PathLike, round: int,
     return rows
 
 
+def unlabeled_ids(workspace: str | os.PathLike, round: int) -> tuple[np.ndarray, Any]:
+    """Ids of round ``round``'s labeled set that nobody labeled yet, and the train pool.
+
+    Returns
+    -------
+    ids : (n,) int64, in labeled-set order: neither the dataset nor ``mmal label``
+        gave them a label.
+    pool : the train pool (for :meth:`~mmal.data.pool.Pool.show_ids`).
+    """
+    from mmal.data import load_pool
+    from mmal.workspace import load_workspace_config, read_labeled
+
+    pool = load_pool(load_workspace_config(workspace), "train")
+    ids = read_labeled(workspace, round)
+    labels = resolve_labels(pool, workspace, round)
+    known = (labels.reshape(len(labels), -1) >= 0).all(axis=1)
+    return np.asarray(ids)[~known[pool.rows(ids)]], pool
+
+
 def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
                    ids: np.ndarray | None = None) -> np.ndarray:
     """Labels the learner knows in round ``round``: the dataset's, overridden by people's.

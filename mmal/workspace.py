@@ -160,6 +160,7 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
                         "rounds/000/labeled.json")
     config = load_config(config_path)
     pool = load_pool(config, "train")
+    load_pool(config, "test")  # its labels and files too, before any round trains
     budget = config.al.initial_budget
     if budget < 2:
         raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget}; round 0 needs at "

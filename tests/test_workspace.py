@@ -164,7 +164,8 @@ def test_cli_init_and_next(tmp_path, uci):
     ws = tmp_path / "ws"
     result = runner.invoke(cli, ["init", str(ws), "--config", str(uci)])
     assert result.exit_code == 0, result.output
-    assert result.output == f"created workspace {ws}: 20 labeled ids in {ws}/rounds/000/labeled.json\n"
+    assert result.output == (f"created workspace {ws}: round 0's labeled set of 20 ids in "
+                             f"{ws}/rounds/000/labeled.json\n")
     result = runner.invoke(cli, ["init", str(ws), "--config", str(uci)])
     assert result.exit_code == 1
     assert result.output == (f"Error: {ws}: is already a workspace (mmal.toml or "
@@ -261,3 +262,41 @@ def test_next_warns_when_the_round_was_extracted_again_after_the_selection(tmp_p
         next_round(ws, stale, force=True)
     assert "b.json was made from an earlier" in caplog.text
     assert "rerun `mmal select` to pick from the current cache" in caplog.text
+
+
+def test_cli_init_on_an_unlabeled_pool_says_to_label_round_0_first(tmp_path):
+    import csv
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"],
+                               overrides={"al": {"initial_budget": 3}})
+    manifest = load_config(config).dataset.root / "train.csv"
+    with manifest.open(newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for rec in records:
+        rec["label"] = ""
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    ws = tmp_path / "ws"
+    result = CliRunner().invoke(cli, ["init", str(ws), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    ids = read_labeled(ws, 0)
+    assert result.output.splitlines()[1] == (
+        f"3 of them have no label yet ({', '.join(map(str, ids))}): `mmal export "
+        "rounds/000/labeled.json`, fill in the label column, then `mmal label --round 0 FILE` "
+        "before `mmal train`")
+
+
+def test_init_checks_the_test_split_too(tmp_path):
+    from mmal.errors import DataError
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"],
+                               overrides={"al": {"initial_budget": 3}})
+    test = load_config(config).dataset.root / "test.csv"
+    header, first, *rest = test.read_text().splitlines()
+    test.write_text("\n".join([header, first.replace(first.split(",")[1], "zebra", 1), *rest])
+                    + "\n")
+    with pytest.raises(DataError, match=r"label 'zebra' is not in the class list .*test.csv"):
+        init_workspace(tmp_path / "ws", config)
+    assert not (tmp_path / "ws" / "mmal.toml").exists()

@@ -18,7 +18,8 @@ from mmal.commands.options import force_option, workspace_option
 def init_command(directory, config_path, force):
     """Create a workspace in DIRECTORY from a TOML config.
 
-    Checks the config and every file of the train split, writes DIRECTORY/mmal.toml
+    Checks the config, both splits and that every file they name exists, writes
+    DIRECTORY/mmal.toml
     (the config with every default spelled out and absolute paths) and round 0's
     labeled set rounds/000/labeled.json: al.initial_budget ids drawn at random
     with seed al.seed. An existing workspace is an error unless --force.
@@ -32,8 +33,9 @@ def init_command(directory, config_path, force):
 
     init_workspace(directory, config_path, force=force)
     n = len(read_labeled(directory, 0))
-    click.echo(f"created workspace {directory}: {n} labeled ids in "
+    click.echo(f"created workspace {directory}: round 0's labeled set of {n} ids in "
                f"{round_paths(directory, 0).labeled}")
+    _say_what_needs_labels(directory, 0)
 
 
 @click.command("next")
@@ -61,3 +63,15 @@ def next_command(selection_path, workspace, force):
     new = next_round(workspace, selection_path, force=force)
     n = len(read_labeled(workspace, new))
     click.echo(f"started round {new:03d}: {n} labeled ids in {round_paths(workspace, new).labeled}")
+    _say_what_needs_labels(workspace, new)
+
+
+def _say_what_needs_labels(workspace, round: int) -> None:
+    """Print the next step when some of the round's ids have no label yet (unlabeled pools)."""
+    from mmal.labels import unlabeled_ids
+
+    missing, pool = unlabeled_ids(workspace, round)
+    if len(missing):
+        click.echo(f"{len(missing)} of them have no label yet ({pool.show_ids(missing)}): "
+                   f"`mmal export rounds/{round:03d}/labeled.json`, fill in the label column, "
+                   f"then `mmal label --round {round} FILE` before `mmal train`")
