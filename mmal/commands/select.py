@@ -36,6 +36,10 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
 
     root = workspace if workspace is not None else find_workspace()
     number = round_ if round_ is not None else latest_round(root, having="cache.h5")
+    newest = latest_round(root)
+    if round_ is None and newest > number:
+        click.echo(f"note: round {newest:03d} has no cache.h5 yet (`mmal train`, `mmal extract`); "
+                   f"selecting from round {number:03d}'s", err=True)
     paths = round_paths(root, number)
     # a workspace cache must come from the round's current checkpoint
     with open_cache(paths.cache) as opened:
@@ -83,7 +87,9 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
     import sys
 
     from mmal.select.api import select
+    from mmal.select.registry import get_strategy
 
+    get_strategy(strategy)  # an unknown name is the one error, before anything else is said
     path = _resolve_cache(cache, round_, workspace)
     index = select(path, strategy, budget, seed=seed, device=device, out=out,
                    params=_parse_params(params), overwrite=force, precision=precision,

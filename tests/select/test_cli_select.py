@@ -41,6 +41,12 @@ def test_select_from_newest_round_with_a_cache(workspace):
     assert f"-> {out}" in result.output
     assert (out.parent / "bmmal-b6-s0.diagnostics.npz").exists()
     assert len(read_index(out)) == 6
+    # round 2 exists but has no cache yet: say so rather than silently use round 1
+    assert ("note: round 002 has no cache.h5 yet (`mmal train`, `mmal extract`); selecting from "
+            "round 001's") in result.output
+    explicit = run("select", "-s", "bmmal", "-b", "6", "--round", "1", "--force", "--workspace",
+                   str(workspace))
+    assert explicit.exit_code == 0 and "note:" not in explicit.output
 
 
 def test_select_finds_the_workspace_from_the_current_directory(workspace, monkeypatch):
