@@ -198,10 +198,13 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
     for line, raw_id, raw_label in _read_rows(path):
         sid = _parse_id(raw_id, path, line, by_name)
         if sid not in known_ids:
-            where = "is not in the train pool" if sid not in set(pool.ids.tolist()) else \
-                f"is not in round {round:03d}'s labeled set"
-            raise DataError(f"{path}: line {line}: id {sid} {where}; label only the exported "
-                            "ids, or pass the right --round")
+            if sid not in set(pool.ids.tolist()):
+                raise DataError(f"{path}: line {line}: id {sid} is not in the train pool; "
+                                "label only the exported ids")
+            raise DataError(f"{path}: line {line}: id {pool.show_ids([sid])} is not in round "
+                            f"{round:03d}'s labeled set; pass the round whose labeled set holds "
+                            "it, or, for a selection's ids, start that round first with `mmal "
+                            "next --selection FILE`")
         if sid in new:
             raise DataError(f"{path}: line {line}: id {sid} is labeled twice in this file; "
                             "keep one row per id")

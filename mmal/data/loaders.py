@@ -38,13 +38,13 @@ def read_image(path: Path, *, sample: str) -> Image.Image:
         raise DataError(f"sample {sample}: image file {path} does not exist") from None
     except UnidentifiedImageError:
         raise DataError(f"sample {sample}: cannot read image {path} (not a known image "
-                        "format); replace or remove the file") from None
+                        "format); replace it with a readable image") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"sample {sample}: image {path} is too large to decode safely "
                         f"({_reason(exc)}); downscale it") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"sample {sample}: cannot read image {path} ({_reason(exc)}); "
-                        "replace or remove the file") from None
+                        "replace it with a readable image") from None
 
 
 def crop_params(width: int, height: int, rng: np.random.Generator | None, *,
@@ -245,7 +245,8 @@ def load_vector(path: Path, *, sample: str, dim: int | None = None) -> np.ndarra
     except FileNotFoundError:
         raise DataError(f"sample {sample}: vector file {path} does not exist") from None
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"sample {sample}: cannot read vector {path} ({_reason(exc)}); "
+        reason = _reason(exc) if _is_npy(path) else "not a .npy file"
+        raise DataError(f"sample {sample}: cannot read vector {path} ({reason}); "
                         "save it with numpy.save") from None
     if not np.issubdtype(value.dtype, np.number) or value.size == 0:
         raise DataError(f"sample {sample}: vector {path} holds {value.dtype} of size "
@@ -259,6 +260,14 @@ def load_vector(path: Path, *, sample: str, dim: int | None = None) -> np.ndarra
         raise DataError(f"sample {sample}: vector {path} holds NaN or Inf; fix or remove the "
                         "sample")
     return value
+
+
+def _is_npy(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
 
 
 def _reason(exc: BaseException) -> str:

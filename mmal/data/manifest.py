@@ -123,5 +123,6 @@ def _cell(row: dict[str, Any], key: str, path: Path, line: int, sample: str | No
     value = row[key]
     if value is None or (isinstance(value, str) and not value.strip()):
         who = f"sample {sample}: " if sample is not None else ""
-        raise DataError(f"{who}field {key!r} is empty ({path.name} line {line})")
+        raise DataError(f"{path}: line {line}: {who}field {key!r} is empty; fill it in or "
+                        "remove the row")
     return str(value).strip()

@@ -83,5 +83,5 @@ def test_unreadable_image_names_sample_and_file(tmp_path):
     with pytest.raises(DataError) as info:
         dataset[4]
     assert str(info.value) == (f"sample dog_train_4: cannot read image {pool.records['image'][4]} "
-                               "(not a known image format); replace or remove the file")
+                               "(not a known image format); replace it with a readable image")
     assert np.isfinite(dataset[3]["inputs"]["image"].numpy()).all()

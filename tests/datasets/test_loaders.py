@@ -105,11 +105,12 @@ def test_frame_indices():
      "sample 7: cannot read text {p} ('utf-8' codec can't decode byte 0xff in position 0: "
      "invalid start byte); save it as UTF-8"),
     (b"plain text", lambda p: L.load_vector(p, sample="7"),
-     "sample 7: cannot read vector {p} (This file contains pickled (object) data. If you trust "
-     "the file you can load it unsafely using the `allow_pickle=` keyword argument or "
-     "`pickle.load()`.); save it with numpy.save"),
+     "sample 7: cannot read vector {p} (not a .npy file); save it with numpy.save"),
+    (b"\x93NUMPY\x01\x00garbage", lambda p: L.load_vector(p, sample="7"),
+     "sample 7: cannot read vector {p} (EOF: reading array header, expected 24935 bytes got 5); "
+     "save it with numpy.save"),
     (b"", lambda p: L.load_image(p, 16, None, sample="7"),
-     "sample 7: cannot read image {p} (not a known image format); replace or remove the file"),
+     "sample 7: cannot read image {p} (not a known image format); replace it with a readable image"),
     (b"RIFF\x00\x00\x00\x00WAVEjunk", lambda p: L.read_wav(p, 8000, sample="7"),
      "sample 7: cannot read wav {p} (not a WAVE file); mmal reads PCM wav "
      "files"),

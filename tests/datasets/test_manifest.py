@@ -112,8 +112,10 @@ BAD = [
     (2, "1,dog,", "00,dog,",
      "{root}/train.csv: sample ids '0' and '00' are the same integer 0; ids must be unique, "
      "write each once"),
-    (2, "1,dog,", ",dog,", "field 'id' is empty (train.csv line 3)"),
-    (2, ",files/1.npy", ",", "sample 1: field 'vector' is empty (train.csv line 3)"),
+    (2, "1,dog,", ",dog,",
+     "{root}/train.csv: line 3: field 'id' is empty; fill it in or remove the row"),
+    (2, ",files/1.npy", ",",
+     "{root}/train.csv: line 3: sample 1: field 'vector' is empty; fill it in or remove the row"),
     (0, "vector", "vec",
      "{root}/train.csv: the header (line 1) has no field 'vector' (names are case-sensitive); "
      "it needs id, label (may be left out or empty here) and 'vector'"),
