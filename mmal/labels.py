@@ -77,7 +77,7 @@ class ImportResult:
 
 def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
                fmt: str = "csv", out: str | os.PathLike | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, unlabeled_only: bool = False) -> Path:
     """Write the ids of ``index_path`` with their sources, for an annotation tool.
 
     Parameters
@@ -89,6 +89,9 @@ def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
     fmt : {"csv", "jsonl"}
     out : path-like, optional
         Default: next to the index file, ``<stem>.<fmt>``.
+    unlabeled_only : bool
+        Leave out ids that already have a label (from the dataset, or imported
+        with ``mmal label`` in any round).
 
     Returns
     -------
@@ -112,9 +115,17 @@ def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
         raise DataError(f"{index_path}: {exc}; the index file belongs to another workspace") \
             from None
     _check_names(pool, workspace, index_path, index)
+    ids = index.ids
+    if unlabeled_only:
+        from mmal.workspace import list_rounds
+
+        rounds = list_rounds(workspace)
+        labels = resolve_labels(pool, workspace, rounds[-1] if rounds else 0)
+        unknown = ~(labels.reshape(len(labels), -1) >= 0).all(axis=1)[rows]
+        ids, rows = ids[unknown], rows[unknown]
     sources = {m: v for m, v in pool.records.items() if not isinstance(v, np.ndarray)}
     records = []
-    for i, row in zip(index.ids, rows, strict=True):
+    for i, row in zip(ids, rows, strict=True):
         record: dict[str, Any] = {"id": int(i), "name": pool.names[row], "label": ""}
         for m, values in sources.items():
             value = values[row]
@@ -348,7 +359,8 @@ def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
             raise DataError(
                 f"round {round:03d}: labeled ids {pool.show_ids(unknown)} have no label; export "
                 "them with "
-                f"`mmal export rounds/{round:03d}/labeled.json`, annotate, and import with "
+                f"`mmal export rounds/{round:03d}/labeled.json --unlabeled-only`, annotate, and "
+                "import with "
                 f"`mmal label --round {round} FILE`"
             )
     return labels
@@ -362,6 +374,11 @@ def _new_ids(workspace, round: int) -> list[int]:
     if round > 0 and round_paths(workspace, round - 1).labeled.exists():
         ids = ids[~np.isin(ids, read_labeled(workspace, round - 1))]
     return [int(i) for i in ids]
+
+
+def read_exported(path: str | os.PathLike) -> list[tuple[int, Any, Any]]:
+    """(line, id, label) rows of an exported (or filled-in label) CSV or JSON Lines file."""
+    return _read_rows(Path(path))
 
 
 def _read_rows(path: Path):

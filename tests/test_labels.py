@@ -309,3 +309,17 @@ def test_label_files_may_name_samples_by_their_own_ids(tmp_path):
     assert human_labels(ws, 0) == {ids[0]: [CLASSES[0]], ids[1]: [CLASSES[1]]}
     assert result.missing.tolist() == [ids[2]]
     assert result.show_ids(result.missing) == f"{ids[2]} ({names[2]})"  # messages show names too
+
+
+def test_export_unlabeled_only_leaves_out_ids_that_have_a_label(blank_ws):
+    ws, truth = blank_ws
+    labeled = round_paths(ws, 0).labeled
+    ids = json.loads(labeled.read_text())["ids"]
+    (ws / "first.csv").write_text(f"id,label\n{ids[0]},{CLASSES[0]}\n")
+    import_labels(ws, 0, ws / "first.csv")
+    res = CliRunner().invoke(cli, ["export", str(labeled), "--workspace", str(ws),
+                                   "--unlabeled-only", "--out", str(ws / "rest.csv")])
+    assert res.exit_code == 0, res.output
+    assert res.output == f"wrote {len(ids) - 1} ids to {ws / 'rest.csv'}\n"
+    with (ws / "rest.csv").open(newline="") as fh:
+        assert [int(r["id"]) for r in csv.DictReader(fh)] == ids[1:]

@@ -18,7 +18,9 @@ from mmal.commands.options import workspace_option
 @workspace_option
 @click.option("--force", is_flag=True, default=False,
               help="Replace an existing output instead of stopping with an error.")
-def export_command(index_file, fmt, out, workspace, force):
+@click.option("--unlabeled-only", is_flag=True, default=False,
+              help="Leave out ids that already have a label (dataset's or imported).")
+def export_command(index_file, fmt, out, workspace, force, unlabeled_only):
     """Write the ids of SELECTION with each modality's file path, for annotation.
 
     SELECTION is an index file from `mmal select` (or a round's labeled.json).
@@ -30,16 +32,17 @@ def export_command(index_file, fmt, out, workspace, force):
     \b
     Example:
       mmal export rounds/002/selections/bmmal-b50-s0.json --out to-label.csv
+      mmal export rounds/000/labeled.json --unlabeled-only
       mmal next --selection rounds/002/selections/bmmal-b50-s0.json
       mmal label --round 3 to-label.csv
     """
-    from mmal.cache.index import read_index
-    from mmal.labels import export_ids
+    from mmal.labels import export_ids, read_exported
     from mmal.workspace import find_workspace
 
     root = find_workspace(workspace)
-    path = export_ids(root, index_file, fmt=fmt, out=out, overwrite=force)
-    click.echo(f"wrote {len(read_index(index_file))} ids to {path}")
+    path = export_ids(root, index_file, fmt=fmt, out=out, overwrite=force,
+                      unlabeled_only=unlabeled_only)
+    click.echo(f"wrote {len(read_exported(path))} ids to {path}")
 
 
 @click.command("label")

@@ -73,5 +73,6 @@ def _say_what_needs_labels(workspace, round: int) -> None:
     missing, pool = unlabeled_ids(workspace, round)
     if len(missing):
         click.echo(f"{len(missing)} of them have no label yet ({pool.show_ids(missing)}): "
-                   f"`mmal export rounds/{round:03d}/labeled.json`, fill in the label column, "
+                   f"`mmal export rounds/{round:03d}/labeled.json --unlabeled-only`, fill in the "
+                   "label column, "
                    f"then `mmal label --round {round} FILE` before `mmal train`")
