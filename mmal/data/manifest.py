@@ -47,8 +47,8 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
                 raise DataError(f"{path}: {where} no field {key!r} (names are case-sensitive); "
                                 f"it needs {wanted}")
     names = [_cell(row, "id", path, line, None) for line, row in rows]
-    ids = assign_ids(names, str(path))
     where = [f"{path.name} line {line}" for line, _ in rows]
+    ids = assign_ids(names, str(path), where)
     classes, classes_origin = class_list(config)
     labels = encode_labels([row.get("label", "") for _, row in rows], names, classes,
                            multi_label=ds.multi_label, classes_origin=classes_origin,

@@ -205,8 +205,12 @@ def vector_dim(pool: Pool, modality: str) -> int:
 
 # ----------------------------------------------------------------------------- shared helpers
 
-def assign_ids(names: Sequence[str], origin: str) -> np.ndarray:
+def assign_ids(names: Sequence[str], origin: str,
+               where: Sequence[str] | None = None) -> np.ndarray:
     """(N,) int64 ids: the names themselves when all are integers, else row numbers.
+
+    ``where`` optionally gives each row's place in the file (e.g. "train.csv
+    line 5") for the messages.
 
     Raises
     ------
@@ -215,10 +219,12 @@ def assign_ids(names: Sequence[str], origin: str) -> np.ndarray:
         (e.g. "1" and "01").
     """
     seen: dict[str, int] = {}
-    for n in names:
+    for k, n in enumerate(names):
         if n in seen:
-            raise DataError(f"{origin}: sample id {n!r} occurs more than once; ids must be unique")
-        seen[n] = 0
+            lines = f" ({where[seen[n]]} and {where[k]})" if where is not None else ""
+            raise DataError(f"{origin}: sample id {n!r} occurs more than once{lines}; ids must "
+                            "be unique")
+        seen[n] = k
     try:
         ids = np.asarray([int(n) for n in names], dtype=np.int64)
     except (TypeError, ValueError, OverflowError):

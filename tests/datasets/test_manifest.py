@@ -108,7 +108,8 @@ BAD = [
      "sample 3: label 'cat|dog' names 2 classes (train.csv line 5); set dataset.multi_label = "
      "true for multi-label data"),
     (2, "1,dog,", "0,dog,",
-     "{root}/train.csv: sample id '0' occurs more than once; ids must be unique"),
+     "{root}/train.csv: sample id '0' occurs more than once (train.csv line 2 and train.csv "
+     "line 3); ids must be unique"),
     (2, "1,dog,", "00,dog,",
      "{root}/train.csv: sample ids '0' and '00' are the same integer 0; ids must be unique, "
      "write each once"),
