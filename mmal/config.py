@@ -189,15 +189,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str | os.PathLike = "<confi
                   path=Path(source) if base_dir is not None else None)
 
 
-#: Dataset keys only the built-in uci-mfeat data set reads.
-UCI_ONLY_KEYS = ("views", "test_fraction", "standardize")
-
-
 def dump_config(config: Config, *, header: str = "") -> str:
     """TOML text of ``config`` with every key explicit; ``load_config`` reads it back equal."""
     data = config.to_dict()
-    if data["dataset"]["kind"] != "uci-mfeat":  # keys that mean nothing for other layouts
-        data["dataset"] = {k: v for k, v in data["dataset"].items() if k not in UCI_ONLY_KEYS}
     lines = [f"# {line}" for line in header.splitlines()] if header else []
     for section in ("dataset", "model", "train", "al"):
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
