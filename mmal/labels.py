@@ -20,6 +20,7 @@ from the dataset.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -395,7 +396,9 @@ def _read_rows(path: Path):
 
 
 def _csv_rows(path: Path, text: str):
-    reader = csv.DictReader(text.splitlines())
+    # newline="": line breaks inside quoted cells (and characters str.splitlines would
+    # split on, such as form feeds in inline text) stay in their cell
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [f.strip() for f in reader.fieldnames or []]
     if "id" not in header or "label" not in header:
         raise DataError(f"{path}: line 1: the header needs columns 'id' and 'label' (found "

@@ -323,3 +323,15 @@ def test_export_unlabeled_only_leaves_out_ids_that_have_a_label(blank_ws):
     assert res.output == f"wrote {len(ids) - 1} ids to {ws / 'rest.csv'}\n"
     with (ws / "rest.csv").open(newline="") as fh:
         assert [int(r["id"]) for r in csv.DictReader(fh)] == ids[1:]
+
+
+def test_label_csv_cells_may_hold_characters_splitlines_would_break_on(tmp_path):
+    from mmal.labels import read_exported
+
+    path = tmp_path / "filled.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "name", "label", "text"])
+        writer.writerow([3, "s3", "cat", "page\x0cbreak and\u2028more\x85"])
+        writer.writerow([4, "s4", "dog", "two\nlines"])
+    assert [(int(i), label) for _, i, label in read_exported(path)] == [(3, "cat"), (4, "dog")]

@@ -24,10 +24,14 @@ def int_param(name: str, value: Any, *, minimum: int) -> int:
 def float_param(name: str, value: Any, *, low: float, high: float = float("inf"),
                 open_low: bool = False, open_high: bool = False) -> float:
     """``value`` as a float in the interval from ``low`` to ``high`` (open ends as flagged)."""
-    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    closes = ")" if open_high or math.isinf(high) else "]"
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{closes}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an integer too large for a float
+        x = math.inf
     below = x <= low if open_low else x < low
     above = x >= high if open_high else x > high
     if below or above or not math.isfinite(x):

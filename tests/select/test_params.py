@@ -27,10 +27,12 @@ def test_float_param_honours_open_and_closed_ends():
     assert float_param("p", 1, low=0, high=1) == 1.0
     with pytest.raises(ValueError, match=r"p must be a finite number in \[0, 1\), got 1"):
         float_param("p", 1, low=0, high=1, open_high=True)
-    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\], got 0"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got 0"):
         float_param("lr", 0, low=0, open_low=True)
-    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\], got inf"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got inf"):
         float_param("lr", math.inf, low=0, open_low=True)  # json.loads("Infinity") gives this
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, inf\), got 1000"):
+        float_param("lr", 10**400, low=0, open_low=True)  # too large for a float
     for bad in (math.nan, "0.5", None, False):
         with pytest.raises(ValueError, match="^p must be"):
             float_param("p", bad, low=0, high=1)
@@ -45,7 +47,7 @@ def test_float_param_honours_open_and_closed_ends():
     ("gcn", {"neighbors": 2.5}, "neighbors must be an integer >= 1, got 2.5"),
     ("gcn", {"subset": -1}, "subset must be >= 1, got -1"),
     ("gcn", {"dropout": 1.0}, r"dropout must be a finite number in \[0, 1\), got 1.0"),
-    ("gcn", {"lr": 0}, r"lr must be a finite number in \(0, inf\], got 0"),
+    ("gcn", {"lr": 0}, r"lr must be a finite number in \(0, inf\), got 0"),
     ("uncertaingcn", {"s_margin": 1.5}, r"s_margin must be a finite number in \[0, 1\], got 1.5"),
 ])
 def test_select_refuses_out_of_range_parameters_and_writes_nothing(cache_factory, tmp_path, strategy,
