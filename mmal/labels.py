@@ -199,18 +199,17 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
     labeled = read_labeled(workspace, round)
     pool = load_pool(load_workspace_config(workspace), "train")
     labeled_rows(pool, workspace, round, labeled)  # the ids still name the same samples
-    # Names that are not integers (row-numbered datasets) are accepted in the id column too;
-    # integers there are always mmal's ids, so no text means two samples.
-    by_name = {n: int(i) for n, i in zip(pool.names, pool.ids, strict=True)
-               if not _is_integer(n)}
+    # The data's own ids (names) are accepted in the id column too, where they differ
+    # from mmal's ids (row-numbered datasets); a text that is both is refused below.
+    by_name = {n: int(i) for n, i in zip(pool.names, pool.ids, strict=True) if n != str(int(i))}
     known_ids = set(int(i) for i in labeled)
     classes = {c: k for k, c in enumerate(pool.class_names)}
     new: dict[int, list[str]] = {}
     skipped = []
     for line, raw_id, raw_label in _read_rows(path):
-        sid = _parse_id(raw_id, path, line, by_name)
+        sid = _parse_id(raw_id, path, line, by_name, pool)
         if sid not in known_ids:
-            if sid not in set(pool.ids.tolist()):
+            if not pool.has_id(sid):
                 raise DataError(f"{path}: line {line}: id {sid} is not in the train pool; "
                                 "label only the exported ids")
             raise DataError(f"{path}: line {line}: id {pool.show_ids([sid])} is not in round "
@@ -434,13 +433,22 @@ def _is_integer(text: str) -> bool:
     return True
 
 
-def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int]) -> int:
+def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int], pool: Any) -> int:
     """The sample id in a label file's id column: mmal's integer id, or the id as
-    written in the data (``by_name``: name -> id, for datasets whose ids are names)."""
+    written in the data (``by_name``: name -> id, where the two differ).
+
+    A text that reads both ways and means two samples (row-numbered data with a
+    sample named "0005", next to mmal id 5) is refused, naming both.
+    """
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     text = str(raw).strip()
     if text in by_name:
+        as_id = int(text) if _is_integer(text) else None
+        if as_id is not None and as_id != by_name[text] and pool.has_id(as_id):
+            raise DataError(f"{path}: line {line}: id {text!r} is ambiguous: mmal id "
+                            f"{pool.show_ids([as_id])} or the sample named {text!r} "
+                            f"({pool.show_ids([by_name[text]])}); write the exported id column")
         return by_name[text]
     try:
         return int(text)

@@ -335,3 +335,25 @@ def test_label_csv_cells_may_hold_characters_splitlines_would_break_on(tmp_path)
         writer.writerow([3, "s3", "cat", "page\x0cbreak and\u2028more\x85"])
         writer.writerow([4, "s4", "dog", "two\nlines"])
     assert [(int(i), label) for _, i, label in read_exported(path)] == [(3, "cat"), (4, "dog")]
+
+
+def test_a_name_that_reads_as_another_samples_id_is_refused(tmp_path):
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=10,
+                               overrides={"al": {"initial_budget": 10}})
+    manifest = load_config(config).dataset.root / "train.csv"
+    header, *rows = manifest.read_text().splitlines()
+    names = ["0005"] + [f"clip{k}" for k in range(1, len(rows))]  # row-numbered: 0005 is id 0
+    manifest.write_text("\n".join([header] + [f"{n}{r[r.index(','):]}"
+                                              for n, r in zip(names, rows, strict=True)]) + "\n")
+    _blank_train_labels(config)
+    ws = init_workspace(tmp_path / "ws", config)
+    (tmp_path / "l.csv").write_text(f"id,label\n0005,{CLASSES[0]}\n")
+    with pytest.raises(DataError) as info:
+        import_labels(ws, 0, tmp_path / "l.csv")
+    assert str(info.value) == (f"{tmp_path / 'l.csv'}: line 2: id '0005' is ambiguous: mmal id "
+                               "5 (clip5) or the sample named '0005' (0 (0005)); write the "
+                               "exported id column")
+    assert human_labels(ws, 0) == {}
+    (tmp_path / "l.csv").write_text(f"id,label\n0,{CLASSES[0]}\nclip5,{CLASSES[1]}\n")
+    import_labels(ws, 0, tmp_path / "l.csv")
+    assert human_labels(ws, 0) == {0: [CLASSES[0]], 5: [CLASSES[1]]}

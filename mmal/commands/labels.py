@@ -55,9 +55,9 @@ def label_command(label_file, round_, workspace):
 
     FILE is CSV with columns id and label (class names; extra columns such as
     those of `mmal export` are ignored) or JSON Lines ({"id": 7, "label":
-    "cat"}); the id may also be the sample's own id as written in the data,
-    where that is not an integer (the export's name column). Rows with an empty label are skipped, so a partial file is fine;
-    the ids of the round still without a label are listed. An id outside the
+    "cat"}); the id may also be the sample's own id as written in the data
+    (the export's name column). Rows with an empty label are skipped, so a
+    partial file is fine; the ids of the round still without a label are listed. An id outside the
     round's labeled set or an unknown class rejects the file, naming the line.
     Importing again merges (a later file wins for an id it labels again).
 

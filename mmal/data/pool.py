@@ -104,6 +104,10 @@ class Pool:
                     h.update(_source_key(v, root).encode() + b"\0")
         return h.hexdigest()
 
+    def has_id(self, sample_id: int) -> bool:
+        """Whether ``sample_id`` is one of the pool's ids."""
+        return int(sample_id) in self._row_of
+
     def show_ids(self, ids: Iterable[int], limit: int = 5) -> str:
         """``ids`` for a message: "16 (img_0017), 26 (img_0027) and 3 more".
 
