@@ -150,10 +150,11 @@ def _check_names(pool: Any, workspace: str | os.PathLike, index_path: Path, inde
     """DataError when the ids no longer name the samples they named (row-numbered manifests).
 
     A labeled set carries its own fingerprint; a selection is checked through the
-    labeled set of the round whose ``selections/`` holds it.
+    labeled set of the round whose ``selections/`` holds it and through the cache
+    it was made from.
     """
     from mmal.cache.index import read_index
-    from mmal.workspace import NAMES_KEY, round_of_selection, round_paths
+    from mmal.workspace import NAMES_KEY, check_selection_names, round_of_selection, round_paths
 
     if NAMES_KEY in index.provenance:
         pool.check_names(index.ids, index.provenance[NAMES_KEY], str(index_path))
@@ -163,6 +164,8 @@ def _check_names(pool: Any, workspace: str | os.PathLike, index_path: Path, inde
         labeled = read_index(round_paths(workspace, round).labeled)
         pool.check_names(labeled.ids, labeled.provenance.get(NAMES_KEY),
                          str(round_paths(workspace, round).labeled))
+    if index.kind == "selection":
+        check_selection_names(workspace, pool, index_path, index.provenance)
 
 
 def _write_csv(fh, columns: list[str], records: list[dict[str, Any]]) -> None:

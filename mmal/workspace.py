@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -238,6 +238,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     pool = load_pool(load_workspace_config(workspace), "train")
     pool.check_names(labeled, read_index(base_labeled).provenance.get(NAMES_KEY),
                      str(base_labeled))
+    check_selection_names(workspace, pool, selection_path, selection.provenance)
     absent = selection.ids[~np.isin(selection.ids, pool.ids)]
     if absent.size:
         raise IndexFileError(f"{selection_path}: ids {_preview(absent)} are not in the train "
@@ -258,6 +259,27 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     })
     logger.info("round %03d: %d labeled (+%d)", base + 1, len(ids), len(selection.ids))
     return base + 1
+
+
+def check_selection_names(workspace: str | os.PathLike, pool: Any, selection_path: Path,
+                          provenance: dict) -> None:
+    """DataError when the ids of the cache a selection came from no longer name the same samples.
+
+    The cache is the one in the round folder holding the selection, else the
+    one its provenance names; caches written before extract recorded the
+    fingerprint are not checked.
+    """
+    from mmal.cache import open_cache
+
+    round = round_of_selection(Path(workspace), selection_path)
+    cache = (round_paths(workspace, round).cache if round is not None
+             else Path(str(provenance.get("cache", ""))))
+    if not cache.is_file():
+        return
+    with open_cache(cache) as opened:
+        recorded = opened.meta.extra.get("names_fingerprint")
+        if recorded is not None:
+            pool.check_names(opened.ids, recorded, str(cache))
 
 
 def round_of_selection(workspace: Path, selection_path: Path) -> int | None:

@@ -300,3 +300,36 @@ def test_init_checks_the_test_split_too(tmp_path):
     with pytest.raises(DataError, match=r"label 'zebra' is not in the class list .*test.csv"):
         init_workspace(tmp_path / "ws", config)
     assert not (tmp_path / "ws" / "mmal.toml").exists()
+
+
+def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
+    """Rows inserted after the labeled ids but before the selected ones must not go unnoticed."""
+    from mmal.errors import DataError
+    from mmal.extract import extract_round
+    from mmal.labels import export_ids
+    from mmal.select import select
+    from mmal.train import train_round
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
+                               overrides={"al": {"initial_budget": 3}, "train": {"epochs": 1}})
+    manifest = load_config(config).dataset.root / "train.csv"
+    header, *rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([header] + [f"clip{row}" for row in rows]) + "\n")
+    ws = init_workspace(tmp_path / "ws", config)
+    train_round(ws, 0, device="cpu", progress=False)
+    extract_round(ws, 0, device="cpu", progress=False)
+    index = select(round_paths(ws, 0).cache, "random", budget=3, seed=0)
+    lines = manifest.read_text().splitlines()
+    last_labeled = int(max(read_labeled(ws, 0)))
+    at = 1 + last_labeled + 1  # header, then rows 0..last_labeled stay where they were
+    lines.insert(at, "clipnew" + lines[at][lines[at].index(","):])
+    manifest.write_text("\n".join(lines) + "\n")
+    assert any(i > last_labeled for i in index.ids)  # a selected id now names another sample
+    labeled_rows_ok = load_pool(load_workspace_config(ws), "train")
+    labeled_rows_ok.check_names(read_labeled(ws, 0), read_index(round_paths(ws, 0).labeled)
+                                .provenance["names_fingerprint"], "labeled.json")  # unaffected
+    for call in (lambda: export_ids(ws, index.path, out=tmp_path / "x.csv"),
+                 lambda: next_round(ws, index.path)):
+        with pytest.raises(DataError, match=r"cache.h5: its ids no longer name the same"):
+            call()
+    assert not round_paths(ws, 1).labeled.exists() and not (tmp_path / "x.csv").exists()

@@ -168,6 +168,8 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         round=round, model_fingerprint=model_fingerprint.result(),
         pool_fingerprint=pool_fingerprint, feature_dtype=dtype, mc_samples=mc_dropout,
         extra={"encoders": {m.name: describe(m) for m in config.modalities},
+               # lets a selection's ids be checked against the data later (row-numbered ids)
+               "names_fingerprint": pool.names_fingerprint(pool.ids),
                "class_names": list(pool.class_names),
                "extract": {"batch_size": batch_size, "device": dev.type,
                            "mc_dropout_rate": config.model.dropout,
