@@ -349,6 +349,13 @@ def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
     labels = np.array(pool.labels, copy=True)
     people = human_labels(workspace, round)
     classes = {c: k for k, c in enumerate(pool.class_names)}
+    for sid, names in people.items():
+        gone = [n for n in names if n not in classes]
+        if gone:
+            raise DataError(f"{_labels_file_of(workspace, round, sid)}: sample "
+                            f"{pool.show_ids([sid])} is labeled {gone[0]!r}, which is not in "
+                            f"the class list ({_preview(pool.class_names)}); restore the class "
+                            "or import a corrected label with `mmal label`")
     for row, names in zip(pool.rows(people), people.values(), strict=True):
         if pool.multi_label:
             labels[row] = 0
@@ -477,6 +484,17 @@ def _sources(path: Path) -> list[str]:
     if not path.exists():
         return []
     return list(json.loads(path.read_text(encoding="utf-8")).get("sources", []))
+
+
+def _labels_file_of(workspace: str | os.PathLike, round: int, sid: int) -> Path:
+    """The labels.json (of rounds <= ``round``, the latest wins) that labels ``sid``."""
+    from mmal.workspace import list_rounds, round_paths
+
+    for r in reversed([r for r in list_rounds(workspace) if r <= round]):
+        target = round_paths(workspace, r).root / LABELS_NAME
+        if target.exists() and sid in _read_labels_file(target):
+            return target
+    return round_paths(workspace, round).root / LABELS_NAME
 
 
 def _preview(names: list[str], limit: int = 5) -> str:

@@ -329,7 +329,11 @@ def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> 
 
 
 def _outputs(paths: RoundPaths) -> list[Path]:
-    found = [p for p in (paths.model, paths.metrics, paths.cache) if p.exists()]
+    from mmal.labels import LABELS_NAME
+
+    # people's labels count: --force must not leave them behind for another draw or class list
+    found = [p for p in (paths.model, paths.metrics, paths.cache, paths.root / LABELS_NAME)
+             if p.exists()]
     if paths.selections.is_dir() and any(paths.selections.iterdir()):
         found.append(paths.selections)
     return found

@@ -198,7 +198,9 @@ def test_unlabeled_pool_needs_people_labels_then_uses_them(tmp_path):
     pool = _pool(ws)
     assert (pool.labels == -1).all()
     labeled = np.asarray(json.loads(round_paths(ws, 0).labeled.read_text())["ids"])
-    with pytest.raises(DataError, match=r"round 000: labeled ids .* have no label; export them"):
+    with pytest.raises(DataError, match=r"round 000: labeled ids .* have no label; export them "
+                                        r"with `mmal export rounds/000/labeled.json "
+                                        r"--unlabeled-only`"):
         resolve_labels(pool, ws, 0, labeled)
 
     exported = export_ids(ws, round_paths(ws, 0).labeled)
@@ -357,3 +359,39 @@ def test_a_name_that_reads_as_another_samples_id_is_refused(tmp_path):
     (tmp_path / "l.csv").write_text(f"id,label\n0,{CLASSES[0]}\nclip5,{CLASSES[1]}\n")
     import_labels(ws, 0, tmp_path / "l.csv")
     assert human_labels(ws, 0) == {0: [CLASSES[0]], 5: [CLASSES[1]]}
+
+
+def test_init_force_keeps_people_labels_and_a_dropped_class_is_named(blank_ws, tmp_path):
+    from mmal.errors import WorkspaceError
+    from mmal.labels import resolve_labels
+
+    ws, truth = blank_ws
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    (tmp_path / "l.csv").write_text(f"id,label\n{ids[0]},{CLASSES[0]}\n")
+    import_labels(ws, 0, tmp_path / "l.csv")
+    config = ws / "mmal.toml"
+    before = config.read_text()
+    with pytest.raises(WorkspaceError, match="labels.json"):  # nothing lost to a re-init
+        init_workspace(ws, config, force=True)
+    assert config.read_text() == before
+    classes = load_config(config).dataset.root / "classes.txt"
+    classes.write_text("\n".join(CLASSES[1:]) + "\n")  # the class people used is gone
+    with pytest.raises(DataError) as info:
+        resolve_labels(_pool(ws), ws, 0)
+    assert str(info.value).startswith(
+        f"{round_paths(ws, 0).root / 'labels.json'}: sample {ids[0]} is labeled {CLASSES[0]!r}, "
+        "which is not in the class list")
+
+
+def test_cli_next_says_how_many_new_ids_need_labels(blank_ws):
+    ws, truth = blank_ws
+    labeled0 = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    out = _fill(export_ids(ws, round_paths(ws, 0).labeled), truth)
+    import_labels(ws, 0, out)  # round 0 fully labeled
+    new = [int(i) for i in truth.ids if int(i) not in labeled0][:2]
+    res = CliRunner().invoke(cli, ["next", "--selection", str(_selection(ws, 0, new)),
+                                   "--workspace", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[1].startswith(
+        f"2 of them have no label yet ({new[0]}, {new[1]}): `mmal export rounds/001/labeled.json "
+        "--unlabeled-only`")
