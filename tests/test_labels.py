@@ -393,5 +393,5 @@ def test_cli_next_says_how_many_new_ids_need_labels(blank_ws):
                                    "--workspace", str(ws)])
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[1].startswith(
-        f"2 of them have no label yet ({new[0]}, {new[1]}): `mmal export rounds/001/labeled.json "
-        "--unlabeled-only`")
+        f"2 of them have no label yet ({new[0]}, {new[1]}): `mmal export "
+        f"{round_paths(ws, 1).labeled} --unlabeled-only`")

@@ -284,8 +284,8 @@ def test_cli_init_on_an_unlabeled_pool_says_to_label_round_0_first(tmp_path):
     ids = read_labeled(ws, 0)
     assert result.output.splitlines()[1] == (
         f"3 of them have no label yet ({', '.join(map(str, ids))}): `mmal export "
-        "rounds/000/labeled.json --unlabeled-only`, fill in the label column, then `mmal label "
-        "--round 0 FILE` before `mmal train`")
+        f"{round_paths(ws, 0).labeled} --unlabeled-only`, fill in the label column, then `mmal "
+        "label --round 0 FILE` before `mmal train`")
 
 
 def test_init_checks_the_test_split_too(tmp_path):

@@ -69,10 +69,11 @@ def next_command(selection_path, workspace, force):
 def _say_what_needs_labels(workspace, round: int) -> None:
     """Print the next step when some of the round's ids have no label yet (unlabeled pools)."""
     from mmal.labels import unlabeled_ids
+    from mmal.workspace import round_paths
 
     missing, pool = unlabeled_ids(workspace, round)
     if len(missing):
         click.echo(f"{len(missing)} of them have no label yet ({pool.show_ids(missing)}): "
-                   f"`mmal export rounds/{round:03d}/labeled.json --unlabeled-only`, fill in the "
-                   "label column, "
-                   f"then `mmal label --round {round} FILE` before `mmal train`")
+                   f"`mmal export {round_paths(workspace, round).labeled} --unlabeled-only`, "
+                   f"fill in the label column, then `mmal label --round {round} FILE` before "
+                   "`mmal train`")
