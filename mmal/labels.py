@@ -209,8 +209,8 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
     classes = {c: k for k, c in enumerate(pool.class_names)}
     new: dict[int, list[str]] = {}
     skipped = []
-    for line, raw_id, raw_label in _read_rows(path):
-        sid = _parse_id(raw_id, path, line, by_name, pool)
+    for line, raw_id, raw_label, raw_name in _read_rows(path):
+        sid = _parse_id(raw_id, path, line, by_name, pool, raw_name)
         if sid not in known_ids:
             if not pool.has_id(sid):
                 raise DataError(f"{path}: line {line}: id {sid} is not in the train pool; "
@@ -386,13 +386,13 @@ def _new_ids(workspace, round: int) -> list[int]:
     return [int(i) for i in ids]
 
 
-def read_exported(path: str | os.PathLike) -> list[tuple[int, Any, Any]]:
-    """(line, id, label) rows of an exported (or filled-in label) CSV or JSON Lines file."""
+def read_exported(path: str | os.PathLike) -> list[tuple[int, Any, Any, Any]]:
+    """(line, id, label, name or None) rows of an exported (or filled-in) CSV or JSONL file."""
     return _read_rows(Path(path))
 
 
 def _read_rows(path: Path):
-    """(line, id, label) triples of a CSV or JSON Lines label file."""
+    """(line, id, label, name or None) rows of a CSV or JSON Lines label file."""
     if not path.is_file():
         raise DataError(f"{path}: no such label file")
     try:
@@ -417,13 +417,14 @@ def _csv_rows(path: Path, text: str):
         for row in reader:
             if not any((v or "").strip() for k, v in row.items() if k is not None):
                 continue
-            yield reader.line_num, row["id"], row["label"]
+            yield reader.line_num, row["id"], row["label"], row.get("name")
     except csv.Error as exc:
         raise DataError(f"{path}: line {reader.line_num}: cannot parse CSV ({exc})") from None
 
 
 def _jsonl_rows(path: Path, text: str):
-    for line, raw in enumerate(text.splitlines(), start=1):
+    # JSON Lines break at \n only: U+2028 and the like are valid inside JSON strings
+    for line, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -432,7 +433,7 @@ def _jsonl_rows(path: Path, text: str):
             raise DataError(f"{path}: line {line}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict) or "id" not in row:
             raise DataError(f"{path}: line {line}: expected an object with 'id' and 'label'")
-        yield line, row["id"], row.get("label")
+        yield line, row["id"], row.get("label"), row.get("name")
 
 
 def _is_integer(text: str) -> bool:
@@ -443,23 +444,31 @@ def _is_integer(text: str) -> bool:
     return True
 
 
-def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int], pool: Any) -> int:
+def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int], pool: Any,
+              name: Any = None) -> int:
     """The sample id in a label file's id column: mmal's integer id, or the id as
     written in the data (``by_name``: name -> id, where the two differ).
 
     A text that reads both ways and means two samples (row-numbered data with a
-    sample named "0005", next to mmal id 5) is refused, naming both.
+    sample named "1" next to mmal id 1) is settled by the row's ``name`` column
+    (what ``mmal export`` writes); without one it is refused, naming both.
     """
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     text = str(raw).strip()
     if text in by_name:
         as_id = int(text) if _is_integer(text) else None
-        if as_id is not None and as_id != by_name[text] and pool.has_id(as_id):
-            raise DataError(f"{path}: line {line}: id {text!r} is ambiguous: mmal id "
-                            f"{pool.show_ids([as_id])} or the sample named {text!r} "
-                            f"({pool.show_ids([by_name[text]])}); write the exported id column")
-        return by_name[text]
+        if as_id is None or as_id == by_name[text] or not pool.has_id(as_id):
+            return by_name[text]
+        named = None if name is None else str(name).strip()
+        if named is not None and named == pool.names[pool.rows([as_id])[0]]:
+            return as_id
+        if named == text:
+            return by_name[text]
+        raise DataError(f"{path}: line {line}: id {text!r} is ambiguous: mmal id "
+                        f"{pool.show_ids([as_id])} or the sample named {text!r} "
+                        f"({pool.show_ids([by_name[text]])}); keep the exported name column "
+                        "next to it")
     try:
         return int(text)
     except ValueError:

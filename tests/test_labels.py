@@ -336,7 +336,8 @@ def test_label_csv_cells_may_hold_characters_splitlines_would_break_on(tmp_path)
         writer.writerow(["id", "name", "label", "text"])
         writer.writerow([3, "s3", "cat", "page\x0cbreak and\u2028more\x85"])
         writer.writerow([4, "s4", "dog", "two\nlines"])
-    assert [(int(i), label) for _, i, label in read_exported(path)] == [(3, "cat"), (4, "dog")]
+    assert [(int(i), label, name) for _, i, label, name in read_exported(path)] == [
+        (3, "cat", "s3"), (4, "dog", "s4")]
 
 
 def test_a_name_that_reads_as_another_samples_id_is_refused(tmp_path):
@@ -353,12 +354,17 @@ def test_a_name_that_reads_as_another_samples_id_is_refused(tmp_path):
     with pytest.raises(DataError) as info:
         import_labels(ws, 0, tmp_path / "l.csv")
     assert str(info.value) == (f"{tmp_path / 'l.csv'}: line 2: id '0005' is ambiguous: mmal id "
-                               "5 (clip5) or the sample named '0005' (0 (0005)); write the "
-                               "exported id column")
+                               "5 (clip5) or the sample named '0005' (0 (0005)); keep the "
+                               "exported name column next to it")
     assert human_labels(ws, 0) == {}
     (tmp_path / "l.csv").write_text(f"id,label\n0,{CLASSES[0]}\nclip5,{CLASSES[1]}\n")
     import_labels(ws, 0, tmp_path / "l.csv")
     assert human_labels(ws, 0) == {0: [CLASSES[0]], 5: [CLASSES[1]]}
+    # The exported file carries the name column, which settles either reading.
+    (tmp_path / "n.csv").write_text(f"id,name,label\n0005,0005,{CLASSES[2]}\n5,clip5,"
+                                    f"{CLASSES[2]}\n")
+    import_labels(ws, 0, tmp_path / "n.csv")
+    assert human_labels(ws, 0) == {0: [CLASSES[2]], 5: [CLASSES[2]]}
 
 
 def test_init_force_keeps_people_labels_and_a_dropped_class_is_named(blank_ws, tmp_path):
@@ -395,3 +401,28 @@ def test_cli_next_says_how_many_new_ids_need_labels(blank_ws):
     assert res.output.splitlines()[1].startswith(
         f"2 of them have no label yet ({new[0]}, {new[1]}): `mmal export "
         f"{round_paths(ws, 1).labeled} --unlabeled-only`")
+
+
+def test_an_exported_file_imports_even_when_a_sample_is_named_like_another_id(tmp_path):
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=10,
+                               overrides={"al": {"initial_budget": 10}})
+    manifest = load_config(config).dataset.root / "train.csv"
+    header, *rows = manifest.read_text().splitlines()
+    truth = load_pool(load_config(config), "train")
+    names = [f"clip{k}" for k in range(len(rows) - 1)] + ["1"]  # row-numbered; "1" is id 9
+    manifest.write_text("\n".join([header] + [f"{n}{r[r.index(','):]}"
+                                              for n, r in zip(names, rows, strict=True)]) + "\n")
+    _blank_train_labels(config)
+    ws = init_workspace(tmp_path / "ws", config)
+    out = export_ids(ws, round_paths(ws, 0).labeled)
+    with out.open(newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for rec in records:
+        rec["label"] = truth.class_names[truth.labels[int(rec["id"])]]
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    import_labels(ws, 0, out)
+    got = human_labels(ws, 0)
+    assert got == {int(r["id"]): [r["label"]] for r in records}

@@ -19,7 +19,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
             raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
         try:
             params[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (a JSONDecodeError), or an integer of over 4,300 digits
             params[key.replace("-", "_")] = raw
     return params
 
