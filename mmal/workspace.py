@@ -238,7 +238,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     pool = load_pool(load_workspace_config(workspace), "train")
     pool.check_names(labeled, read_index(base_labeled).provenance.get(NAMES_KEY),
                      str(base_labeled))
-    check_selection_names(workspace, pool, selection_path, selection.provenance)
+    check_selection_names(workspace, pool, selection_path, selection.provenance, base)
     absent = selection.ids[~np.isin(selection.ids, pool.ids)]
     if absent.size:
         raise IndexFileError(f"{selection_path}: ids {_preview(absent)} are not in the train "
@@ -262,22 +262,38 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
 
 
 def check_selection_names(workspace: str | os.PathLike, pool: Any, selection_path: Path,
-                          provenance: dict) -> None:
-    """DataError when the ids of the cache a selection came from no longer name the same samples.
+                          provenance: dict, round: int | None = None) -> None:
+    """:class:`~mmal.errors.DataError` when a selection's ids may no longer name the samples they named.
 
-    The cache is the one in the round folder holding the selection, else the
-    one its provenance names; caches written before extract recorded the
-    fingerprint are not checked.
+    The cache checked is round ``round``'s, else the one in the round folder
+    holding the selection, else the one its provenance names (relative paths
+    from the workspace). The selection records the (id, name) fingerprint of
+    the pool its cache was extracted from; the current cache's ids must still
+    name what they named at extraction. When the cache was extracted again from
+    a changed pool since (the two fingerprints differ), the selection's ids
+    cannot be checked and a warning says so. Older files without fingerprints
+    are not checked.
     """
     from mmal.cache import open_cache
 
-    round = round_of_selection(Path(workspace), selection_path)
-    cache = (round_paths(workspace, round).cache if round is not None
-             else Path(str(provenance.get("cache", ""))))
+    workspace = Path(workspace)
+    if round is None:
+        round = round_of_selection(workspace, selection_path)
+    if round is not None:
+        cache = round_paths(workspace, round).cache
+    else:
+        cache = Path(str(provenance.get("cache", "")))
+        cache = cache if cache.is_absolute() else workspace / cache
     if not cache.is_file():
         return
     with open_cache(cache) as opened:
         recorded = opened.meta.extra.get("names_fingerprint")
+        mine = provenance.get("cache_names_fingerprint")
+        if mine is not None and recorded is not None and mine != recorded:
+            logger.warning("%s was made from a cache of the data as it was before %s was "
+                           "extracted again from changed data; its ids cannot be checked against "
+                           "the samples now — if rows were inserted or reordered, select again",
+                           selection_path, cache)
         if recorded is not None:
             pool.check_names(opened.ids, recorded, str(cache))
 

@@ -319,6 +319,7 @@ def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
     train_round(ws, 0, device="cpu", progress=False)
     extract_round(ws, 0, device="cpu", progress=False)
     index = select(round_paths(ws, 0).cache, "random", budget=3, seed=0)
+    export_ids(ws, index.path, out=tmp_path / "before.csv")  # nothing moved yet: fine
     lines = manifest.read_text().splitlines()
     last_labeled = int(max(read_labeled(ws, 0)))
     at = 1 + last_labeled + 1  # header, then rows 0..last_labeled stay where they were
@@ -333,3 +334,33 @@ def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
         with pytest.raises(DataError, match=r"cache.h5: its ids no longer name the same"):
             call()
     assert not round_paths(ws, 1).labeled.exists() and not (tmp_path / "x.csv").exists()
+    assert index.provenance["cache_names_fingerprint"]  # select copied it from the cache
+
+    # A copy outside the round folders, naming its cache relative to the workspace, is
+    # checked the same way wherever the command runs from.
+    doc = json.loads(index.path.read_text())
+    doc["provenance"]["cache"] = "rounds/000/cache.h5"
+    stray = tmp_path / "stray.json"
+    stray.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"cache.h5: its ids no longer name the same"):
+        export_ids(ws, stray, out=tmp_path / "x.csv")
+
+
+def test_removed_rows_are_named_with_the_file_that_recorded_the_ids(tmp_path):
+    from mmal.errors import DataError
+
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
+                               overrides={"al": {"initial_budget": 3}})
+    ws = init_workspace(tmp_path / "ws", config)
+    manifest = load_config(config).dataset.root / "train.csv"
+    labeled = read_labeled(ws, 0)
+    lines = manifest.read_text().splitlines()
+    gone = int(labeled[-1])
+    manifest.write_text("\n".join(line for line in lines if not line.startswith(f"{gone},"))
+                        + "\n")
+    pool = load_pool(load_workspace_config(ws), "train")
+    with pytest.raises(DataError) as info:
+        pool.check_names(labeled, "recorded", "labeled.json")
+    assert str(info.value) == (f"labeled.json: ids {gone} are no longer in {manifest} (rows were "
+                               "removed); restore that file, or start a new workspace with "
+                               "`mmal init`")

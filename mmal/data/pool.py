@@ -140,7 +140,14 @@ class Pool:
         ``recorded`` is a :meth:`names_fingerprint` read from ``source`` (None:
         not recorded, nothing to check).
         """
-        if recorded is None or recorded == self.names_fingerprint(ids):
+        if recorded is None:
+            return
+        gone = [int(i) for i in ids if not self.has_id(i)]
+        if gone:
+            raise DataError(f"{source}: ids {self.show_ids(gone)} are no longer in {self.origin} "
+                            "(rows were removed); restore that file, or start a new workspace "
+                            "with `mmal init`")
+        if recorded == self.names_fingerprint(ids):
             return
         how = ("its ids are row numbers, and rows were inserted, removed or reordered"
                if not _integer_names(self.names) else "samples were renamed")

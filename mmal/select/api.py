@@ -142,6 +142,8 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
         "cache": str(cache.path), "cache_fingerprint": cache.fingerprint,
         "backend": backend_name(xp), "wall_time_s": round(wall, 3), "mmal_version": __version__,
     }
+    if "names_fingerprint" in cache.meta.extra:  # lets next/export check the ids against the data
+        provenance["cache_names_fingerprint"] = cache.meta.extra["names_fingerprint"]
     if not selection.diagnostics:
         # every selection gets the balance diagnostics, so strategies can be compared by them
         selection.diagnostics, balance_summary = unlabeled_balance(cache, xp=xp)
