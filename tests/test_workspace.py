@@ -285,7 +285,10 @@ def test_cli_init_on_an_unlabeled_pool_says_to_label_round_0_first(tmp_path):
     assert result.output.splitlines()[1] == (
         f"3 of them have no label yet ({', '.join(map(str, ids))}): `mmal export "
         f"{round_paths(ws, 0).labeled} --unlabeled-only`, fill in the label column, then `mmal "
-        "label --round 0 FILE` before `mmal train`")
+        f"label --round 0 FILE --workspace {ws}` before `mmal train`")  # run from outside ws
+    hinted = CliRunner().invoke(cli, ["export", str(round_paths(ws, 0).labeled),
+                                      "--unlabeled-only"])  # works as printed, from here
+    assert hinted.exit_code == 0 and hinted.output.startswith("wrote 3 ids to ")
 
 
 def test_init_checks_the_test_split_too(tmp_path):

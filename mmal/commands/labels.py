@@ -36,10 +36,14 @@ def export_command(index_file, fmt, out, workspace, force, unlabeled_only):
       mmal next --selection rounds/002/selections/bmmal-b50-s0.json
       mmal label --round 3 to-label.csv
     """
+    from mmal.errors import WorkspaceError
     from mmal.labels import export_ids, read_exported
     from mmal.workspace import find_workspace
 
-    root = find_workspace(workspace)
+    try:
+        root = find_workspace(workspace)
+    except WorkspaceError:  # run from elsewhere: the workspace holding SELECTION
+        root = find_workspace(index_file.parent)
     path = export_ids(root, index_file, fmt=fmt, out=out, overwrite=force,
                       unlabeled_only=unlabeled_only)
     click.echo(f"wrote {len(read_exported(path))} ids to {path}")

@@ -73,7 +73,10 @@ def _say_what_needs_labels(workspace, round: int) -> None:
 
     missing, pool = unlabeled_ids(workspace, round)
     if len(missing):
+        here = Path.cwd().resolve()
+        inside = here == Path(workspace).resolve() or Path(workspace).resolve() in here.parents
+        where = "" if inside else f" --workspace {workspace}"
         click.echo(f"{len(missing)} of them have no label yet ({pool.show_ids(missing)}): "
                    f"`mmal export {round_paths(workspace, round).labeled} --unlabeled-only`, "
-                   f"fill in the label column, then `mmal label --round {round} FILE` before "
-                   "`mmal train`")
+                   f"fill in the label column, then `mmal label --round {round} FILE{where}` "
+                   "before `mmal train`")
