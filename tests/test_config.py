@@ -216,3 +216,12 @@ def test_example_configs_load(tmp_path):
     assert [(m.kind, m.encoder) for m in food.modalities] == [("image", "resnet101"),
                                                               ("text", "bert")]
     assert food.model.fusion == "concat"
+
+
+def test_dump_keeps_every_dataset_key_so_stored_configs_stay_comparable(tmp_path):
+    """mmal run compares stored seed configs as text; dropping keys broke resuming."""
+    text = _replace(MANIFEST, 'root = "data"', 'root = "data"\ntest_fraction = 0.5\nstandardize = false')
+    config = load_config(_write(tmp_path, text))
+    dumped = dump_config(config)
+    assert "test_fraction = 0.5" in dumped and "standardize = false" in dumped
+    assert load_config(_write(tmp_path, dumped, "again.toml")).to_dict() == config.to_dict()
