@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mmal.data.pool import is_integer_text
 from mmal.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def export_ids(workspace: str | os.PathLike, index_path: str | os.PathLike, *,
 
         rounds = list_rounds(workspace)
         labels = resolve_labels(pool, workspace, rounds[-1] if rounds else 0)
-        unknown = ~(labels.reshape(len(labels), -1) >= 0).all(axis=1)[rows]
+        unknown = ~has_label(labels)[rows]
         ids, rows = ids[unknown], rows[unknown]
     sources = {m: v for m, v in pool.records.items() if not isinstance(v, np.ndarray)}
     records = []
@@ -153,17 +154,20 @@ def _check_names(pool: Any, workspace: str | os.PathLike, index_path: Path, inde
     labeled set of the round whose ``selections/`` holds it and through the cache
     it was made from.
     """
-    from mmal.cache.index import read_index
-    from mmal.workspace import NAMES_KEY, check_selection_names, round_of_selection, round_paths
+    from mmal.workspace import (
+        NAMES_KEY,
+        check_selection_names,
+        read_labeled,
+        round_of_selection,
+        round_paths,
+    )
 
     if NAMES_KEY in index.provenance:
         pool.check_names(index.ids, index.provenance[NAMES_KEY], str(index_path))
         return
     round = round_of_selection(Path(workspace), index_path)
     if round is not None and round_paths(workspace, round).labeled.is_file():
-        labeled = read_index(round_paths(workspace, round).labeled)
-        pool.check_names(labeled.ids, labeled.provenance.get(NAMES_KEY),
-                         str(round_paths(workspace, round).labeled))
+        read_labeled(workspace, round, pool=pool)
     if index.kind == "selection":
         check_selection_names(workspace, pool, index_path, index.provenance)
 
@@ -199,9 +203,8 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
     from mmal.workspace import load_workspace_config, read_labeled, round_paths
 
     path = Path(path)
-    labeled = read_labeled(workspace, round)
     pool = load_pool(load_workspace_config(workspace), "train")
-    labeled_rows(pool, workspace, round, labeled)  # the ids still name the same samples
+    labeled = read_labeled(workspace, round, pool=pool)  # the ids still name the same samples
     # The data's own ids (names) are accepted in the id column too, where they differ
     # from mmal's ids (row-numbered datasets); a text that is both is refused below.
     by_name = {n: int(i) for n, i in zip(pool.names, pool.ids, strict=True) if n != str(int(i))}
@@ -249,8 +252,7 @@ def import_labels(workspace: str | os.PathLike, round: int, path: str | os.PathL
                            for i, v in sorted(merged.items())}}
     _write_atomic(target, lambda fh: (json.dump(document, fh, indent=1), fh.write("\n")))
     have = set(human_labels(workspace, round))
-    labels = pool.labels.reshape(len(pool), -1)
-    dataset_has = {int(i) for i, row in zip(pool.ids, labels, strict=True) if (row >= 0).all()}
+    dataset_has = set(pool.ids[has_label(pool.labels)].tolist())
     missing = np.array([i for i in _new_ids(workspace, round)
                         if i not in have and i not in dataset_has], dtype=np.int64)
     overrode = sorted(i for i, names in new.items() if i in dataset_has
@@ -280,29 +282,6 @@ def human_labels(workspace: str | os.PathLike, round: int) -> dict[int, list[str
     return out
 
 
-def labeled_rows(pool: Any, workspace: str | os.PathLike, round: int,
-                 ids: np.ndarray) -> np.ndarray:
-    """(n,) int64 pool rows of round ``round``'s labeled ``ids``.
-
-    Raises
-    ------
-    DataError
-        Naming the round's ``labeled.json`` when some ids are not in the pool,
-        or no longer name the samples they named when it was written.
-    """
-    from mmal.cache.index import read_index
-    from mmal.workspace import NAMES_KEY, round_paths
-
-    path = round_paths(workspace, round).labeled
-    try:
-        rows = pool.rows(ids)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}; restore this round's labeled.json or point the config "
-                        "at the dataset it was drawn from") from None
-    pool.check_names(ids, read_index(path).provenance.get(NAMES_KEY), str(path))
-    return rows
-
-
 def unlabeled_ids(workspace: str | os.PathLike, round: int) -> tuple[np.ndarray, Any]:
     """Ids of round ``round``'s labeled set that nobody labeled yet, and the train pool.
 
@@ -318,8 +297,12 @@ def unlabeled_ids(workspace: str | os.PathLike, round: int) -> tuple[np.ndarray,
     pool = load_pool(load_workspace_config(workspace), "train")
     ids = read_labeled(workspace, round)
     labels = resolve_labels(pool, workspace, round)
-    known = (labels.reshape(len(labels), -1) >= 0).all(axis=1)
-    return np.asarray(ids)[~known[pool.rows(ids)]], pool
+    return np.asarray(ids)[~has_label(labels)[pool.rows(ids)]], pool
+
+
+def has_label(labels: np.ndarray) -> np.ndarray:
+    """(N,) bool: which rows of (N,) or (N, K) ``labels`` are known (no -1 in them)."""
+    return (labels.reshape(len(labels), -1) >= 0).all(axis=1)
 
 
 def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
@@ -363,8 +346,7 @@ def resolve_labels(pool: Any, workspace: str | os.PathLike, round: int,
         else:
             labels[row] = classes[names[0]]
     if ids is not None:
-        known = (labels.reshape(len(labels), -1) >= 0).all(axis=1)
-        unknown = np.asarray(ids)[~known[pool.rows(ids)]]
+        unknown = np.asarray(ids)[~has_label(labels)[pool.rows(ids)]]
         if unknown.size:
             raise DataError(
                 f"round {round:03d}: labeled ids {pool.show_ids(unknown)} have no label; export "
@@ -436,14 +418,6 @@ def _jsonl_rows(path: Path, text: str):
         yield line, row["id"], row.get("label"), row.get("name")
 
 
-def _is_integer(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int], pool: Any,
               name: Any = None) -> int:
     """The sample id in a label file's id column: mmal's integer id, or the id as
@@ -457,7 +431,7 @@ def _parse_id(raw: Any, path: Path, line: int, by_name: dict[str, int], pool: An
         return raw
     text = str(raw).strip()
     if text in by_name:
-        as_id = int(text) if _is_integer(text) else None
+        as_id = int(text) if is_integer_text(text) else None
         if as_id is None or as_id == by_name[text] or not pool.has_id(as_id):
             return by_name[text]
         named = None if name is None else str(name).strip()

@@ -182,9 +182,23 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     return directory
 
 
-def read_labeled(workspace: str | os.PathLike, round: int | None = None) -> np.ndarray:
-    """(n,) int64 ids labeled in ``round`` (default: the newest round with a labeled set)."""
+def read_labeled(workspace: str | os.PathLike, round: int | None = None, *,
+                 pool: Any = None) -> np.ndarray:
+    """(n,) int64 ids labeled in ``round`` (default: the newest round with a labeled set).
+
+    With the train ``pool``, also checks that every id is in it and still names
+    the sample it named when ``labeled.json`` was written.
+
+    Raises
+    ------
+    WorkspaceError
+        No labeled set for the round.
+    DataError
+        (with ``pool``) Naming ``labeled.json`` when its ids are not in the pool
+        or now name other samples (rows inserted into a row-numbered manifest).
+    """
     from mmal.cache.index import read_index
+    from mmal.errors import DataError
 
     if round is None:
         round = latest_round(workspace, having="labeled.json")
@@ -195,6 +209,13 @@ def read_labeled(workspace: str | os.PathLike, round: int | None = None) -> np.n
     index = read_index(path)
     if index.kind != "labeled":
         raise WorkspaceError(f"{path}: is a {index.kind} index file, expected kind 'labeled'")
+    if pool is not None:
+        try:
+            pool.rows(index.ids)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}; restore this round's labeled.json or point the "
+                            "config at the dataset it was drawn from") from None
+        pool.check_names(index.ids, index.provenance.get(NAMES_KEY), str(path))
     return index.ids
 
 
@@ -228,16 +249,12 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
     base = round_of_selection(workspace, selection_path)
     if base is None:
         base = _round_of_cache(workspace, selection_path, selection.provenance)
-    _warn_if_cache_changed(workspace, base, selection_path, selection.provenance)
-    base_labeled = round_paths(workspace, base).labeled
-    labeled = read_labeled(workspace, base)
+    pool = load_pool(load_workspace_config(workspace), "train")
+    labeled = read_labeled(workspace, base, pool=pool)
     again = np.intersect1d(labeled, selection.ids)
     if again.size:
         raise IndexFileError(f"{selection_path}: ids {_preview(again)} are already labeled in "
                              f"round {base:03d}; the selection was made for another round")
-    pool = load_pool(load_workspace_config(workspace), "train")
-    pool.check_names(labeled, read_index(base_labeled).provenance.get(NAMES_KEY),
-                     str(base_labeled))
     check_selection_names(workspace, pool, selection_path, selection.provenance, base)
     absent = selection.ids[~np.isin(selection.ids, pool.ids)]
     if absent.size:
@@ -263,16 +280,15 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
 
 def check_selection_names(workspace: str | os.PathLike, pool: Any, selection_path: Path,
                           provenance: dict, round: int | None = None) -> None:
-    """:class:`~mmal.errors.DataError` when a selection's ids may no longer name the samples they named.
+    """Check a selection against the cache it was made from (DataError, or a warning).
 
-    The cache checked is round ``round``'s, else the one in the round folder
-    holding the selection, else the one its provenance names (relative paths
-    from the workspace). The selection records the (id, name) fingerprint of
-    the pool its cache was extracted from; the current cache's ids must still
-    name what they named at extraction. When the cache was extracted again from
-    a changed pool since (the two fingerprints differ), the selection's ids
-    cannot be checked and a warning says so. Older files without fingerprints
-    are not checked.
+    The cache is round ``round``'s, else the one in the round folder holding
+    the selection, else the one its provenance names (relative paths from the
+    workspace). The current cache's ids must still name what they named at
+    extraction (DataError otherwise). When the cache was extracted again since
+    the selection, a warning says so, and that its ids cannot be checked if
+    the data's ids moved in between. Older files without fingerprints are not
+    checked.
     """
     from mmal.cache import open_cache
 
@@ -288,12 +304,14 @@ def check_selection_names(workspace: str | os.PathLike, pool: Any, selection_pat
         return
     with open_cache(cache) as opened:
         recorded = opened.meta.extra.get("names_fingerprint")
-        mine = provenance.get("cache_names_fingerprint")
-        if mine is not None and recorded is not None and mine != recorded:
-            logger.warning("%s was made from a cache of the data as it was before %s was "
-                           "extracted again from changed data; its ids cannot be checked against "
-                           "the samples now — if rows were inserted or reordered, select again",
-                           selection_path, cache)
+        if opened.fingerprint != provenance.get("cache_fingerprint"):
+            mine = provenance.get("cache_names_fingerprint")
+            moved = mine is not None and recorded is not None and mine != recorded
+            logger.warning("%s was made from an earlier %s (extracted again since)%s; its ids "
+                           "are used as they are — rerun `mmal select` to pick from the current "
+                           "cache", selection_path, cache,
+                           ", from data whose ids have moved, so they cannot be checked"
+                           if moved else "")
         if recorded is not None:
             pool.check_names(opened.ids, recorded, str(cache))
 
@@ -306,21 +324,6 @@ def round_of_selection(workspace: Path, selection_path: Path) -> int | None:
             and folder.parent.name.isdigit():
         return int(folder.parent.name)
     return None
-
-
-def _warn_if_cache_changed(workspace: Path, round: int, selection_path: Path,
-                           provenance: dict) -> None:
-    """Warn when the round's cache is no longer the one the selection was made from."""
-    from mmal.cache import open_cache
-
-    cache = round_paths(workspace, round).cache
-    if not cache.exists():
-        return
-    with open_cache(cache) as opened:
-        if opened.fingerprint != provenance.get("cache_fingerprint"):
-            logger.warning("%s was made from an earlier %s (extracted again since); its ids are "
-                           "used as they are — rerun `mmal select` to pick from the current cache",
-                           selection_path, cache)
 
 
 def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> int:

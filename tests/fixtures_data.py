@@ -10,6 +10,7 @@ vector mean) so a model can learn something. The writers (``write_image``,
 
 from __future__ import annotations
 
+import csv
 import json
 import wave
 from collections.abc import Mapping, Sequence
@@ -246,3 +247,28 @@ def _toml(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(type(value))
+
+
+def _rewrite_train_csv(config_path: Path, change) -> Path:
+    """Apply ``change(k, record)`` to every record of a tiny manifest's train.csv; the path."""
+    manifest = Path(config_path).parent / "data" / "train.csv"
+    with manifest.open(newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for k, rec in enumerate(records):
+        change(k, rec)
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return manifest
+
+
+def blank_train_labels(config_path: Path) -> Path:
+    """Make a tiny manifest's train split carry no labels, as a user's new pool would."""
+    return _rewrite_train_csv(config_path, lambda k, rec: rec.update(label=""))
+
+
+def rename_train_ids(config_path: Path, names) -> Path:
+    """Give row k of a tiny manifest's train split the id ``names(k, old_id)`` (e.g. "clip3"):
+    ids that are not all integers make mmal number the samples by row."""
+    return _rewrite_train_csv(config_path, lambda k, rec: rec.update(id=names(k, rec["id"])))

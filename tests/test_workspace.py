@@ -21,7 +21,7 @@ from mmal.workspace import (
     read_labeled,
     round_paths,
 )
-from tests.fixtures_data import CLASSES, make_tiny_dataset
+from tests.fixtures_data import CLASSES, blank_train_labels, make_tiny_dataset, rename_train_ids
 
 
 def _selection(path, ids, cache="cache.h5"):
@@ -186,23 +186,21 @@ def test_cli_init_and_next(tmp_path, uci):
 def test_rows_inserted_into_a_row_numbered_manifest_are_caught(tmp_path):
     """String ids are row numbers: a row inserted later must not silently relabel the sample set."""
     from mmal.errors import DataError
-    from mmal.labels import labeled_rows
 
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"],
                                overrides={"al": {"initial_budget": 3}})
-    manifest = load_config(config).dataset.root / "train.csv"
+    manifest = rename_train_ids(config, lambda k, old: f"clip{old}")
     header, *rows = manifest.read_text().splitlines()
-    manifest.write_text("\n".join([header] + [f"clip{row}" for row in rows]) + "\n")
     ws = init_workspace(tmp_path / "ws", config)
     pool = load_pool(load_workspace_config(ws), "train")
     labeled = read_labeled(ws, 0)
-    assert labeled_rows(pool, ws, 0, labeled).tolist() == labeled.tolist()
+    assert read_labeled(ws, 0, pool=pool).tolist() == labeled.tolist()
     assert "names_fingerprint" in read_index(round_paths(ws, 0).labeled).provenance
 
     # Appending a sample at the end keeps every id's name: fine.
     manifest.write_text(manifest.read_text() + f"clip99,{rows[0].split(',', 2)[1]},"
                         f"{rows[0].split(',', 2)[2]}\n")
-    labeled_rows(load_pool(load_workspace_config(ws), "train"), ws, 0, labeled)
+    read_labeled(ws, 0, pool=load_pool(load_workspace_config(ws), "train"))
     # Inserting one at the top shifts every row number.
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join([lines[0], "clipnew" + lines[1][lines[1].index(","):]]
@@ -212,7 +210,7 @@ def test_rows_inserted_into_a_row_numbered_manifest_are_caught(tmp_path):
                f"{manifest} (its ids are row numbers, and rows were inserted, removed or "
                "reordered); restore that file, or start a new workspace with `mmal init`")
     with pytest.raises(DataError) as info:
-        labeled_rows(moved, ws, 0, labeled)
+        read_labeled(ws, 0, pool=moved)
     assert str(info.value) == message
     selection = _selection(round_paths(ws, 0).selections / "random-1.json",
                            np.setdiff1d(moved.ids, labeled)[:1])
@@ -265,19 +263,9 @@ def test_next_warns_when_the_round_was_extracted_again_after_the_selection(tmp_p
 
 
 def test_cli_init_on_an_unlabeled_pool_says_to_label_round_0_first(tmp_path):
-    import csv
-
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"],
                                overrides={"al": {"initial_budget": 3}})
-    manifest = load_config(config).dataset.root / "train.csv"
-    with manifest.open(newline="") as fh:
-        records = list(csv.DictReader(fh))
-    for rec in records:
-        rec["label"] = ""
-    with manifest.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    blank_train_labels(config)
     ws = tmp_path / "ws"
     result = CliRunner().invoke(cli, ["init", str(ws), "--config", str(config)])
     assert result.exit_code == 0, result.output
@@ -315,9 +303,7 @@ def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
 
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
                                overrides={"al": {"initial_budget": 3}, "train": {"epochs": 1}})
-    manifest = load_config(config).dataset.root / "train.csv"
-    header, *rows = manifest.read_text().splitlines()
-    manifest.write_text("\n".join([header] + [f"clip{row}" for row in rows]) + "\n")
+    manifest = rename_train_ids(config, lambda k, old: f"clip{old}")
     ws = init_workspace(tmp_path / "ws", config)
     train_round(ws, 0, device="cpu", progress=False)
     extract_round(ws, 0, device="cpu", progress=False)
@@ -329,9 +315,7 @@ def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
     lines.insert(at, "clipnew" + lines[at][lines[at].index(","):])
     manifest.write_text("\n".join(lines) + "\n")
     assert any(i > last_labeled for i in index.ids)  # a selected id now names another sample
-    labeled_rows_ok = load_pool(load_workspace_config(ws), "train")
-    labeled_rows_ok.check_names(read_labeled(ws, 0), read_index(round_paths(ws, 0).labeled)
-                                .provenance["names_fingerprint"], "labeled.json")  # unaffected
+    read_labeled(ws, 0, pool=load_pool(load_workspace_config(ws), "train"))  # unaffected
     for call in (lambda: export_ids(ws, index.path, out=tmp_path / "x.csv"),
                  lambda: next_round(ws, index.path)):
         with pytest.raises(DataError, match=r"cache.h5: its ids no longer name the same"):

@@ -150,15 +150,15 @@ class Pool:
         if recorded == self.names_fingerprint(ids):
             return
         how = ("its ids are row numbers, and rows were inserted, removed or reordered"
-               if not _integer_names(self.names) else "samples were renamed")
+               if not all(is_integer_text(n) for n in self.names) else "samples were renamed")
         raise DataError(f"{source}: its ids no longer name the same samples of {self.origin} "
                         f"({how}); restore that file, or start a new workspace with `mmal init`")
 
 
-
-def _integer_names(names: Sequence[str]) -> bool:
+def is_integer_text(text: str) -> bool:
+    """Whether ``text`` reads as an integer (as ``int()`` takes it: "7", " 007", "1_000")."""
     try:
-        [int(n) for n in names]
+        int(text)
     except (TypeError, ValueError, OverflowError):
         return False
     return True
@@ -176,6 +176,7 @@ def _source_key(value: Any, root: str | None) -> str:
             return "file:" + path[len(root):]
         return "file:" + path
     return "text:" + str(value)
+
 
 def load_pool(config: Config, split: str) -> Pool:
     """Load split ``"train"`` (the active-learning pool) or ``"test"`` of ``config``'s dataset.

@@ -124,7 +124,7 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     from mmal.cache import CacheMeta
     from mmal.data import load_pool
     from mmal.fingerprint import file_fingerprint
-    from mmal.labels import labeled_rows, resolve_labels
+    from mmal.labels import resolve_labels
     from mmal.models import model_from_checkpoint
     from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
     from mmal.models.encoders import describe
@@ -150,8 +150,8 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         pool = load_pool(config, "train")
         check_fits_pool(ckpt, config, pool, paths.model)
         pool_fingerprint = pool.fingerprint()
-    labeled = read_labeled(workspace, round)
-    rows = labeled_rows(pool, workspace, round, labeled)
+    labeled = read_labeled(workspace, round, pool=pool)  # DataError naming labeled.json
+    rows = pool.rows(labeled)
     known = resolve_labels(pool, workspace, round, labeled)  # dataset's + people's labels
     if pool_fingerprint != ckpt["pool_fingerprint"]:
         log.warning("the train pool changed since %s was trained (samples, files or labels); "

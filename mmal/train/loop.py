@@ -85,7 +85,7 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     """
     from mmal.data import MultimodalDataset, load_pool
     from mmal.distributed import setup
-    from mmal.labels import labeled_rows, resolve_labels
+    from mmal.labels import resolve_labels
     from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
 
     # -- settings ---------------------------------------------------------------
@@ -101,11 +101,10 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     env = setup(device, distributed=distributed)
     dev = env.device
     progress = progress and env.is_main
-    labeled = read_labeled(workspace, round)
-
     # -- data -------------------------------------------------------------------
     pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
-    rows = labeled_rows(pool, workspace, round, labeled)  # DataError naming labeled.json
+    labeled = read_labeled(workspace, round, pool=pool)  # DataError naming labeled.json
+    rows = pool.rows(labeled)
     _check_test_widths(config, pool, test_pool)
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=resolve_labels(pool, workspace, round, labeled))
