@@ -17,7 +17,7 @@ from mmal.data import load_pool
 from mmal.errors import DataError
 from mmal.labels import export_ids, human_labels, import_labels
 from mmal.workspace import init_workspace, load_workspace_config, next_round, round_paths
-from tests.fixtures_data import CLASSES, make_tiny_dataset
+from tests.fixtures_data import CLASSES, blank_train_labels, make_tiny_dataset, rename_train_ids
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def blank_ws(tmp_path):
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["image", "vector"],
                                n_train=12, overrides={"al": {"initial_budget": 4}})
     truth = load_pool(load_config(config), "train")
-    _blank_train_labels(config)
+    blank_train_labels(config)
     return init_workspace(tmp_path / "ws", config), truth
 
 
@@ -174,26 +174,13 @@ def test_export_refuses_ids_of_another_dataset(ws, tmp_path):
 
 # ----------------------------------------------------------------- labels the learner uses
 
-def _blank_train_labels(config_path: Path) -> None:
-    """Make the train manifest of a tiny dataset carry no labels, as a user's new pool would."""
-    manifest = config_path.parent / "data" / "train.csv"
-    with manifest.open(newline="") as fh:
-        records = list(csv.DictReader(fh))
-    for rec in records:
-        rec["label"] = ""
-    with manifest.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-
-
 def test_unlabeled_pool_needs_people_labels_then_uses_them(tmp_path):
     from mmal.labels import resolve_labels
 
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
                                overrides={"al": {"initial_budget": 4}})
     truth = load_pool(load_workspace_config(init_workspace(tmp_path / "truth", config)), "train")
-    _blank_train_labels(config)
+    blank_train_labels(config)
     ws = init_workspace(tmp_path / "ws", config)
     pool = _pool(ws)
     assert (pool.labels == -1).all()
@@ -235,7 +222,7 @@ def test_people_labels_reach_training_and_the_cache(tmp_path):
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
                                overrides={"al": {"initial_budget": 4}})
     truth = load_pool(load_workspace_config(init_workspace(tmp_path / "truth", config)), "train")
-    _blank_train_labels(config)
+    blank_train_labels(config)
     ws = init_workspace(tmp_path / "ws", config)
     with pytest.raises(DataError, match="have no label; export them"):
         train_round(ws, 0, device="cpu", progress=False)
@@ -297,10 +284,8 @@ def test_label_files_may_name_samples_by_their_own_ids(tmp_path):
     """With string ids in the data, people label by those names as well as by mmal's ids."""
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=10,
                                overrides={"al": {"initial_budget": 3}})
-    manifest = load_config(config).dataset.root / "train.csv"
-    header, *rows = manifest.read_text().splitlines()
-    manifest.write_text("\n".join([header] + [f"clip{row}" for row in rows]) + "\n")
-    _blank_train_labels(config)
+    rename_train_ids(config, lambda k, old: f"clip{old}")
+    blank_train_labels(config)
     ws = init_workspace(tmp_path / "ws", config)
     pool = _pool(ws)
     ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
@@ -343,12 +328,8 @@ def test_label_csv_cells_may_hold_characters_splitlines_would_break_on(tmp_path)
 def test_a_name_that_reads_as_another_samples_id_is_refused(tmp_path):
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=10,
                                overrides={"al": {"initial_budget": 10}})
-    manifest = load_config(config).dataset.root / "train.csv"
-    header, *rows = manifest.read_text().splitlines()
-    names = ["0005"] + [f"clip{k}" for k in range(1, len(rows))]  # row-numbered: 0005 is id 0
-    manifest.write_text("\n".join([header] + [f"{n}{r[r.index(','):]}"
-                                              for n, r in zip(names, rows, strict=True)]) + "\n")
-    _blank_train_labels(config)
+    rename_train_ids(config, lambda k, old: "0005" if k == 0 else f"clip{k}")  # 0005 is id 0
+    blank_train_labels(config)
     ws = init_workspace(tmp_path / "ws", config)
     (tmp_path / "l.csv").write_text(f"id,label\n0005,{CLASSES[0]}\n")
     with pytest.raises(DataError) as info:
@@ -406,13 +387,9 @@ def test_cli_next_says_how_many_new_ids_need_labels(blank_ws):
 def test_an_exported_file_imports_even_when_a_sample_is_named_like_another_id(tmp_path):
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=10,
                                overrides={"al": {"initial_budget": 10}})
-    manifest = load_config(config).dataset.root / "train.csv"
-    header, *rows = manifest.read_text().splitlines()
     truth = load_pool(load_config(config), "train")
-    names = [f"clip{k}" for k in range(len(rows) - 1)] + ["1"]  # row-numbered; "1" is id 9
-    manifest.write_text("\n".join([header] + [f"{n}{r[r.index(','):]}"
-                                              for n, r in zip(names, rows, strict=True)]) + "\n")
-    _blank_train_labels(config)
+    rename_train_ids(config, lambda k, old: "1" if k == 9 else f"clip{k}")  # "1" is id 9
+    blank_train_labels(config)
     ws = init_workspace(tmp_path / "ws", config)
     out = export_ids(ws, round_paths(ws, 0).labeled)
     with out.open(newline="") as fh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -144,9 +145,9 @@ def _reference(ws, target):
     return _fields(target)
 
 
-def test_injected_error_leaves_only_a_partial_and_rerun_completes(uci_ws, monkeypatch):
-    paths = round_paths(uci_ws, 0)
-    paths.cache.unlink(missing_ok=True)
+@contextlib.contextmanager
+def _third_append_fails(monkeypatch):
+    """The cache writer's third batch append raises OSError (as a full disk would)."""
     import mmal.cache.writer as writer
 
     real, calls = writer.CacheWriter.append, [0]
@@ -158,33 +159,30 @@ def test_injected_error_leaves_only_a_partial_and_rerun_completes(uci_ws, monkey
         real(self, batch)
 
     monkeypatch.setattr(writer.CacheWriter, "append", failing)
-    with pytest.raises(OSError, match="injected"):
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(writer.CacheWriter, "append", real)
+
+
+def test_injected_error_leaves_only_a_partial_and_rerun_completes(uci_ws, monkeypatch):
+    paths = round_paths(uci_ws, 0)
+    paths.cache.unlink(missing_ok=True)
+    with _third_append_fails(monkeypatch), pytest.raises(OSError, match="injected"):
         extract_round(uci_ws, 0, device="cpu", batch_size=100, progress=False)
     assert not paths.cache.exists() and partial_path(paths.cache).exists()
-    monkeypatch.setattr(writer.CacheWriter, "append", real)
     path = extract_round(uci_ws, 0, device="cpu", batch_size=100, progress=False)
     assert coalition_error(open_cache(path)) < 1e-4
 
 
 def test_partial_written_before_a_relabel_is_not_resumed(tmp_path, monkeypatch):
-    import mmal.cache.writer as writer
     from mmal.labels import import_labels
     from mmal.workspace import read_labeled
 
     ws = _trained(tmp_path / "ws")
     paths = round_paths(ws, 0)
-    real, calls = writer.CacheWriter.append, [0]
-
-    def failing(self, batch):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise OSError("disk full (injected)")
-        real(self, batch)
-
-    monkeypatch.setattr(writer.CacheWriter, "append", failing)
-    with pytest.raises(OSError, match="injected"):
+    with _third_append_fails(monkeypatch), pytest.raises(OSError, match="injected"):
         extract_round(ws, 0, device="cpu", batch_size=100, progress=False)
-    monkeypatch.setattr(writer.CacheWriter, "append", real)
     written = _fields(partial_path(paths.cache))[0]["ids"][:200]  # 2 batches flushed
     first = int(np.intersect1d(read_labeled(ws, 0), written)[0])
     (tmp_path / "fix.csv").write_text(f"id,label\n{first},9\n")
