@@ -54,3 +54,16 @@ def one_line(exc: BaseException) -> str:
                 text = last[len(prefix):]
                 break
     return " ".join(text.split())
+
+
+def preview(values, limit: int = 5) -> str:
+    """The first ``limit`` of ``values`` for a message: "3, 8, 13 and 9 more"."""
+    values = values.ravel() if hasattr(values, "ravel") else list(values)
+    shown = [str(int(v)) if _is_integer(v) else str(v) for v in values[:limit]]
+    count = len(values)
+    return ", ".join(shown) + (f" and {count - limit} more" if count > limit else "")
+
+
+def _is_integer(value) -> bool:
+    # NumPy integers print as plain numbers; names and other text stay as they are
+    return hasattr(value, "__index__") and not isinstance(value, bool)

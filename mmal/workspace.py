@@ -10,9 +10,13 @@
       rounds/000/cache.h5       feature cache from `mmal extract`
       rounds/000/selections/    index files from `mmal select`
 
-Every stage finds its inputs and outputs through this module. It also starts
-workspaces (:func:`init_workspace`: config + round 0's random labeled set) and
-rounds (:func:`next_round`: labeled(r+1) = labeled(r) followed by a selection).
+Every stage finds its inputs and outputs through this module. A stage opens
+its round once with :func:`open_round`; the :class:`Round` it gets carries the
+round's paths, the config, the pools (loaded once per split), the checked
+labeled set and the labels the learner knows, and the one overwrite rule
+(:meth:`Round.claim`). This module also starts workspaces
+(:func:`init_workspace`: config + round 0's random labeled set) and rounds
+(:func:`next_round`: labeled(r+1) = labeled(r) followed by a selection).
 Nothing is overwritten without ``force`` and every file is written atomically.
 """
 
@@ -20,17 +24,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmal.atomic import write_text_atomic
-from mmal.errors import ConfigError, WorkspaceError
-
-if TYPE_CHECKING:
-    from mmal.config import Config
+from mmal.cache import open_cache
+from mmal.cache.index import read_index, write_index
+from mmal.config import Config, dump_config, load_config
+from mmal.data import Pool, load_pool
+from mmal.errors import ConfigError, DataError, IndexFileError, MmalError, WorkspaceError, preview
+from mmal.fingerprint import check_model_fingerprint
+from mmal.labels import apply_labels, has_label, read_labels_file
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,11 @@ class RoundPaths:
     @property
     def cache(self) -> Path:
         return self.root / "cache.h5"
+
+    @property
+    def labels(self) -> Path:
+        """People's labels for this round's ids (``mmal label``)."""
+        return self.root / "labels.json"
 
     @property
     def selections(self) -> Path:
@@ -114,16 +126,189 @@ _MAKES = {
 }
 
 
+_NO_CONFIG = (f"{{workspace}}: has no {CONFIG_NAME}; create the workspace with "
+              "`mmal init DIR --config FILE`")
+
+
 def load_workspace_config(workspace: str | os.PathLike) -> Config:
     """The validated configuration ``<workspace>/mmal.toml``."""
-    from mmal.config import load_config
-
     path = Path(workspace) / CONFIG_NAME
     if not path.is_file():
-        raise WorkspaceError(f"{workspace}: has no {CONFIG_NAME}; create the workspace with "
-                             "`mmal init DIR --config FILE`")
+        raise WorkspaceError(_NO_CONFIG.format(workspace=workspace))
     return load_config(path)
 
+
+def refuse_overwrite(path: Path, force: bool, fix: str, *,
+                     error: type[MmalError] = WorkspaceError, why: str = "") -> None:
+    """The overwrite rule: ``path`` may be replaced only with ``force``.
+
+    Raises ``error``: "<path>: already exists<why>; pass --force to <fix>".
+    """
+    if path.exists() and not force:
+        raise error(f"{path}: already exists{why}; pass --force to {fix}")
+
+
+# ----------------------------------------------------------------------------- the round handle
+
+@dataclass(eq=False)
+class Round:
+    """One round of a workspace, opened once and handed to every stage.
+
+    Everything is loaded on first use and kept: the train and test pools,
+    the labeled set (checked against the train pool) and the labels the
+    learner knows. Build it with :func:`open_round`.
+
+    Attributes
+    ----------
+    workspace : Path
+        The workspace folder.
+    number : int
+        The round (``rounds/RRR``).
+    """
+
+    workspace: Path
+    number: int
+    _pools: dict[str, Pool] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def config(self) -> Config:
+        """The workspace's validated ``mmal.toml`` (read on first use: select needs none)."""
+        return load_workspace_config(self.workspace)
+
+    @property
+    def paths(self) -> RoundPaths:
+        """This round's files."""
+        return round_paths(self.workspace, self.number)
+
+    def pool(self, split: str = "train") -> Pool:
+        """The ``"train"`` pool (the active-learning pool) or the ``"test"`` split, loaded once."""
+        if split not in self._pools:
+            self._pools[split] = load_pool(self.config, split)
+        return self._pools[split]
+
+    @cached_property
+    def labeled(self) -> np.ndarray:
+        """(n,) int64 ids of this round's labeled set, checked against the train pool.
+
+        Raises
+        ------
+        WorkspaceError
+            The round has no ``labeled.json``.
+        DataError
+            Naming ``labeled.json`` when its ids are not in the pool or now name
+            other samples (rows inserted into a row-numbered manifest).
+        """
+        return read_labeled(self.workspace, self.number, pool=self.pool("train"))
+
+    @property
+    def labeled_rows(self) -> np.ndarray:
+        """(n,) int64 train-pool rows of :attr:`labeled`."""
+        return self.pool("train").rows(self.labeled)
+
+    def human_labels(self) -> dict[int, list[str]]:
+        """Id -> class names imported with ``mmal label`` into rounds 0..r (a later round wins)."""
+        out: dict[int, list[str]] = {}
+        for r in list_rounds(self.workspace):
+            target = round_paths(self.workspace, r).labels
+            if r <= self.number and target.exists():
+                out.update(read_labels_file(target))
+        return out
+
+    def labels(self, *, require_labeled: bool = True) -> np.ndarray:
+        """Labels the learner knows in this round: the dataset's, overlaid with people's.
+
+        Returns
+        -------
+        (N,) int64 or (N, K) int8 labels aligned with the train pool's ids; -1
+        (a row of -1) where nobody gave a label.
+
+        Raises
+        ------
+        DataError
+            A label of a class no longer in the class list, naming its
+            ``labels.json``; with ``require_labeled``, ids of the labeled set that
+            have no label, and how to add them.
+        """
+        pool = self.pool("train")
+        people = self.human_labels()
+        classes = set(pool.class_names)
+        for sid, names in people.items():
+            gone = [n for n in names if n not in classes]
+            if gone:
+                raise DataError(f"{self.labels_file_of(sid)}: sample {pool.show_ids([sid])} is "
+                                f"labeled {gone[0]!r}, which is not in the class list "
+                                f"({preview(pool.class_names)}); restore the class or import a "
+                                "corrected label with `mmal label`")
+        labels = apply_labels(pool.labels, pool.rows(people), list(people.values()),
+                              pool.class_names)
+        if require_labeled:
+            unknown = self.labeled[~has_label(labels)[self.labeled_rows]]
+            if unknown.size:
+                r = self.number
+                raise DataError(
+                    f"round {r:03d}: labeled ids {pool.show_ids(unknown)} have no label; export "
+                    f"them with `mmal export rounds/{r:03d}/labeled.json --unlabeled-only`, "
+                    f"annotate, and import with `mmal label --round {r} FILE`")
+        return labels
+
+    def unlabeled_ids(self) -> np.ndarray:
+        """(n,) int64 ids of the labeled set that nobody labeled yet, in labeled-set order."""
+        labels = self.labels(require_labeled=False)
+        return self.labeled[~has_label(labels)[self.labeled_rows]]
+
+    def labels_file_of(self, sample_id: int) -> Path:
+        """The ``labels.json`` (of rounds <= r, the latest wins) that labels ``sample_id``."""
+        for r in reversed([r for r in list_rounds(self.workspace) if r <= self.number]):
+            target = round_paths(self.workspace, r).labels
+            if target.exists() and sample_id in read_labels_file(target):
+                return target
+        return self.paths.labels
+
+    def claim(self, path: Path, force: bool, fix: str) -> Path:
+        """``path`` (a file of this round) when it is free or ``force``; else WorkspaceError."""
+        refuse_overwrite(path, force, fix)
+        return path
+
+    def checked_cache(self) -> Path:
+        """``cache.h5``, after checking it was extracted from this round's ``model.pt``."""
+        paths = self.paths
+        with open_cache(paths.cache) as opened:
+            check_model_fingerprint(paths.cache, opened.meta.model_fingerprint, paths.model)
+        return paths.cache
+
+
+def open_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
+               having: str = "labeled.json") -> Round:
+    """The :class:`Round` ``round`` of ``workspace``.
+
+    Parameters
+    ----------
+    workspace : path-like or Round
+        A workspace folder; a :class:`Round` is returned as it is.
+    round : int, optional
+        Default: the newest round whose folder holds the file ``having``.
+    having : str
+        ``"labeled.json"``, ``"model.pt"`` or ``"cache.h5"``: what the default
+        round must have (and what the error says to run when none has it).
+
+    Examples
+    --------
+    >>> r = open_round("uci-run")  # doctest: +SKIP
+    >>> r.number, len(r.labeled), r.pool("test")  # doctest: +SKIP
+    """
+    if isinstance(workspace, Round):
+        return workspace
+    workspace = Path(workspace)
+    if round is None:
+        round = latest_round(workspace, having=having)
+    elif round < 0:
+        raise WorkspaceError(f"round must be >= 0, got {round}")
+    if not (workspace / CONFIG_NAME).is_file():
+        raise WorkspaceError(_NO_CONFIG.format(workspace=workspace))
+    return Round(workspace, round)
+
+
+# ----------------------------------------------------------------------------- starting rounds
 
 def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike, *,
                    force: bool = False) -> Path:
@@ -143,10 +328,6 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     ConfigError, DataError
         Bad config or data; nothing is written then.
     """
-    from mmal.cache.index import write_index
-    from mmal.config import dump_config, load_config
-    from mmal.data import load_pool
-
     directory = Path(directory)
     target = directory / CONFIG_NAME
     round0 = round_paths(directory, 0)
@@ -183,11 +364,12 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
 
 
 def read_labeled(workspace: str | os.PathLike, round: int | None = None, *,
-                 pool: Any = None) -> np.ndarray:
+                 pool: Pool | None = None) -> np.ndarray:
     """(n,) int64 ids labeled in ``round`` (default: the newest round with a labeled set).
 
     With the train ``pool``, also checks that every id is in it and still names
-    the sample it named when ``labeled.json`` was written.
+    the sample it named when ``labeled.json`` was written. Stages use
+    :attr:`Round.labeled`, which always checks.
 
     Raises
     ------
@@ -197,9 +379,6 @@ def read_labeled(workspace: str | os.PathLike, round: int | None = None, *,
         (with ``pool``) Naming ``labeled.json`` when its ids are not in the pool
         or now name other samples (rows inserted into a row-numbered manifest).
     """
-    from mmal.cache.index import read_index
-    from mmal.errors import DataError
-
     if round is None:
         round = latest_round(workspace, having="labeled.json")
     path = round_paths(workspace, round).labeled
@@ -236,70 +415,53 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
         If the file is not a selection, repeats labeled ids, or names ids
         outside the train pool.
     """
-    from mmal.cache.index import read_index, write_index
-    from mmal.data import load_pool
-    from mmal.errors import IndexFileError
-
     workspace = Path(workspace)
     selection_path = Path(selection_path)
     selection = read_index(selection_path)
     if selection.kind != "selection":
         raise IndexFileError(f"{selection_path}: is a {selection.kind} index file; pass a "
                              "selection written by `mmal select`")
-    base = round_of_selection(workspace, selection_path)
-    if base is None:
-        base = _round_of_cache(workspace, selection_path, selection.provenance)
-    pool = load_pool(load_workspace_config(workspace), "train")
-    labeled = read_labeled(workspace, base, pool=pool)
+    number = round_of_selection(workspace, selection_path)
+    if number is None:
+        number = _round_of_cache(workspace, selection_path, selection.provenance)
+    base = open_round(workspace, number)
+    pool, labeled = base.pool("train"), base.labeled
     again = np.intersect1d(labeled, selection.ids)
     if again.size:
-        raise IndexFileError(f"{selection_path}: ids {_preview(again)} are already labeled in "
-                             f"round {base:03d}; the selection was made for another round")
-    check_selection_names(workspace, pool, selection_path, selection.provenance, base)
+        raise IndexFileError(f"{selection_path}: ids {preview(again)} are already labeled in "
+                             f"round {number:03d}; the selection was made for another round")
+    check_selection_names(pool, selection_path, selection.provenance, base.paths.cache)
     absent = selection.ids[~np.isin(selection.ids, pool.ids)]
     if absent.size:
-        raise IndexFileError(f"{selection_path}: ids {_preview(absent)} are not in the train "
+        raise IndexFileError(f"{selection_path}: ids {preview(absent)} are not in the train "
                              "pool of this workspace; the selection belongs to another dataset")
-    new = round_paths(workspace, base + 1)
+    new = round_paths(workspace, number + 1)
+    refuse_overwrite(new.labeled, force, "replace its labeled set",
+                     why=f" (round {number + 1:03d} is started)")
     if new.labeled.exists():
-        if not force:
-            raise WorkspaceError(f"{new.labeled}: round {base + 1:03d} already exists; pass "
-                                 "--force to replace its labeled set")
-        _refuse_results(workspace, [r for r in list_rounds(workspace) if r > base + 1],
+        _refuse_results(workspace, [r for r in list_rounds(workspace) if r > number + 1],
                         _outputs(new), "--force only replaces the labeled set")
     ids = np.concatenate([labeled, selection.ids])
     write_index(new.labeled, ids, kind="labeled", overwrite=force, provenance={
-        "round": base + 1, "previous": str(round_paths(workspace, base).labeled.resolve()),
+        "round": number + 1, "previous": str(base.paths.labeled.resolve()),
         "previous_count": int(len(labeled)), "selection": str(selection_path.resolve()),
         "strategy": selection.provenance.get("strategy"), "added": int(len(selection.ids)),
         NAMES_KEY: pool.names_fingerprint(ids),
     })
-    logger.info("round %03d: %d labeled (+%d)", base + 1, len(ids), len(selection.ids))
-    return base + 1
+    logger.info("round %03d: %d labeled (+%d)", number + 1, len(ids), len(selection.ids))
+    return number + 1
 
 
-def check_selection_names(workspace: str | os.PathLike, pool: Any, selection_path: Path,
-                          provenance: dict, round: int | None = None) -> None:
-    """Check a selection against the cache it was made from (DataError, or a warning).
+def check_selection_names(pool: Pool, selection_path: Path, provenance: dict,
+                          cache: Path) -> None:
+    """Check a selection against ``cache``, the cache it was made from (DataError, or a warning).
 
-    The cache is round ``round``'s, else the one in the round folder holding
-    the selection, else the one its provenance names (relative paths from the
-    workspace). The current cache's ids must still name what they named at
-    extraction (DataError otherwise). When the cache was extracted again since
-    the selection, a warning says so, and that its ids cannot be checked if
-    the data's ids moved in between. Older files without fingerprints are not
-    checked.
+    The current cache's ids must still name what they named at extraction
+    (DataError otherwise). When the cache was extracted again since the
+    selection, a warning says so, and that its ids cannot be checked if the
+    data's ids moved in between. A missing cache, and older files without
+    fingerprints, are not checked.
     """
-    from mmal.cache import open_cache
-
-    workspace = Path(workspace)
-    if round is None:
-        round = round_of_selection(workspace, selection_path)
-    if round is not None:
-        cache = round_paths(workspace, round).cache
-    else:
-        cache = Path(str(provenance.get("cache", "")))
-        cache = cache if cache.is_absolute() else workspace / cache
     if not cache.is_file():
         return
     with open_cache(cache) as opened:
@@ -316,6 +478,18 @@ def check_selection_names(workspace: str | os.PathLike, pool: Any, selection_pat
             pool.check_names(opened.ids, recorded, str(cache))
 
 
+def cache_of_selection(workspace: Path, selection_path: Path, provenance: dict) -> Path:
+    """The cache a selection was made from: its round folder's, else the one it names.
+
+    A relative path in the provenance starts at the workspace.
+    """
+    number = round_of_selection(workspace, selection_path)
+    if number is not None:
+        return round_paths(workspace, number).cache
+    cache = Path(str(provenance.get("cache", "")))
+    return cache if cache.is_absolute() else workspace / cache
+
+
 def round_of_selection(workspace: Path, selection_path: Path) -> int | None:
     """R when ``selection_path`` lies in ``<workspace>/rounds/RRR/selections/``, else None."""
     folder = selection_path.resolve().parent
@@ -326,16 +500,21 @@ def round_of_selection(workspace: Path, selection_path: Path) -> int | None:
     return None
 
 
-def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> int:
-    """The round whose cache the selection was made from (by path, else by fingerprint)."""
-    from mmal.cache import open_cache
-    from mmal.errors import IndexFileError
-
+def _round_named_by(workspace: Path, provenance: dict) -> int | None:
+    """R when the selection's provenance names ``<workspace>/rounds/RRR/cache.h5``, else None."""
     cache = Path(str(provenance.get("cache", "")))
     rounds = (workspace / ROUNDS_DIR).resolve()
     if cache.name == "cache.h5" and cache.resolve().parent.parent == rounds \
             and cache.parent.name.isdigit():
         return int(cache.parent.name)
+    return None
+
+
+def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> int:
+    """The round whose cache the selection was made from (by path, else by fingerprint)."""
+    named = _round_named_by(workspace, provenance)
+    if named is not None:
+        return named
     for r in reversed(list_rounds(workspace)):
         path = round_paths(workspace, r).cache
         if path.exists():
@@ -348,11 +527,8 @@ def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> 
 
 
 def _outputs(paths: RoundPaths) -> list[Path]:
-    from mmal.labels import LABELS_NAME
-
     # people's labels count: --force must not leave them behind for another draw or class list
-    found = [p for p in (paths.model, paths.metrics, paths.cache, paths.root / LABELS_NAME)
-             if p.exists()]
+    found = [p for p in (paths.model, paths.metrics, paths.cache, paths.labels) if p.exists()]
     if paths.selections.is_dir() and any(paths.selections.iterdir()):
         found.append(paths.selections)
     return found
@@ -366,10 +542,3 @@ def _refuse_results(workspace: Path, later_rounds: list[int], outputs: list[Path
         raise WorkspaceError(f"{workspace}: holds results built on what would be replaced "
                              f"({', '.join(held)}); {what_force_does}, so move those away "
                              "first or use a new workspace")
-
-
-def _preview(ids: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(str(int(i)) for i in ids[:limit])
-    return shown + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")
-
-

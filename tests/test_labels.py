@@ -15,8 +15,14 @@ from mmal.cli import cli
 from mmal.config import load_config
 from mmal.data import load_pool
 from mmal.errors import DataError
-from mmal.labels import export_ids, human_labels, import_labels
-from mmal.workspace import init_workspace, load_workspace_config, next_round, round_paths
+from mmal.annotation import export_ids, import_labels
+from mmal.workspace import (
+    init_workspace,
+    load_workspace_config,
+    next_round,
+    open_round,
+    round_paths,
+)
 from tests.fixtures_data import CLASSES, blank_train_labels, make_tiny_dataset, rename_train_ids
 
 
@@ -88,7 +94,7 @@ def test_export_then_label_round_trip_csv(ws):
     ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
     expected = {i: [pool.class_names[pool.labels[pool.rows([i])[0]]]] for i in ids}
     assert result.imported == len(ids) and result.missing.size == 0
-    assert human_labels(ws, 0) == expected
+    assert open_round(ws, 0).human_labels() == expected
     stored = json.loads((round_paths(ws, 0).root / "labels.json").read_text())
     assert stored["labels"] == {str(i): v[0] for i, v in sorted(expected.items())}
     assert stored["class_names"] == list(CLASSES)
@@ -110,7 +116,7 @@ def test_jsonl_round_trip_and_partial_file_reports_missing_ids(blank_ws):
     fix = ws / "fix.csv"
     fix.write_text(f"id,label\n{ids[0]},{CLASSES[1]}\n")
     again = import_labels(ws, 0, fix)
-    assert again.missing.size == 0 and human_labels(ws, 0)[ids[0]] == [CLASSES[1]]
+    assert again.missing.size == 0 and open_round(ws, 0).human_labels()[ids[0]] == [CLASSES[1]]
 
 
 def test_labels_of_a_later_round_cover_only_its_new_ids(blank_ws):
@@ -175,8 +181,6 @@ def test_export_refuses_ids_of_another_dataset(ws, tmp_path):
 # ----------------------------------------------------------------- labels the learner uses
 
 def test_unlabeled_pool_needs_people_labels_then_uses_them(tmp_path):
-    from mmal.labels import resolve_labels
-
     config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"], n_train=12,
                                overrides={"al": {"initial_budget": 4}})
     truth = load_pool(load_workspace_config(init_workspace(tmp_path / "truth", config)), "train")
@@ -188,11 +192,11 @@ def test_unlabeled_pool_needs_people_labels_then_uses_them(tmp_path):
     with pytest.raises(DataError, match=r"round 000: labeled ids .* have no label; export them "
                                         r"with `mmal export rounds/000/labeled.json "
                                         r"--unlabeled-only`"):
-        resolve_labels(pool, ws, 0, labeled)
+        open_round(ws, 0).labels()
 
     exported = export_ids(ws, round_paths(ws, 0).labeled)
     import_labels(ws, 0, _fill(exported, truth))
-    labels = resolve_labels(pool, ws, 0, labeled)
+    labels = open_round(ws, 0).labels()
     rows = pool.rows(labeled)
     np.testing.assert_array_equal(labels[rows], truth.labels[truth.rows(labeled)])
     assert (np.delete(labels, rows) == -1).all()  # nobody labeled the rest
@@ -293,7 +297,7 @@ def test_label_files_may_name_samples_by_their_own_ids(tmp_path):
     assert all(n.startswith("clip") for n in names)
     (tmp_path / "l.csv").write_text(f"id,label\n{names[0]},{CLASSES[0]}\n{ids[1]},{CLASSES[1]}\n")
     result = import_labels(ws, 0, tmp_path / "l.csv")
-    assert human_labels(ws, 0) == {ids[0]: [CLASSES[0]], ids[1]: [CLASSES[1]]}
+    assert open_round(ws, 0).human_labels() == {ids[0]: [CLASSES[0]], ids[1]: [CLASSES[1]]}
     assert result.missing.tolist() == [ids[2]]
     assert result.show_ids(result.missing) == f"{ids[2]} ({names[2]})"  # messages show names too
 
@@ -313,7 +317,7 @@ def test_export_unlabeled_only_leaves_out_ids_that_have_a_label(blank_ws):
 
 
 def test_label_csv_cells_may_hold_characters_splitlines_would_break_on(tmp_path):
-    from mmal.labels import read_exported
+    from mmal.labels import read_sheet
 
     path = tmp_path / "filled.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -321,7 +325,7 @@ def test_label_csv_cells_may_hold_characters_splitlines_would_break_on(tmp_path)
         writer.writerow(["id", "name", "label", "text"])
         writer.writerow([3, "s3", "cat", "page\x0cbreak and\u2028more\x85"])
         writer.writerow([4, "s4", "dog", "two\nlines"])
-    assert [(int(i), label, name) for _, i, label, name in read_exported(path)] == [
+    assert [(int(i), label, name) for _, i, label, name in read_sheet(path)] == [
         (3, "cat", "s3"), (4, "dog", "s4")]
 
 
@@ -337,20 +341,19 @@ def test_a_name_that_reads_as_another_samples_id_is_refused(tmp_path):
     assert str(info.value) == (f"{tmp_path / 'l.csv'}: line 2: id '0005' is ambiguous: mmal id "
                                "5 (clip5) or the sample named '0005' (0 (0005)); keep the "
                                "exported name column next to it")
-    assert human_labels(ws, 0) == {}
+    assert open_round(ws, 0).human_labels() == {}
     (tmp_path / "l.csv").write_text(f"id,label\n0,{CLASSES[0]}\nclip5,{CLASSES[1]}\n")
     import_labels(ws, 0, tmp_path / "l.csv")
-    assert human_labels(ws, 0) == {0: [CLASSES[0]], 5: [CLASSES[1]]}
+    assert open_round(ws, 0).human_labels() == {0: [CLASSES[0]], 5: [CLASSES[1]]}
     # The exported file carries the name column, which settles either reading.
     (tmp_path / "n.csv").write_text(f"id,name,label\n0005,0005,{CLASSES[2]}\n5,clip5,"
                                     f"{CLASSES[2]}\n")
     import_labels(ws, 0, tmp_path / "n.csv")
-    assert human_labels(ws, 0) == {0: [CLASSES[2]], 5: [CLASSES[2]]}
+    assert open_round(ws, 0).human_labels() == {0: [CLASSES[2]], 5: [CLASSES[2]]}
 
 
 def test_init_force_keeps_people_labels_and_a_dropped_class_is_named(blank_ws, tmp_path):
     from mmal.errors import WorkspaceError
-    from mmal.labels import resolve_labels
 
     ws, truth = blank_ws
     ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
@@ -364,7 +367,7 @@ def test_init_force_keeps_people_labels_and_a_dropped_class_is_named(blank_ws, t
     classes = load_config(config).dataset.root / "classes.txt"
     classes.write_text("\n".join(CLASSES[1:]) + "\n")  # the class people used is gone
     with pytest.raises(DataError) as info:
-        resolve_labels(_pool(ws), ws, 0)
+        open_round(ws, 0).labels(require_labeled=False)
     assert str(info.value).startswith(
         f"{round_paths(ws, 0).root / 'labels.json'}: sample {ids[0]} is labeled {CLASSES[0]!r}, "
         "which is not in the class list")
@@ -401,5 +404,5 @@ def test_an_exported_file_imports_even_when_a_sample_is_named_like_another_id(tm
         writer.writeheader()
         writer.writerows(records)
     import_labels(ws, 0, out)
-    got = human_labels(ws, 0)
+    got = open_round(ws, 0).human_labels()
     assert got == {int(r["id"]): [r["label"]] for r in records}

@@ -142,7 +142,8 @@ def test_next_round_refusals(tmp_path, uci):
     other = _selection(sel_dir / "other.json", np.setdiff1d(pool_ids, labeled)[4:6])
     with pytest.raises(WorkspaceError) as info:
         next_round(ws, other)
-    assert str(info.value) == (f"{round_paths(ws, 1).labeled}: round 001 already exists; pass "
+    assert str(info.value) == (f"{round_paths(ws, 1).labeled}: already exists (round 001 is "
+                               "started); pass "
                                "--force to replace its labeled set")
     assert np.array_equal(read_labeled(ws, 1), first)
     assert next_round(ws, other, force=True) == 1 and len(read_labeled(ws, 1)) == 22
@@ -218,7 +219,7 @@ def test_rows_inserted_into_a_row_numbered_manifest_are_caught(tmp_path):
         next_round(ws, selection)
     assert not round_paths(ws, 1).labeled.exists()
     # An annotator must not get (or return labels for) shifted samples either.
-    from mmal.labels import export_ids, import_labels
+    from mmal.annotation import export_ids, import_labels
 
     for index in (round_paths(ws, 0).labeled, selection):
         with pytest.raises(DataError, match="its ids no longer name the same samples"):
@@ -297,7 +298,7 @@ def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
     """Rows inserted after the labeled ids but before the selected ones must not go unnoticed."""
     from mmal.errors import DataError
     from mmal.extract import extract_round
-    from mmal.labels import export_ids
+    from mmal.annotation import export_ids
     from mmal.select import select
     from mmal.train import train_round
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from mmal.atomic import write_json_atomic
 from mmal.cache.stamp import check_stamp, stamp
-from mmal.cache.writer import _duplicates, _preview
-from mmal.errors import IndexFileError
+from mmal.cache.writer import _duplicates
+from mmal.errors import IndexFileError, preview
 
 INDEX_TYPE = "mmal-index-file"
 INDEX_VERSION = 1
@@ -127,7 +127,7 @@ def check_ids_in_cache(index: IndexFile, cache_ids: np.ndarray, cache_path: str)
     absent = cache_ids[rows] != index.ids
     if absent.any():
         raise IndexFileError(
-            f"{index.path}: ids {_preview(index.ids[absent])} are absent from the cache "
+            f"{index.path}: ids {preview(index.ids[absent])} are absent from the cache "
             f"{cache_path}; the index file belongs to another pool"
         )
     return rows
@@ -140,7 +140,7 @@ def _check_content(ids: np.ndarray, kind: Any, provenance: Mapping[str, Any], pa
         raise IndexFileError(f"{path}: field 'ids' must be a flat list")
     dup = _duplicates(ids)
     if dup.size:
-        raise IndexFileError(f"{path}: field 'ids' lists ids {_preview(dup)} more than once")
+        raise IndexFileError(f"{path}: field 'ids' lists ids {preview(dup)} more than once")
     if kind == "selection":
         missing = [k for k in SELECTION_PROVENANCE if k not in provenance]
         if missing:

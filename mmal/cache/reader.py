@@ -26,8 +26,8 @@ from mmal.cache.schema import (
     head_specs,
 )
 from mmal.cache.stamp import check_stamp
-from mmal.cache.writer import _duplicates, _preview, partial_path
-from mmal.errors import CacheError
+from mmal.cache.writer import _duplicates, partial_path
+from mmal.errors import CacheError, preview
 
 Rows = slice | np.ndarray | None
 
@@ -103,7 +103,7 @@ class Cache:
         ids = self.ids
         if len(np.unique(ids)) != len(ids):
             raise CacheError(
-                f"{path}: field 'ids' has duplicate sample ids {_preview(_duplicates(ids))}; "
+                f"{path}: field 'ids' has duplicate sample ids {preview(_duplicates(ids))}; "
                 "every pool sample needs its own id"
             )
         self._check_labels()
@@ -137,13 +137,13 @@ class Cache:
         if bad_unlabeled.any():
             raise CacheError(
                 f"{self.path}: field 'labels' holds labels of unlabeled samples "
-                f"(ids {_preview(self.ids[bad_unlabeled])}); they must be -1"
+                f"(ids {preview(self.ids[bad_unlabeled])}); they must be -1"
             )
         if bad_labeled.any():
             rule = "0 or 1 per class" if self.meta.multi_label else f"in [0, {k})"
             raise CacheError(
                 f"{self.path}: field 'labels' is not {rule} for labeled ids "
-                f"{_preview(self.ids[bad_labeled])}; fix those labels or {_REWRITE}"
+                f"{preview(self.ids[bad_labeled])}; fix those labels or {_REWRITE}"
             )
 
     # -- per-sample arrays ---------------------------------------------------------
@@ -199,7 +199,7 @@ class Cache:
                 ids = self.ids[_as_selection(rows)] if rows is not None else self.ids
                 raise CacheError(
                     f"{self.path}: field '{field}' has NaN or Inf for sample ids "
-                    f"{_preview(ids[~row_ok])}; re-extract the cache or drop those samples"
+                    f"{preview(ids[~row_ok])}; re-extract the cache or drop those samples"
                 )
         return data
 

@@ -27,7 +27,7 @@ from mmal.cache.schema import (
     head_specs,
 )
 from mmal.cache.stamp import stamp
-from mmal.errors import CacheError
+from mmal.errors import CacheError, preview
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class CacheWriter:
                 bad = np.asarray(arrays["ids"])[~np.isfinite(arr).reshape(b, -1).all(axis=1)]
                 raise CacheError(
                     f"{self.partial}: field '{p}' has NaN or Inf for sample ids "
-                    f"{_preview(bad)}; check the model and inputs of those samples"
+                    f"{preview(bad)}; check the model and inputs of those samples"
                 )
             self._file[p][start:start + b] = arr.astype(spec.dtype, copy=False)
         self._file.flush()
@@ -202,7 +202,7 @@ class CacheWriter:
             raise CacheError(f"{self.partial}: the head was never written (call write_head)")
         ids = self._file["ids"][:]
         if len(np.unique(ids)) != len(ids):
-            raise CacheError(f"{self.partial}: duplicate sample ids {_preview(_duplicates(ids))}")
+            raise CacheError(f"{self.partial}: duplicate sample ids {preview(_duplicates(ids))}")
         self._file.attrs["content_fingerprint"] = content_fingerprint(self._file)
         self._file.attrs["complete"] = True
         self._file.flush()
@@ -250,12 +250,6 @@ def _chunk_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
 def _duplicates(ids: np.ndarray) -> np.ndarray:
     values, counts = np.unique(ids, return_counts=True)
     return values[counts > 1]
-
-
-def _preview(values: Any, limit: int = 5) -> str:
-    values = [int(v) for v in np.asarray(values).ravel()]
-    text = ", ".join(map(str, values[:limit]))
-    return text + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def _fsync_dir(directory: Path) -> None:

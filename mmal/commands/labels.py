@@ -36,8 +36,9 @@ def export_command(index_file, fmt, out, workspace, force, unlabeled_only):
       mmal next --selection rounds/002/selections/bmmal-b50-s0.json
       mmal label --round 3 to-label.csv
     """
+    from mmal.annotation import export_ids
     from mmal.errors import WorkspaceError
-    from mmal.labels import export_ids, read_exported
+    from mmal.labels import read_sheet
     from mmal.workspace import find_workspace
 
     try:
@@ -46,7 +47,7 @@ def export_command(index_file, fmt, out, workspace, force, unlabeled_only):
         root = find_workspace(index_file.parent)
     path = export_ids(root, index_file, fmt=fmt, out=out, overwrite=force,
                       unlabeled_only=unlabeled_only)
-    click.echo(f"wrote {len(read_exported(path))} ids to {path}")
+    click.echo(f"wrote {len(read_sheet(path))} ids to {path}")
 
 
 @click.command("label")
@@ -69,7 +70,7 @@ def label_command(label_file, round_, workspace):
     Example:
       mmal label --round 3 to-label.csv
     """
-    from mmal.labels import import_labels
+    from mmal.annotation import import_labels
     from mmal.workspace import find_workspace
 
     root = find_workspace(workspace)

@@ -30,21 +30,15 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
         if round_ is not None or workspace is not None:
             raise click.UsageError("pass either --cache or --round/--workspace, not both")
         return cache
-    from mmal.cache import open_cache
-    from mmal.fingerprint import check_model_fingerprint
-    from mmal.workspace import find_workspace, latest_round, round_paths
+    from mmal.workspace import find_workspace, latest_round, open_round
 
     root = workspace if workspace is not None else find_workspace()
-    number = round_ if round_ is not None else latest_round(root, having="cache.h5")
+    chosen = open_round(root, round_, having="cache.h5")
     newest = latest_round(root)
-    if round_ is None and newest > number:
+    if round_ is None and newest > chosen.number:
         click.echo(f"note: round {newest:03d} has no cache.h5 yet (`mmal train`, `mmal extract`); "
-                   f"selecting from round {number:03d}'s", err=True)
-    paths = round_paths(root, number)
-    # a workspace cache must come from the round's current checkpoint
-    with open_cache(paths.cache) as opened:
-        check_model_fingerprint(paths.cache, opened.meta.model_fingerprint, paths.model)
-    return paths.cache
+                   f"selecting from round {chosen.number:03d}'s", err=True)
+    return chosen.checked_cache()  # a workspace cache must come from the round's checkpoint
 
 
 @click.command("select")

@@ -29,13 +29,13 @@ def init_command(directory, config_path, force):
       mmal init uci-run --config examples/uci.toml
       cd uci-run && mmal train && mmal extract && mmal select --strategy bmmal --budget 50
     """
-    from mmal.workspace import init_workspace, read_labeled, round_paths
+    from mmal.workspace import init_workspace, open_round
 
     init_workspace(directory, config_path, force=force)
-    n = len(read_labeled(directory, 0))
-    click.echo(f"created workspace {directory}: round 0's labeled set of {n} ids in "
-               f"{round_paths(directory, 0).labeled}")
-    _say_what_needs_labels(directory, 0)
+    round0 = open_round(directory, 0)
+    click.echo(f"created workspace {directory}: round 0's labeled set of {len(round0.labeled)} "
+               f"ids in {round0.paths.labeled}")
+    _say_what_needs_labels(round0)
 
 
 @click.command("next")
@@ -57,26 +57,25 @@ def next_command(selection_path, workspace, force):
       mmal next --selection rounds/000/selections/bmmal-b50-s0.json
       mmal train        # trains round 001
     """
-    from mmal.workspace import find_workspace, next_round, read_labeled, round_paths
+    from mmal.workspace import find_workspace, next_round, open_round
 
     workspace = find_workspace(workspace)
-    new = next_round(workspace, selection_path, force=force)
-    n = len(read_labeled(workspace, new))
-    click.echo(f"started round {new:03d}: {n} labeled ids in {round_paths(workspace, new).labeled}")
-    _say_what_needs_labels(workspace, new)
+    new = open_round(workspace, next_round(workspace, selection_path, force=force))
+    click.echo(f"started round {new.number:03d}: {len(new.labeled)} labeled ids in "
+               f"{new.paths.labeled}")
+    _say_what_needs_labels(new)
 
 
-def _say_what_needs_labels(workspace, round: int) -> None:
+def _say_what_needs_labels(round) -> None:
     """Print the next step when some of the round's ids have no label yet (unlabeled pools)."""
-    from mmal.labels import unlabeled_ids
-    from mmal.workspace import round_paths
-
-    missing, pool = unlabeled_ids(workspace, round)
+    missing = round.unlabeled_ids()
     if len(missing):
+        workspace = round.workspace
         here = Path.cwd().resolve()
-        inside = here == Path(workspace).resolve() or Path(workspace).resolve() in here.parents
+        inside = here == workspace.resolve() or workspace.resolve() in here.parents
         where = "" if inside else f" --workspace {workspace}"
-        click.echo(f"{len(missing)} of them have no label yet ({pool.show_ids(missing)}): "
-                   f"`mmal export {round_paths(workspace, round).labeled} --unlabeled-only`, "
-                   f"fill in the label column, then `mmal label --round {round} FILE{where}` "
-                   "before `mmal train`")
+        click.echo(f"{len(missing)} of them have no label yet "
+                   f"({round.pool('train').show_ids(missing)}): "
+                   f"`mmal export {round.paths.labeled} --unlabeled-only`, "
+                   f"fill in the label column, then `mmal label --round {round.number} "
+                   f"FILE{where}` before `mmal train`")

@@ -35,8 +35,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmal.errors import ConfigError, WorkspaceError
+from mmal.cache import CacheMeta, CacheWriter
+from mmal.config import Config
+from mmal.data import MultimodalDataset, Pool, collate
+from mmal.distributed import setup
+from mmal.errors import ConfigError
+import mmal.extract.shards as shards
+from mmal.fingerprint import file_fingerprint
+from mmal.models import MultimodalModel, model_from_checkpoint
+from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
+from mmal.models.encoders import describe
 from mmal.models.runtime import derive_seed, inputs_to
+from mmal.workspace import RoundPaths, open_round
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +95,6 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
     --------
     >>> extract_round("uci-run", 0, device="cpu", mc_dropout=10)  # doctest: +SKIP
     """
-    from mmal.cache import CacheWriter
-    from mmal.distributed import setup
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
@@ -109,11 +117,11 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
 class _Job:
     """What every rank of one extraction shares: inputs, model, and the cache's metadata."""
 
-    paths: Any
-    config: Any
-    model: Any
-    pool: Any
-    meta: Any
+    paths: RoundPaths
+    config: Config
+    model: MultimodalModel
+    pool: Pool
+    meta: CacheMeta
     labels: np.ndarray
     is_labeled: np.ndarray
     device: torch.device
@@ -121,24 +129,12 @@ class _Job:
 
 def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int,
              batch_size: int, force: bool) -> _Job:
-    from mmal.cache import CacheMeta
-    from mmal.data import load_pool
-    from mmal.fingerprint import file_fingerprint
-    from mmal.labels import resolve_labels
-    from mmal.models import model_from_checkpoint
-    from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
-    from mmal.models.encoders import describe
-    from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
-
-    if round is None:
-        round = latest_round(workspace, having="model.pt")
-    paths = round_paths(workspace, round)
-    if paths.cache.exists() and not force:
-        raise WorkspaceError(f"{paths.cache}: already exists; pass --force to extract round "
-                             f"{round:03d} again")
-    config = load_workspace_config(workspace)
+    rnd = open_round(workspace, round, having="model.pt")
+    rnd.claim(rnd.paths.cache, force, f"extract round {rnd.number:03d} again")
+    paths = rnd.paths
+    config = rnd.config
     if mc_dropout and config.model.dropout == 0:
-        raise ConfigError(f"{workspace}/mmal.toml: key 'model.dropout' is 0, so --mc-dropout "
+        raise ConfigError(f"{rnd.workspace}/mmal.toml: key 'model.dropout' is 0, so --mc-dropout "
                           f"{mc_dropout} would repeat one logit; set model.dropout (e.g. 0.2) "
                           "and retrain, or drop --mc-dropout")
     with ThreadPoolExecutor(1, thread_name_prefix="mmal-fingerprint") as hasher:
@@ -147,12 +143,11 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
         ckpt = load_checkpoint(paths.model)
         check_same_architecture(ckpt, config, paths.model)
         model = model_from_checkpoint(ckpt, config).to(dev).eval()
-        pool = load_pool(config, "train")
+        pool = rnd.pool("train")
         check_fits_pool(ckpt, config, pool, paths.model)
         pool_fingerprint = pool.fingerprint()
-    labeled = read_labeled(workspace, round, pool=pool)  # DataError naming labeled.json
-    rows = pool.rows(labeled)
-    known = resolve_labels(pool, workspace, round, labeled)  # dataset's + people's labels
+    rows = rnd.labeled_rows  # DataError naming labeled.json
+    known = rnd.labels()  # dataset's + people's labels
     if pool_fingerprint != ckpt["pool_fingerprint"]:
         log.warning("the train pool changed since %s was trained (samples, files or labels); "
                     "extracting with that model anyway — retrain with `mmal train --force` if "
@@ -165,7 +160,7 @@ def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int
     meta = CacheMeta(
         modalities=tuple(model.modalities), feature_dims=tuple(model.feature_dims),
         fusion=model.fusion, num_classes=model.num_classes, multi_label=pool.multi_label,
-        round=round, model_fingerprint=model_fingerprint.result(),
+        round=rnd.number, model_fingerprint=model_fingerprint.result(),
         pool_fingerprint=pool_fingerprint, feature_dtype=dtype, mc_samples=mc_dropout,
         extra={"encoders": {m.name: describe(m) for m in config.modalities},
                # lets a selection's ids be checked against the data later (row-numbered ids)
@@ -189,8 +184,6 @@ def _labels_digest(labels: np.ndarray, is_labeled: np.ndarray) -> str:
 def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
           queue_size: int, progress: bool):
     """Write pool ``rows`` (after those already flushed) and the head; finalize ``writer``."""
-    from mmal.data import MultimodalDataset, collate
-
     dev, model, pool = job.device, job.model, job.pool
     try:
         start = rows.start + writer.rows_written
@@ -223,9 +216,6 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
 def _extract_sharded(job: _Job, env, *, force: bool, resume: bool, keep_shards: bool,
                      **run) -> Path:
     """Every rank fills its shard; all wait for all shards; rank 0 joins; all return the cache."""
-    from mmal.cache import CacheWriter
-    from mmal.extract import shards
-
     cache, n = job.paths.cache, len(job.pool)
     rows = shards.plan(n, env.world_size, run["batch_size"])
     expected = [(r, shards.shard_path(cache, r, env.world_size),

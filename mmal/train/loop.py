@@ -83,31 +83,26 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     >>> metrics = train_round("uci-run", 0, device="cpu")  # doctest: +SKIP
     >>> metrics["test"]["top1"]["mm"]  # doctest: +SKIP
     """
-    from mmal.data import MultimodalDataset, load_pool
+    from mmal.data import MultimodalDataset
     from mmal.distributed import setup
-    from mmal.labels import resolve_labels
-    from mmal.workspace import latest_round, load_workspace_config, read_labeled, round_paths
+    from mmal.workspace import open_round
 
     # -- settings ---------------------------------------------------------------
-    if round is None:
-        round = latest_round(workspace, having="labeled.json")
-    paths = round_paths(workspace, round)
+    rnd = open_round(workspace, round)
+    round, paths = rnd.number, rnd.paths
     partial = paths.model.with_name(paths.model.name + ".partial")
-    if paths.model.exists() and not force:
-        raise WorkspaceError(f"{paths.model}: already exists; pass --force to retrain round "
-                             f"{round:03d}")
-    config = load_workspace_config(workspace)
+    rnd.claim(paths.model, force, f"retrain round {round:03d}")
+    config = rnd.config
     tc, seed = config.train, config.al.seed
     env = setup(device, distributed=distributed)
     dev = env.device
     progress = progress and env.is_main
     # -- data -------------------------------------------------------------------
-    pool, test_pool = load_pool(config, "train"), load_pool(config, "test")
-    labeled = read_labeled(workspace, round, pool=pool)  # DataError naming labeled.json
-    rows = pool.rows(labeled)
+    pool, test_pool = rnd.pool("train"), rnd.pool("test")
+    labeled, rows = rnd.labeled, rnd.labeled_rows  # DataError naming labeled.json
     _check_test_widths(config, pool, test_pool)
     # the dataset's labels, overlaid with those people imported (`mmal label`)
-    known = dataclasses.replace(pool, labels=resolve_labels(pool, workspace, round, labeled))
+    known = dataclasses.replace(pool, labels=rnd.labels())
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
     run_key = _run_key(config.to_dict(), labeled, round, pool.fingerprint(), known.labels[rows])
     train_set = MultimodalDataset(known, config.modalities, training=tc.augment,

@@ -176,7 +176,7 @@ def test_injected_error_leaves_only_a_partial_and_rerun_completes(uci_ws, monkey
 
 
 def test_partial_written_before_a_relabel_is_not_resumed(tmp_path, monkeypatch):
-    from mmal.labels import import_labels
+    from mmal.annotation import import_labels
     from mmal.workspace import read_labeled
 
     ws = _trained(tmp_path / "ws")

@@ -180,7 +180,7 @@ def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(u
                                                                              tmp_path, caplog):
     import mmal.train.loop as loop
     from mmal.data import load_pool
-    from mmal.labels import import_labels
+    from mmal.annotation import import_labels
     from mmal.workspace import load_workspace_config, read_labeled
 
     real, calls = loop.multimodal_loss, [0]
