@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mmal.commands.options import device_option, force_option, seed_option, workspace_option
+from mmal.select.params import PRECISIONS
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
@@ -57,7 +58,7 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
               help="Index file to write  [default: <cache folder>/selections/"
                    "<strategy>-b<budget>-s<seed>.json]")
 @force_option
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Embedding precision of badge/bmmal; float64 makes CPU and GPU pick the "
                    "same ids  [default: float32]")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",

@@ -38,6 +38,7 @@ from typing import Any
 from mmal.atomic import write_text_atomic
 from mmal.errors import ConfigError, WorkspaceError, one_line
 from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
+from mmal.seeds import selection_seed
 
 log = logging.getLogger(__name__)
 
@@ -295,13 +296,6 @@ def round_paths_cache(folder: Path, r: int) -> Path:
     from mmal.workspace import round_paths
 
     return round_paths(folder, r).cache
-
-
-def selection_seed(seed: int, r: int) -> int:
-    """The selection seed of round ``r`` in the trajectories of run seed ``seed``."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([int(seed), int(r), 7]).generate_state(1)[0])
 
 
 def _round_info(folder: Path, r: int) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from mmal.cache.fusion import head_input
+from mmal.select.params import PRECISIONS
+from mmal.select.scoring import unlabeled_positions
 
 #: Squared distances at most ``ROUNDING_TOLERANCE · eps · (‖g_a‖² + ‖g_b‖²)``
 #: (``eps`` of the working dtype) are taken as exactly 0. The expansion's noise
@@ -276,9 +278,6 @@ def min_sq_distances(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: A
     return out
 
 
-PRECISIONS = ("float32", "float64")
-
-
 def check_precision(precision: str) -> str:
     """The embedding dtype name for ``precision``; SelectionError when it is neither."""
     if precision not in PRECISIONS:
@@ -327,8 +326,9 @@ def cache_embedding(
     emb : FactorizedEmbedding
         ``n`` rows in the order of ``positions``.
     """
+    dtype = check_precision(dtype)
     meta = cache.meta
-    positions = np.flatnonzero(~cache.labeled).astype(np.int64)
+    positions = unlabeled_positions(cache)
     n = len(positions)
     r = xp.empty((n, meta.num_classes), dtype=dtype)
     u = xp.empty((n, meta.fused_dim), dtype=dtype)

@@ -11,6 +11,9 @@ import math
 import numbers
 from typing import Any
 
+#: Float types of the badge/bmmal embedding (``precision``); float64 makes NumPy and CuPy agree.
+PRECISIONS = ("float32", "float64")
+
 
 def int_param(name: str, value: Any, *, minimum: int) -> int:
     """``value`` as an int >= ``minimum`` (booleans and fractional numbers are refused)."""

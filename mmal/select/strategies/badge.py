@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from mmal.cache.reader import Cache
-from mmal.select.embedding import cache_embedding, check_precision
+from mmal.select.embedding import cache_embedding
 from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE, kmeans_pp
 from mmal.select.registry import Selection, register
 
@@ -29,7 +29,7 @@ def select_badge(
     NumPy and CuPy pick the same ids); ``block_size`` is the number of centers
     per bound refresh (speed only).
     """
-    positions, emb = cache_embedding(cache, xp=xp, dtype=check_precision(precision))
+    positions, emb = cache_embedding(cache, xp=xp, dtype=precision)
     picks = kmeans_pp(emb, budget, rng=rng, xp=xp, block_size=block_size, progress=progress)
     return Selection(positions=positions[picks])
 

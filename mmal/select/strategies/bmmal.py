@@ -17,7 +17,7 @@ import numpy as np
 from mmal.cache.reader import Cache
 from mmal.select.backend import asnumpy
 from mmal.select.balance import dominance_summary, modality_balance
-from mmal.select.embedding import cache_embedding, check_precision
+from mmal.select.embedding import cache_embedding
 from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE, kmeans_pp
 from mmal.select.registry import Selection, register
 
@@ -48,7 +48,7 @@ def select_bmmal(
             values.append(asnumpy(balance[key]))
         return balance["weights"]
 
-    positions, emb = cache_embedding(cache, xp=xp, dtype=check_precision(precision),
+    positions, emb = cache_embedding(cache, xp=xp, dtype=precision,
                                      modality_weights=weights_of_block)
     diagnostics = {key: np.concatenate(values) if values else np.zeros((0, meta.num_modalities))
                    for key, values in parts.items()}

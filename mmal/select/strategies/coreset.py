@@ -33,7 +33,7 @@ from mmal.cache.reader import Cache
 from mmal.select.knn import FlatIndex
 from mmal.select.params import int_param
 from mmal.select.registry import Selection, register
-from mmal.select.scoring import fused_features
+from mmal.select.scoring import fused_features, unlabeled_positions
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def select_coreset(
     """
     block_size = int_param("block_size", block_size, minimum=1)
     labeled = cache.labeled
-    unlabeled_pos = np.flatnonzero(~labeled).astype(np.int64)
+    unlabeled_pos = unlabeled_positions(cache)
     points = fused_features(cache, ~labeled)
     centers = fused_features(cache, labeled) if labeled.any() else None
     picks = k_center_greedy(points, budget, centers=centers, rng=rng, xp=xp, block_size=block_size)

@@ -8,10 +8,11 @@ import numpy as np
 
 from mmal.cache.reader import Cache
 from mmal.select.registry import Selection, register
+from mmal.select.scoring import unlabeled_positions
 
 
 @register("random", "uniform random sample of the unlabeled pool")
 def select_random(cache: Cache, budget: int, *, rng: np.random.Generator, xp: Any = np) -> Selection:
     """Pick ``budget`` unlabeled rows uniformly without replacement."""
-    candidates = np.flatnonzero(~cache.labeled)
+    candidates = unlabeled_positions(cache)
     return Selection(positions=rng.choice(candidates, size=budget, replace=False).astype(np.int64))
