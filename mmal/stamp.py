@@ -123,19 +123,19 @@ def check_stamp(
     kind = FILE_KINDS.get(expected_type)
     if supported is None:
         supported = FILE_KINDS[expected_type].version
-    file_type, version = _plain(attrs.get("mmal_type")), attrs.get("schema_version")
+    file_type, version_key = _plain(attrs.get("mmal_type")), "schema_version"
     legacy = kind.legacy if kind is not None and file_type is None else None
     if legacy == UNSTAMPED:
         return 1
     if legacy is not None:
-        file_type, version = _plain(attrs.get(legacy)), attrs.get("version")
+        file_type, version_key = _plain(attrs.get(legacy)), "version"
     if file_type != expected_type:
         found = f"type {file_type!r}" if file_type else "no mmal type stamp"
         raise error(f"{path}: is not {what or 'an ' + expected_type} ({found}); {fix}")
     try:
-        version = int(_plain(version))
+        version = int(_plain(attrs.get(version_key)))
     except (TypeError, ValueError):
-        raise error(f"{path}: field 'schema_version' is missing or not an integer") from None
+        raise error(f"{path}: field '{version_key}' is missing or not an integer") from None
     if version > supported:
         raise error(
             f"{path}: schema version {version} is newer than this mmal "

@@ -226,8 +226,8 @@ def test_stamped_labels_round_trip(tmp_path):
     ({"type": "something"}, r"is not an mmal-labels \(type 'something'\); move it away$"),
     (stamp("something", 1), r"is not an mmal-labels \(type 'something'\); move it away$"),
     ({}, r"is not an mmal-labels \(no mmal type stamp\); move it away$"),
-    ({"type": "mmal-labels", "version": "x"}, "field 'schema_version' is missing or not an "
-                                              "integer$"),
+    ({"type": "mmal-labels", "version": "x"}, "field 'version' is missing or not an integer$"),
+    ({"mmal_type": "mmal-labels"}, "field 'schema_version' is missing or not an integer$"),
 ])
 def test_bad_labels_are_refused(tmp_path, header, message):
     path = tmp_path / "labels.json"
