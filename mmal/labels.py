@@ -30,10 +30,9 @@ import numpy as np
 from mmal.atomic import atomic_open
 from mmal.data.pool import split_label
 from mmal.errors import DataError, preview
+from mmal.stamp import LABELS, read_stamped_json, stamped
 
 FORMATS = ("csv", "jsonl")
-LABELS_TYPE = "mmal-labels"
-LABELS_VERSION = 1
 
 #: One row of an annotation sheet: (line, id cell, label cell, name cell or None).
 SheetRow = tuple[int, Any, Any, Any]
@@ -41,18 +40,27 @@ SheetRow = tuple[int, Any, Any, Any]
 
 # ----------------------------------------------------------------------------- labels.json
 
+_NOT_LABELS = "move it away"
+
+
+def read_labels_document(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole ``labels.json`` document, its stamp checked (DataError naming the file)."""
+    return read_stamped_json(path, LABELS, error=DataError, fix=_NOT_LABELS)
+
+
 def read_labels_file(path: str | os.PathLike) -> dict[int, list[str]]:
-    """Id -> class names of a ``labels.json`` (DataError naming the file if it is not one)."""
+    """Id -> class names of a ``labels.json`` (DataError naming the file if it is not one).
+
+    Files from before the common stamp (``"type": "mmal-labels"``) load too.
+    """
     path = Path(path)
+    document = read_labels_document(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        if document.get("type") != LABELS_TYPE:
-            raise ValueError("not an mmal labels file")
         return {int(k): v if isinstance(v, list) else [v]
                 for k, v in document["labels"].items()}
     except (ValueError, KeyError, AttributeError) as exc:
-        raise DataError(f"{path}: is not a labels file written by `mmal label` ({exc}); move "
-                        "it away") from None
+        raise DataError(f"{path}: field 'labels' is not a table of id -> class names ({exc}); "
+                        f"{_NOT_LABELS}") from None
 
 
 def read_label_sources(path: str | os.PathLike) -> list[str]:
@@ -60,17 +68,17 @@ def read_label_sources(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.exists():
         return []
-    return list(json.loads(path.read_text(encoding="utf-8")).get("sources", []))
+    return list(read_labels_document(path).get("sources", []))
 
 
 def write_labels_file(path: str | os.PathLike, labels: Mapping[int, list[str]], *, round: int,
                       class_names: Sequence[str], multi_label: bool,
                       sources: Sequence[str]) -> Path:
     """Replace ``path`` atomically with a ``labels.json`` of ``labels`` (id -> class names)."""
-    document = {"type": LABELS_TYPE, "version": LABELS_VERSION, "round": int(round),
-                "class_names": list(class_names), "multi_label": bool(multi_label),
-                "sources": list(sources),
-                "labels": {str(i): v if multi_label else v[0] for i, v in sorted(labels.items())}}
+    document = stamped(LABELS, {
+        "round": int(round), "class_names": list(class_names), "multi_label": bool(multi_label),
+        "sources": list(sources),
+        "labels": {str(i): v if multi_label else v[0] for i, v in sorted(labels.items())}})
     with atomic_open(path) as fh:
         json.dump(document, fh, indent=1)
         fh.write("\n")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mmal.annotation import export_ids, import_labels
 from mmal.cache.index import write_index
 from mmal.cli import cli
 from mmal.config import load_config
 from mmal.data import load_pool
 from mmal.errors import DataError
-from mmal.annotation import export_ids, import_labels
 from mmal.workspace import (
     init_workspace,
     load_workspace_config,

@@ -296,9 +296,9 @@ def test_init_checks_the_test_split_too(tmp_path):
 
 def test_a_selections_ids_are_checked_against_the_cache_it_came_from(tmp_path):
     """Rows inserted after the labeled ids but before the selected ones must not go unnoticed."""
+    from mmal.annotation import export_ids
     from mmal.errors import DataError
     from mmal.extract import extract_round
-    from mmal.annotation import export_ids
     from mmal.select import select
     from mmal.train import train_round
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from mmal.atomic import write_json_atomic
-from mmal.cache.stamp import check_stamp, stamp
 from mmal.cache.writer import _duplicates
 from mmal.errors import IndexFileError, preview
+from mmal.stamp import check_stamp, stamp
 
 INDEX_TYPE = "mmal-index-file"
 INDEX_VERSION = 1

@@ -25,9 +25,9 @@ from mmal.cache.schema import (
     field_specs,
     head_specs,
 )
-from mmal.cache.stamp import check_stamp
 from mmal.cache.writer import _duplicates, partial_path
 from mmal.errors import CacheError, preview
+from mmal.stamp import check_stamp
 
 Rows = slice | np.ndarray | None
 

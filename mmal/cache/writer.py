@@ -26,8 +26,8 @@ from mmal.cache.schema import (
     field_specs,
     head_specs,
 )
-from mmal.cache.stamp import stamp
 from mmal.errors import CacheError, preview
+from mmal.stamp import stamp
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import mmal.extract.shards as shards
 from mmal.cache import CacheMeta, CacheWriter
 from mmal.config import Config
 from mmal.data import MultimodalDataset, Pool, collate
 from mmal.distributed import setup
 from mmal.errors import ConfigError
-import mmal.extract.shards as shards
 from mmal.fingerprint import file_fingerprint
 from mmal.models import MultimodalModel, model_from_checkpoint
 from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint

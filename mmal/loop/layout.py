@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mmal.errors import WorkspaceError
+from mmal.stamp import RUN_PLAN, RUN_STATUS, check_stamp, read_stamped_json
 
 RUNS_DIR = "runs"
 SHARED = "round0"
@@ -81,19 +82,22 @@ class RunLayout:
         """The stored plan, or None before the first run."""
         if not self.plan.is_file():
             return None
-        try:
-            return json.loads(self.plan.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise WorkspaceError(f"{self.plan}: is not valid JSON ({exc}); move it away and "
-                                 "rerun `mmal run` with the same options") from None
+        return read_stamped_json(self.plan, RUN_PLAN, error=WorkspaceError, fix="move it away "
+                                 "and rerun `mmal run` with the same options")
 
     def read_status(self) -> dict[str, Any] | None:
+        """The outcome of the last run, or None before the first (or when unreadable)."""
         if not self.status.is_file():
             return None
         try:
-            return json.loads(self.status.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+            status = json.loads(self.status.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # it only lists the last run's failures; the report goes on without
+        if not isinstance(status, dict):
             return None
+        check_stamp(status, expected_type=RUN_STATUS, path=str(self.status), error=WorkspaceError,
+                    fix="move it away (the next `mmal run` rewrites it)")
+        return status
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -39,6 +39,7 @@ from mmal.atomic import write_text_atomic
 from mmal.errors import ConfigError, WorkspaceError, one_line
 from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
 from mmal.seeds import selection_seed
+from mmal.stamp import METRICS, RUN_PLAN, RUN_STATUS, read_stamped_json, stamped
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,11 @@ def run_comparison(
                     emit(Event("failed", name, seed, r, steps.current, message=failure.message))
                     log.debug("trajectory %s seed %d failed", name, seed, exc_info=True)
     completed = sorted(k for k, ok in live.items() if ok)
-    write_json_atomic(layout.status, {
+    write_json_atomic(layout.status, stamped(RUN_STATUS, {
         "completed": [{"strategy": s, "seed": k} for s, k in completed],
         "failures": [dataclasses.asdict(f) for f in failures],
         "rounds": rounds,
-    })
+    }))
     return RunResult(layout, completed, failures, time.perf_counter() - start)
 
 
@@ -299,11 +300,10 @@ def round_paths_cache(folder: Path, r: int) -> Path:
 
 
 def _round_info(folder: Path, r: int) -> dict[str, Any]:
-    import json
-
     from mmal.workspace import round_paths
 
-    metrics = json.loads(round_paths(folder, r).metrics.read_text(encoding="utf-8"))
+    metrics = read_stamped_json(round_paths(folder, r).metrics, METRICS, error=WorkspaceError,
+                                fix="retrain the round with `mmal train --force`")
     return {"top1": metrics["test"]["top1"], "num_labeled": metrics["num_labeled"]}
 
 
@@ -379,12 +379,12 @@ def _write_plan(layout: RunLayout, plan, strategies, seeds, rounds, budget, init
     """Record the union of every request in runs/plan.json (the report's expectations)."""
     seen_strategies = list(plan["strategies"]) if plan else []
     seen_seeds = list(plan["seeds"]) if plan else []
-    write_json_atomic(layout.plan, {
+    write_json_atomic(layout.plan, stamped(RUN_PLAN, {
         "strategies": seen_strategies + [s for s in strategies if s not in seen_strategies],
         "seeds": seen_seeds + [s for s in seeds if s not in seen_seeds],
         "rounds": max(rounds, plan["rounds"] if plan else 0),
         "budget": budget, "initial_budget": initial_budget, "mc_dropout": mc_dropout,
-    })
+    }))
 
 
 def check_seed_config(layout: RunLayout, base, seed: int, budget: int,

@@ -1,11 +1,15 @@
 """Model checkpoints (``model.pt``): plain containers of tensors and primitives.
 
-Every checkpoint loads with ``torch.load(path, weights_only=True)``. Keys:
-``format`` ("mmal-model"), ``version`` (1), ``config`` (``Config.to_dict()``),
+Every checkpoint loads with ``torch.load(path, weights_only=True)``. Keys: the
+common stamp (:mod:`mmal.stamp`: ``mmal_type`` "mmal-model", ``schema_version``
+1, ``mmal_version``), ``config`` (``Config.to_dict()``),
 ``num_classes``, ``class_names``, ``multi_label``, ``input_dims`` (vector
 modality widths), ``round``, ``epoch`` (epochs completed), ``state_dict``,
 ``num_labeled``, ``pool_fingerprint``; a training checkpoint in progress
 (``model.pt.partial``) adds ``optimizer``, ``losses`` and ``run_key``.
+
+Checkpoints written before the common stamp carry ``format`` ("mmal-model") and
+``version`` (1) instead and the same keys otherwise; they load as version 1.
 """
 
 from __future__ import annotations
@@ -19,11 +23,22 @@ import torch
 from mmal.atomic import atomic_open
 from mmal.config import Config
 from mmal.errors import WorkspaceError
+from mmal.stamp import MODEL, check_stamp, stamp
 
-FORMAT = "mmal-model"
-VERSION = 1
+_RETRAIN = "retrain with `mmal train --force`"
 # Sections of the config that decide the model's architecture.
 ARCH_SECTIONS = ("modalities", "model")
+
+
+def checkpoint_header() -> dict[str, Any]:
+    """The stamp a new checkpoint starts with (plain str and int, safe for ``weights_only``).
+
+    Without the ``created`` time: the same run trains a byte-identical model.pt,
+    so its fingerprint (which caches and metrics record) repeats too.
+    """
+    header = stamp(MODEL)
+    del header["created"]
+    return header
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -41,14 +56,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         reason = " ".join(str(exc).split())[:200]
-        raise WorkspaceError(f"{path}: unreadable model checkpoint ({reason}); retrain with "
-                             "`mmal train --force`") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise WorkspaceError(f"{path}: is not an mmal model checkpoint; retrain with "
-                             "`mmal train --force`")
-    if int(ckpt.get("version", -1)) > VERSION:
-        raise WorkspaceError(f"{path}: checkpoint version {ckpt.get('version')} is newer than "
-                             f"this mmal reads ({VERSION}); upgrade mmal")
+        raise WorkspaceError(f"{path}: unreadable model checkpoint ({reason}); {_RETRAIN}") \
+            from None
+    if not isinstance(ckpt, dict):
+        raise WorkspaceError(f"{path}: is not an mmal model checkpoint; {_RETRAIN}")
+    check_stamp(ckpt, expected_type=MODEL, path=str(path), error=WorkspaceError,
+                what="an mmal model checkpoint", fix=_RETRAIN)
     return ckpt
 
 

@@ -9,7 +9,6 @@ or, without a plan, from what is on disk.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mmal.errors import WorkspaceError
+from mmal.stamp import METRICS, read_stamped_json
 
 log = logging.getLogger(__name__)
+_RETRAIN = "retrain the round with `mmal train --force`"
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def collect(workspace: str | os.PathLike) -> RunData:
 
 
 def _record(strategy: str, seed: int, r: int, paths, after) -> RoundRecord:
-    metrics = _read_json(paths.metrics)
+    metrics = read_stamped_json(paths.metrics, METRICS, error=WorkspaceError, fix=_RETRAIN)
     try:
         test = metrics["test"]
         top1 = {k: float(v) for k, v in test["top1"].items()}
@@ -140,8 +141,7 @@ def _record(strategy: str, seed: int, r: int, paths, after) -> RoundRecord:
                         test["shapley_true_class"]["contribution_mean"].items()}
         num_labeled = int(metrics["num_labeled"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise WorkspaceError(f"{paths.metrics}: lacks field {exc}; retrain the round with "
-                             "`mmal train --force`") from None
+        raise WorkspaceError(f"{paths.metrics}: lacks field {exc}; {_RETRAIN}") from None
     selection = _selection_of(strategy, paths, after)
     select_s, summary = None, {}
     if selection is not None:
@@ -173,14 +173,6 @@ def _selection_of(strategy: str, paths, after):
         if index.kind == "selection" and index.provenance.get("strategy") == strategy:
             return index
     return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WorkspaceError(f"{path}: is not valid JSON ({exc}); retrain the round with "
-                             "`mmal train --force`") from None
 
 
 def _modalities(records: list[RoundRecord]) -> list[str]:

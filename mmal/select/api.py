@@ -27,6 +27,7 @@ from mmal.errors import IndexFileError, SelectionError
 from mmal.select.backend import array_module, asnumpy, backend_name
 from mmal.select.balance import unlabeled_balance
 from mmal.select.registry import Selection, Strategy, available_strategies, get_strategy
+from mmal.stamp import DIAGNOSTICS, stamp
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ def _write_diagnostics(path: Path, selection: Selection, cache: Cache, name: str
         arrays[key] = value
     arrays["modalities"] = np.asarray(cache.meta.modalities)
     arrays["strategy"] = np.asarray(name)
+    arrays.update(stamp(DIAGNOSTICS))  # 0-d arrays in the archive; numpy.load reads them
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **arrays)
     return path

@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 from mmal.atomic import write_json_atomic
 from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.models import build_model
-from mmal.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+from mmal.models.checkpoint import checkpoint_header, load_checkpoint, save_checkpoint
 from mmal.models.runtime import derive_seed, inputs_to
+from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
 
@@ -197,7 +198,7 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
                "model_fingerprint": file_fingerprint(staged)}
     if world_size is not None:
         metrics["world_size"] = int(world_size)
-    write_json_atomic(paths.metrics, metrics, allow_nan=True)
+    write_json_atomic(paths.metrics, stamped(METRICS, metrics), allow_nan=True)
     os.replace(staged, paths.model)
     partial.unlink(missing_ok=True)
     return metrics
@@ -268,7 +269,7 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
 def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
     from mmal.models import input_dims
 
-    return {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
+    return {**checkpoint_header(), "config": config.to_dict(),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),

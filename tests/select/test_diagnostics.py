@@ -9,6 +9,7 @@ from mmal.errors import IndexFileError
 from mmal.select import select
 from mmal.select.api import diagnostics_path
 from mmal.select.diagnostics import summarize_diagnostics
+from mmal.stamp import STAMP_KEYS
 
 
 @pytest.mark.parametrize("strategy", ["bmmal", "random"])
@@ -20,7 +21,9 @@ def test_summary_matches_the_archive(cache_factory, tmp_path, strategy):
         phi_means = archive["Phi"].mean(axis=0)
         assert summary["samples"] == len(archive["ids"]) > 0
         assert summary["arrays"]["Phi"] == f"{archive['Phi'].shape} float64"
-        assert set(summary["arrays"]) == set(archive.files)
+        assert set(summary["arrays"]) == set(archive.files) - set(STAMP_KEYS)
+        assert str(archive["mmal_type"]) == "mmal-selection-diagnostics"
+    assert summary["schema_version"] == 1
     assert summary["strategy"] == strategy and summary["modalities"] == ["m0", "m1", "m2"]
     assert list(summary["mean_Phi"]) == ["m0", "m1", "m2"]
     np.testing.assert_allclose(list(summary["mean_Phi"].values()), phi_means, rtol=1e-12)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from mmal.cli import cli
 from mmal.errors import ConfigError, DataError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
+from mmal.stamp import STAMP_KEYS
 from mmal.train import train_round
 from mmal.workspace import round_paths
 from tests.models.tiny import make_workspace
@@ -39,7 +40,9 @@ def test_writes_a_weights_only_checkpoint_and_metrics(uci_ws):
     assert ckpt["epoch"] == 3 and ckpt["num_labeled"] == 40 and ckpt["num_classes"] == 10
     assert not paths.model.with_name("model.pt.partial").exists()
     on_disk = json.loads(paths.metrics.read_text())
-    assert on_disk == metrics
+    assert on_disk["mmal_type"] == "mmal-metrics" and on_disk["schema_version"] == 1
+    assert ckpt["mmal_type"] == "mmal-model" and ckpt["schema_version"] == 1
+    assert {k: v for k, v in on_disk.items() if k not in STAMP_KEYS} == metrics
     assert metrics["model_fingerprint"] == file_fingerprint(paths.model)
     assert len(metrics["train_loss"]) == 3 and metrics["train_loss"][-1] < metrics["train_loss"][0]
     test = metrics["test"]
@@ -179,8 +182,8 @@ def test_cuda_without_gpu_is_a_config_error(uci_ws):
 def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(uci_ws, monkeypatch,
                                                                              tmp_path, caplog):
     import mmal.train.loop as loop
-    from mmal.data import load_pool
     from mmal.annotation import import_labels
+    from mmal.data import load_pool
     from mmal.workspace import load_workspace_config, read_labeled
 
     real, calls = loop.multimodal_loss, [0]
