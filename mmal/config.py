@@ -24,15 +24,9 @@ from typing import Any
 from mmal.cache.schema import FUSED_NAME
 from mmal.data.kinds import DATASET_KINDS
 from mmal.errors import ConfigError
+from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
 
 MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
-ENCODERS = {
-    "image": ("resnet18", "resnet50", "resnet101"),
-    "text": ("bert",),
-    "audio": ("audio-resnet18",),
-    "video": ("r2plus1d_18",),
-    "vector": ("mlp",),
-}
 FUSIONS = ("concat", "sum")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -277,13 +271,13 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         opt_defaults = dict(MODALITY_OPTIONS[kind])
         r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column",
                          *opt_defaults))
-        encoder = r.choice(t, f"{key}.encoder", ENCODERS[kind], required=True)
+        encoder = r.choice(t, f"{key}.encoder", encoder_names(kind), required=True)
         pretrained = r.get(t, f"{key}.pretrained", str, default="")
         if pretrained:
             resolved = r.resolve(pretrained)
             if resolved.exists():
                 pretrained = str(resolved)
-            elif kind != "text":
+            elif ENCODER_KINDS[encoder].pretrained != MODEL:  # only a model may be a name
                 raise r.error(f"{key}.pretrained", pretrained, "does not exist (relative paths "
                               "start at the config file's folder); fix the path or use \"\"")
         dim = r.get(t, f"{key}.dim", int, default=0)
