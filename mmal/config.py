@@ -272,7 +272,7 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column",
                          *opt_defaults))
         encoder = r.choice(t, f"{key}.encoder", encoder_names(kind), required=True)
-        pretrained = r.get(t, f"{key}.pretrained", str, default="")
+        pretrained = r.get(t, f"{key}.pretrained", str, default=ModalityConfig.pretrained)
         if pretrained:
             resolved = r.resolve(pretrained)
             if resolved.exists():
@@ -280,7 +280,7 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
             elif ENCODER_KINDS[encoder].pretrained != MODEL:  # only a model may be a name
                 raise r.error(f"{key}.pretrained", pretrained, "does not exist (relative paths "
                               "start at the config file's folder); fix the path or use \"\"")
-        dim = r.get(t, f"{key}.dim", int, default=0)
+        dim = r.get(t, f"{key}.dim", int, default=ModalityConfig.dim)
         if dim < 0:
             raise r.error(f"{key}.dim", dim, "must be >= 0 (0 = encoder default)")
         options: dict[str, Any] = {"column": r.get(t, f"{key}.column", str, default=name)}
@@ -292,7 +292,8 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
                 raise r.error(f"{key}.{opt}", value, f"must lie in [{lo}, {hi}]")
             options[opt] = value
         out.append(ModalityConfig(name=name, kind=kind, encoder=encoder, pretrained=pretrained,
-                                  freeze=r.get(t, f"{key}.freeze", bool, default=False),
+                                  freeze=r.get(t, f"{key}.freeze", bool,
+                                               default=ModalityConfig.freeze),
                                   dim=dim, options=options))
     _check_modalities_fit_dataset(r, dataset, out)
     return tuple(out)
@@ -314,13 +315,13 @@ def _check_modalities_fit_dataset(r: _Reader, dataset: DatasetConfig,
 
 def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
     r.known(t, "model", ("fusion", "fused_dim", "dropout"))
-    dropout = r.number(t, "model.dropout", default=0.0)
+    dropout = r.number(t, "model.dropout", default=ModelConfig.dropout)
     if not 0 <= dropout < 1:
         raise r.error("model.dropout", dropout, "must lie in [0, 1)")
-    fused_dim = r.get(t, "model.fused_dim", int, default=0)
+    fused_dim = r.get(t, "model.fused_dim", int, default=ModelConfig.fused_dim)
     if fused_dim < 0:
         raise r.error("model.fused_dim", fused_dim, "must be >= 0 (0 = widest modality)")
-    return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default="concat"),
+    return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default=ModelConfig.fusion),
                        fused_dim=fused_dim, dropout=float(dropout))
 
 
@@ -336,8 +337,10 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
         vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
         if vals[key] < 0:
             raise r.error(f"train.{key}", vals[key], "must be >= 0")
-    return TrainConfig(**vals, optimizer=r.choice(t, "train.optimizer", OPTIMIZERS, default="adamw"),
-                       augment=r.get(t, "train.augment", bool, default=True))
+    return TrainConfig(**vals,
+                       optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
+                                          default=TrainConfig.optimizer),
+                       augment=r.get(t, "train.augment", bool, default=TrainConfig.augment))
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
