@@ -29,7 +29,7 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
     ds = config.dataset
     path = ds.root / (ds.train if split == "train" else ds.test)
     rows = read_manifest(path)
-    columns = {m.name: m.options.get("column", m.name) for m in config.modalities}
+    columns = {m.name: m.options["column"] for m in config.modalities}
     # The pool may come without labels at all (people label it round by round).
     needed = ("id", *(("label",) if split == "test" else ()), *columns.values())
     wanted = (f"id, label{' (may be left out or empty here)' if split == 'train' else ''} and "

@@ -83,7 +83,7 @@ def build_text(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
     """Text: a transformers encoder from ``pretrained`` (see :class:`TextEncoder`)."""
     # Text ignores load_weights: transformers reads local weights faster than it
     # initialises a model randomly, and the folder must be there for the tokenizer anyway.
-    return TextEncoder(modality.pretrained, max_tokens=int(modality.options.get("max_tokens", 64)),
+    return TextEncoder(modality.pretrained, max_tokens=int(modality.options["max_tokens"]),
                        name=modality.name)
 
 
