@@ -17,23 +17,16 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from mmal.cache.schema import FUSED_NAME
+from mmal.data.kinds import DATASET_KINDS
 from mmal.errors import ConfigError
+from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
 
-DATASET_KINDS = ("manifest", "food101", "kinetics-sound", "vggsound", "uci-mfeat")
 MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
-ENCODERS = {
-    "image": ("resnet18", "resnet50", "resnet101"),
-    "text": ("bert",),
-    "audio": ("audio-resnet18",),
-    "video": ("r2plus1d_18",),
-    "vector": ("mlp",),
-}
-UCI_VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
 FUSIONS = ("concat", "sum")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -53,7 +46,12 @@ _OPTION_RANGES = {
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the samples live and how to read them (section ``[dataset]``)."""
+    """Where the samples live and how to read them (section ``[dataset]``).
+
+    ``options`` holds the keys dataset kinds declare, with defaults filled in
+    (:attr:`mmal.data.pool.DatasetKind.options`; uci-mfeat's ``views``,
+    ``test_fraction``, ``standardize``), every kind's whatever ``kind`` is.
+    """
 
     kind: str
     root: Path | None = None
@@ -61,9 +59,7 @@ class DatasetConfig:
     test: str = ""
     classes: str | tuple[str, ...] = ""
     multi_label: bool = False
-    views: tuple[str, ...] = ("fac", "fou")
-    test_fraction: float = 0.2
-    standardize: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -204,25 +200,18 @@ def dump_config(config: Config, *, header: str = "") -> str:
 # ----------------------------------------------------------------------------- sections
 
 def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
-    keys = ("kind", "root", "train", "test", "classes", "multi_label", "views",
-            "test_fraction", "standardize")
-    r.known(t, "dataset", keys)
-    kind = r.choice(t, "dataset.kind", DATASET_KINDS, required=True)
-    defaults = {
-        "manifest": ("train.csv", "test.csv", "classes.txt"),
-        "food101": ("train.json", "test.json", ""),
-        "kinetics-sound": ("train.csv", "test.csv", ""),
-        "vggsound": ("train.csv", "test.csv", ""),
-        "uci-mfeat": ("", "", ""),
-    }[kind]
-    root = r.get(t, "dataset.root", str, required=kind != "uci-mfeat")
+    fixed = tuple(f.name for f in fields(DatasetConfig) if f.name != "options")
+    r.known(t, "dataset", fixed + tuple(k for kind in DATASET_KINDS.values() for k in kind.options))
+    kind = DATASET_KINDS[r.choice(t, "dataset.kind", tuple(DATASET_KINDS), required=True)]
+    root = r.get(t, "dataset.root", str, required=kind.needs_root)
     root_path = None
     if root is not None:
         root_path = r.resolve(root)
         if not root_path.is_dir():
             raise r.error("dataset.root", root, "is not a folder (paths are relative to the "
                           "config file's folder); point it at the data folder")
-    classes = t.get("classes", defaults[2])
+    train, test, classes = kind.files
+    classes = t.get("classes", classes)
     if isinstance(classes, list):
         if not classes or not all(isinstance(c, str) and c for c in classes):
             raise r.error("dataset.classes", classes, "must be a file name or a non-empty list "
@@ -232,24 +221,37 @@ def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
         classes = tuple(classes)
     elif not isinstance(classes, str):
         raise r.type_error("dataset.classes", classes, "a string (file name) or a list of strings")
-    views = r.get(t, "dataset.views", list, default=list(DatasetConfig.views))
-    for i, v in enumerate(views):
-        if v not in UCI_VIEWS:
-            raise r.error(f"dataset.views[{i}]", v, f"choose one of {', '.join(UCI_VIEWS)}")
-    if not views or len(set(views)) != len(views):
-        raise r.error("dataset.views", views, "must list distinct views")
-    frac = r.number(t, "dataset.test_fraction", default=0.2)
-    if not 0 < frac < 1:
-        raise r.error("dataset.test_fraction", frac, "must lie strictly between 0 and 1")
+    options = _dataset_options(r, t)
     return DatasetConfig(
-        kind=kind, root=root_path,
-        train=r.get(t, "dataset.train", str, default=defaults[0]),
-        test=r.get(t, "dataset.test", str, default=defaults[1]),
+        kind=kind.name, root=root_path,
+        train=r.get(t, "dataset.train", str, default=train),
+        test=r.get(t, "dataset.test", str, default=test),
         classes=classes,
-        multi_label=r.get(t, "dataset.multi_label", bool, default=False),
-        views=tuple(views), test_fraction=float(frac),
-        standardize=r.get(t, "dataset.standardize", bool, default=True),
+        multi_label=r.get(t, "dataset.multi_label", bool, default=DatasetConfig.multi_label),
+        options=options,
     )
+
+
+def _dataset_options(r: _Reader, t: dict[str, Any]) -> dict[str, Any]:
+    """Every kind's extra ``[dataset]`` keys, checked by their kind, typed like their defaults."""
+    out: dict[str, Any] = {}
+    for kind in DATASET_KINDS.values():
+        values = {key: _option(r, t, f"dataset.{key}", default)
+                  for key, default in kind.options.items()}
+        problem = kind.check_options(values) if kind.check_options else None
+        if problem:
+            raise r.error(*problem)
+        out.update({key: type(kind.options[key])(v) for key, v in values.items()})
+    return out
+
+
+def _option(r: _Reader, t: dict[str, Any], key: str, default: Any) -> Any:
+    """The value at ``key``, of ``default``'s type (a TOML list where the default is a tuple)."""
+    if isinstance(default, bool | str):
+        return r.get(t, key, type(default), default=default)
+    if isinstance(default, int | float):
+        return r.number(t, key, default=default, integer=isinstance(default, int))
+    return r.get(t, key, list, default=list(default))
 
 
 def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tuple[ModalityConfig, ...]:
@@ -269,16 +271,16 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         opt_defaults = dict(MODALITY_OPTIONS[kind])
         r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column",
                          *opt_defaults))
-        encoder = r.choice(t, f"{key}.encoder", ENCODERS[kind], required=True)
-        pretrained = r.get(t, f"{key}.pretrained", str, default="")
+        encoder = r.choice(t, f"{key}.encoder", encoder_names(kind), required=True)
+        pretrained = r.get(t, f"{key}.pretrained", str, default=ModalityConfig.pretrained)
         if pretrained:
             resolved = r.resolve(pretrained)
             if resolved.exists():
                 pretrained = str(resolved)
-            elif kind != "text":
+            elif ENCODER_KINDS[encoder].pretrained != MODEL:  # only a model may be a name
                 raise r.error(f"{key}.pretrained", pretrained, "does not exist (relative paths "
                               "start at the config file's folder); fix the path or use \"\"")
-        dim = r.get(t, f"{key}.dim", int, default=0)
+        dim = r.get(t, f"{key}.dim", int, default=ModalityConfig.dim)
         if dim < 0:
             raise r.error(f"{key}.dim", dim, "must be >= 0 (0 = encoder default)")
         options: dict[str, Any] = {"column": r.get(t, f"{key}.column", str, default=name)}
@@ -290,7 +292,8 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
                 raise r.error(f"{key}.{opt}", value, f"must lie in [{lo}, {hi}]")
             options[opt] = value
         out.append(ModalityConfig(name=name, kind=kind, encoder=encoder, pretrained=pretrained,
-                                  freeze=r.get(t, f"{key}.freeze", bool, default=False),
+                                  freeze=r.get(t, f"{key}.freeze", bool,
+                                               default=ModalityConfig.freeze),
                                   dim=dim, options=options))
     _check_modalities_fit_dataset(r, dataset, out)
     return tuple(out)
@@ -298,32 +301,27 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
 
 def _check_modalities_fit_dataset(r: _Reader, dataset: DatasetConfig,
                                   mods: list[ModalityConfig]) -> None:
-    allowed = {
-        "food101": ("image", "text"),
-        "kinetics-sound": ("image", "video", "audio"),
-        "vggsound": ("image", "video", "audio"),
-        "uci-mfeat": ("vector",),
-    }.get(dataset.kind)
+    kind = DATASET_KINDS[dataset.kind]
+    allowed = kind.modality_kinds
     for m in mods:
-        if allowed and m.kind not in allowed:
+        if allowed is not None and m.kind not in allowed:
             raise r.error(f"modalities.{m.name}.kind", m.kind,
                           f"is not available in a {dataset.kind} dataset; choose one of "
                           f"{', '.join(allowed)}")
-    if dataset.kind == "uci-mfeat" and len(mods) != len(dataset.views):
-        raise r.error("dataset.views", list(dataset.views),
-                      f"lists {len(dataset.views)} views but there are {len(mods)} "
-                      "[modalities.*] tables; give one vector modality per view, in order")
+    problem = kind.check(dataset, mods) if kind.check else None
+    if problem:
+        raise r.error(*problem)
 
 
 def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
     r.known(t, "model", ("fusion", "fused_dim", "dropout"))
-    dropout = r.number(t, "model.dropout", default=0.0)
+    dropout = r.number(t, "model.dropout", default=ModelConfig.dropout)
     if not 0 <= dropout < 1:
         raise r.error("model.dropout", dropout, "must lie in [0, 1)")
-    fused_dim = r.get(t, "model.fused_dim", int, default=0)
+    fused_dim = r.get(t, "model.fused_dim", int, default=ModelConfig.fused_dim)
     if fused_dim < 0:
         raise r.error("model.fused_dim", fused_dim, "must be >= 0 (0 = widest modality)")
-    return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default="concat"),
+    return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default=ModelConfig.fusion),
                        fused_dim=fused_dim, dropout=float(dropout))
 
 
@@ -339,8 +337,10 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
         vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
         if vals[key] < 0:
             raise r.error(f"train.{key}", vals[key], "must be >= 0")
-    return TrainConfig(**vals, optimizer=r.choice(t, "train.optimizer", OPTIMIZERS, default="adamw"),
-                       augment=r.get(t, "train.augment", bool, default=True))
+    return TrainConfig(**vals,
+                       optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
+                                          default=TrainConfig.optimizer),
+                       augment=r.get(t, "train.augment", bool, default=TrainConfig.augment))
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
@@ -445,8 +445,8 @@ def _to_dict(config: Config) -> dict[str, Any]:
         dataset["root"] = str(d.root)
     dataset.update(train=d.train, test=d.test,
                    classes=list(d.classes) if isinstance(d.classes, tuple) else d.classes,
-                   multi_label=d.multi_label, views=list(d.views),
-                   test_fraction=d.test_fraction, standardize=d.standardize)
+                   multi_label=d.multi_label)
+    dataset.update({k: list(v) if isinstance(v, tuple) else v for k, v in d.options.items()})
     mods = {}
     for m in config.modalities:
         mods[m.name] = {"kind": m.kind, "encoder": m.encoder, "pretrained": m.pretrained,

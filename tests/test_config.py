@@ -66,7 +66,8 @@ def test_defaults_fill_every_optional_key(tmp_path):
     config = load_config(_write(tmp_path, UCI))
     assert config.modality_names == ["strong", "weak"]
     assert config.dataset.kind == "uci-mfeat" and config.dataset.root is None
-    assert config.dataset.views == ("fac", "fou") and config.dataset.test_fraction == 0.2
+    assert config.dataset.options == {"views": ("fac", "fou"), "test_fraction": 0.2,
+                                      "standardize": True}
     assert config.model.fusion == "concat" and config.model.dropout == 0.0
     assert (config.train.epochs, config.train.batch_size, config.train.optimizer) == (10, 32, "adamw")
     assert (config.al.initial_budget, config.al.budget, config.al.seed) == (100, 50, 0)
@@ -208,7 +209,7 @@ def test_missing_config_file(tmp_path):
 def test_example_configs_load(tmp_path):
     examples = Path(__file__).resolve().parent.parent / "examples"
     uci = load_config(examples / "uci.toml")
-    assert uci.dataset.views == ("fac", "fou") and uci.modality_names == ["fac", "fou"]
+    assert uci.dataset.options["views"] == ("fac", "fou") and uci.modality_names == ["fac", "fou"]
     food_text = (examples / "food101.toml").read_text()
     assert 'root = "../data/food101"' in food_text
     (tmp_path / "food").mkdir()

@@ -3,9 +3,15 @@
 ``load_pool(config, split)`` reads a split without decoding anything;
 ``MultimodalDataset`` decodes samples into tensors; ``collate`` batches them.
 Importing this package does not import torch; :mod:`mmal.data.dataset` does.
+
+Modules, lowest first: ``parsing`` (helpers shared by the adapters), ``pool``
+(:class:`Pool`, :class:`DatasetKind`), one adapter per layout (``manifest``,
+``food101``, ``avclips``, ``uci``), ``kinds`` (the table of kinds and
+:func:`load_pool`); ``loaders`` and ``dataset`` (torch) sit beside them.
 """
 
-from mmal.data.pool import Pool, load_pool, vector_dim
+from mmal.data.kinds import load_pool
+from mmal.data.pool import Pool, vector_dim
 
 __all__ = ["Pool", "load_pool", "vector_dim", "MultimodalDataset", "collate"]
 

@@ -13,17 +13,18 @@ one frame of it, an ``audio`` modality the wav. See ``docs/datasets.md``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from mmal.data.manifest import _cell, read_manifest
-from mmal.data.pool import (
-    Pool,
+from mmal.data.parsing import (
     assign_ids,
     check_sources_exist,
     class_list,
     encode_labels,
     split_label,
 )
+from mmal.data.pool import DatasetKind, Pool
 from mmal.errors import DataError
 
 if TYPE_CHECKING:
@@ -61,6 +62,13 @@ def load_avclips_pool(config: Config, split: str) -> Pool:
     return Pool(ids=ids, labels=labels, class_names=classes,
                 multi_label=ds.multi_label, records=records, names=names, split=split,
                 origin=str(path), root=ds.root)
+
+
+KINETICS_SOUND = DatasetKind("kinetics-sound", load_avclips_pool,
+                             files=("train.csv", "test.csv", ""),
+                             modality_kinds=("image", "video", "audio"))
+# The same layout under another name: the name tells the data sets apart in configs and messages.
+VGGSOUND = dataclasses.replace(KINETICS_SOUND, name="vggsound")
 
 
 def _derived_classes(config: Config) -> list[str]:

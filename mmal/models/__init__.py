@@ -9,24 +9,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mmal.models.model import MultimodalModel, Output
+from mmal.data import vector_dim
 
 if TYPE_CHECKING:
     from mmal.config import Config
     from mmal.data.pool import Pool
+    from mmal.models.model import MultimodalModel
 
 __all__ = ["MultimodalModel", "Output", "build_model", "input_dims", "model_from_checkpoint"]
 
 
+def __getattr__(name: str):
+    # Keep torch out of `import mmal.models.kinds`: mmal.config reads that table.
+    if name in ("MultimodalModel", "Output"):
+        from mmal.models import model
+
+        return getattr(model, name)
+    raise AttributeError(name)
+
+
 def input_dims(config: Config, pool: Pool) -> dict[str, int]:
     """Input width of every vector modality of ``pool``."""
-    from mmal.data import vector_dim
-
     return {m.name: vector_dim(pool, m.name) for m in config.modalities if m.kind == "vector"}
 
 
 def build_model(config: Config, pool: Pool) -> MultimodalModel:
     """A fresh model for ``config`` sized to ``pool`` (K classes, vector widths)."""
+    from mmal.models.model import MultimodalModel
+
     return MultimodalModel(config, pool.num_classes, input_dims(config, pool))
 
 
@@ -41,7 +51,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], config: Config) -> MultimodalMod
     built normally: transformers refuses to load weights under the meta device,
     and its models hold non-persistent buffers a state dict does not carry.
     """
-    import torch
+    import torch  # deferred like MultimodalModel: see __getattr__
+
+    from mmal.models.model import MultimodalModel
 
     args = (config, int(ckpt["num_classes"]), ckpt["input_dims"])
     if not any(m.kind == "text" for m in config.modalities):

@@ -1,7 +1,9 @@
-"""One encoder per modality kind: a module mapping a batch of inputs to (B, D) features.
+"""The encoders: modules mapping a batch of one modality's inputs to (B, D) features.
 
-Every encoder has an ``out_dim`` attribute (D). Weights are random unless the
-modality's ``pretrained`` names local weights; nothing is ever downloaded.
+:data:`mmal.models.kinds.ENCODER_KINDS` lists them and names their builders
+here; :func:`build_encoder` dispatches through it. Every encoder has an
+``out_dim`` attribute (D). Weights are random unless the modality's
+``pretrained`` names local weights; nothing is ever downloaded.
 
 - image ``resnet18|resnet50|resnet101``: torchvision ResNet without its
   classifier, input (B, 3, H, W); ``pretrained`` = a local ``.pth`` state dict.
@@ -29,6 +31,7 @@ from torch import nn
 
 from mmal.config import ModalityConfig
 from mmal.errors import ConfigError
+from mmal.models.kinds import ENCODER_KINDS, STATE_DICT
 
 MLP_DEFAULT_DIM = 128
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -51,28 +54,44 @@ def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None,
         weights: faster than random initialisation, and the tokenizer needs the
         folder anyway.
     """
-    enc = modality.encoder
-    if enc in ("resnet18", "resnet50", "resnet101"):
-        module = _resnet(enc, in_channels=3)
-    elif enc == "audio-resnet18":
-        module = _resnet("resnet18", in_channels=1)
-    elif enc == "r2plus1d_18":
-        module = _r2plus1d()
-    elif enc == "bert":
-        # Text ignores load_weights: transformers reads local weights faster than it
-        # initialises a model randomly, and the folder must be there for the tokenizer anyway.
-        return TextEncoder(modality.pretrained, max_tokens=int(modality.options.get("max_tokens", 64)),
-                           name=modality.name)
-    elif enc == "mlp":
-        if input_dim is None:
-            raise ValueError("mlp encoder needs input_dim")
-        return MLPEncoder(input_dim, modality.dim or MLP_DEFAULT_DIM)
-    else:
-        raise ConfigError(f"key 'modalities.{modality.name}.encoder' is {enc!r}; choose one of "
-                          "resnet18, resnet50, resnet101, audio-resnet18, r2plus1d_18, bert, mlp")
-    if modality.pretrained and load_weights:
+    kind = ENCODER_KINDS.get(modality.encoder)
+    if kind is None:  # config validation makes this unreachable
+        raise ConfigError(f"key 'modalities.{modality.name}.encoder' is {modality.encoder!r}; "
+                          f"choose one of {', '.join(ENCODER_KINDS)}")
+    module = _BUILDERS[kind.builder](modality, input_dim)
+    if kind.pretrained == STATE_DICT and modality.pretrained and load_weights:
         load_state_dict_file(module, modality.pretrained, modality.name)
     return module
+
+
+def build_resnet(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Image: the torchvision ResNet named by the encoder, without its classifier."""
+    return _resnet(modality.encoder, in_channels=3)
+
+
+def build_audio_resnet(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Audio: ResNet-18 whose first convolution takes one channel (spectrograms)."""
+    return _resnet("resnet18", in_channels=1)
+
+
+def build_r2plus1d(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Video: torchvision R(2+1)D-18 without its classifier."""
+    return _r2plus1d()
+
+
+def build_text(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Text: a transformers encoder from ``pretrained`` (see :class:`TextEncoder`)."""
+    # Text ignores load_weights: transformers reads local weights faster than it
+    # initialises a model randomly, and the folder must be there for the tokenizer anyway.
+    return TextEncoder(modality.pretrained, max_tokens=int(modality.options["max_tokens"]),
+                       name=modality.name)
+
+
+def build_mlp(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Vector: :class:`MLPEncoder` of width ``dim`` (default 128)."""
+    if input_dim is None:
+        raise ValueError("mlp encoder needs input_dim")
+    return MLPEncoder(input_dim, modality.dim or MLP_DEFAULT_DIM)
 
 
 class MLPEncoder(nn.Module):
@@ -184,6 +203,11 @@ def _has_weights(folder: str) -> bool:
 
 def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+# The builders ENCODER_KINDS rows name (by name: that table stays torch-free for mmal.config).
+_BUILDERS = {f.__name__: f for f in (build_resnet, build_audio_resnet, build_r2plus1d, build_text,
+                                     build_mlp)}
 
 
 def describe(modality: ModalityConfig) -> dict[str, Any]:
