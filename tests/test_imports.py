@@ -2,9 +2,11 @@
 
 Every ``import`` and ``from ... import`` counts, at module top or inside a
 function alike: a deferred import hides a dependency, it does not remove it.
-``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else
-to ``pkg`` (its ``__init__``). Parent packages that Python initialises on the
-way to a submodule are not edges.
+Imports under ``if TYPE_CHECKING:`` do not count: they never run, and a type
+named in an annotation (a dataset adapter taking a ``Config``) is no load-time
+dependency. ``from pkg import name`` is an edge to ``pkg.name`` when that is a
+module, else to ``pkg`` (its ``__init__``). Parent packages that Python
+initialises on the way to a submodule are not edges.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ def imported_modules(name: str, path: Path, modules: set[str]) -> set[str]:
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    type_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
+                 for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -47,6 +54,15 @@ def imported_modules(name: str, path: Path, modules: set[str]) -> set[str]:
                 child = f"{base}.{alias.name}"
                 found.add(child if child in modules else base)
     return {m for m in found if m in modules and m != name}
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``if typing.TYPE_CHECKING:``)."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
@@ -114,6 +130,8 @@ def _write_package(root: Path, files: dict[str, str]) -> Path:
     ({"pkg/__init__.py": "", "pkg/sub/__init__.py": "from .m import x\n",
       "pkg/sub/m.py": "from .. import sub\n"}, [["pkg.sub", "pkg.sub.m"]]),
     ({"pkg/__init__.py": "", "pkg/a.py": "import pkg.b\n", "pkg/b.py": "import os\n"}, []),
+    ({"pkg/__init__.py": "", "pkg/a.py": "import pkg.b\n",
+      "pkg/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n"}, []),
 ])
 def test_cycle_checker_finds_deferred_and_package_cycles(tmp_path, files, expected):
     assert cycles(import_graph(_write_package(tmp_path, files))) == expected
