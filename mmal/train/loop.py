@@ -240,7 +240,7 @@ def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.T
     """Mean of the fused and every unimodal head's cross-entropy (BCE for (B, K) labels)."""
     if labels.ndim == 2:
         lossf = F.binary_cross_entropy_with_logits
-        labels = labels.float()
+        labels = labels.to(out.logits_mm.dtype)  # BCE targets in the logits' dtype
     else:
         lossf = F.cross_entropy
     terms = [lossf(out.logits_mm, labels)] + [lossf(out.logits_uni[m], labels) for m in modalities]
