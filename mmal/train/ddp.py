@@ -106,14 +106,15 @@ class GlobalBatchDropout(nn.Module):
         return x * noise.div_(1 - self.p)[lo:hi]
 
 
-def prepare(model, env) -> None:
-    """Make ``model`` (a MultimodalModel, in place) ready for data-parallel training."""
+def wrap(model, env) -> nn.parallel.DistributedDataParallel:
+    """``model`` (a MultimodalModel, changed in place) inside DistributedDataParallel.
+
+    The fused head's dropout becomes :class:`GlobalBatchDropout`; on GPUs with
+    more than one rank, batch norm becomes SyncBatchNorm (same parameters and
+    buffers, so an optimizer built before keeps working).
+    """
     model.dropout = GlobalBatchDropout(model.dropout_p)
     if env.device.type == "cuda" and env.world_size > 1:
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-def wrap(model, env) -> nn.parallel.DistributedDataParallel:
-    """``model`` inside DistributedDataParallel on this rank's device."""
     ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -123,32 +123,13 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     # A last batch of one sample breaks batch norm in training mode; drop it.
     drop_last = n % tc.batch_size == 1
 
-    # -- model and optimizer ----------------------------------------------------
+    # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
-    if env.enabled:
-        ddp.prepare(model, env)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-
-    # -- resume -----------------------------------------------------------------
-    start, losses = 0, []
-    if resume and partial.exists():
-        ckpt = _try_load(partial)
-        if ckpt is not None and ckpt.get("run_key") == run_key:
-            model.load_state_dict(ckpt["state_dict"])
-            opt.load_state_dict(ckpt["optimizer"])
-            start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
-            log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
-                        partial, start)
-        else:
-            log.warning("%s belongs to another config, labeled set or labels; training from "
-                        "scratch", partial)
-    if env.enabled:
-        starts = env.all_gather(start)
-        if len(set(starts)) > 1:
-            raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
-                                 "workspace must be on storage every node shares")
+    start, losses = _resume(partial, run_key, model, opt, env) if resume else (0, [])
+    # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
 
     # -- epochs -----------------------------------------------------------------
@@ -167,14 +148,13 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
                                       "optimizer": opt.state_dict(), "losses": losses,
                                       "run_key": run_key})
 
-    if env.enabled:  # rank 0 tests and writes; the others return its metrics
-        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round,
-                                  losses, len(labeled), dev, progress,
-                                  world_size=env.world_size) if env.is_main else None
-        metrics = env.broadcast(metrics)
-        return metrics
-    return _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
-                           len(labeled), dev, progress)
+    # -- test and write: rank 0 alone; every rank returns its metrics -------------
+    metrics = None
+    if env.is_main:
+        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
+                                  len(labeled), dev, progress,
+                                  world_size=env.world_size if env.enabled else None)
+    return env.broadcast(metrics)
 
 
 def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: int,
@@ -302,6 +282,30 @@ def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(groups)
     return torch.optim.SGD(groups, momentum=0.9)
+
+
+def _resume(partial: Path, run_key: str, model, opt, env) -> tuple[int, list[float]]:
+    """Load ``partial`` into ``model`` and ``opt`` when it is this run's; (epochs done, losses).
+
+    Every rank must resume after the same epoch (the partial sits on shared storage).
+    """
+    start, losses = 0, []
+    if partial.exists():
+        ckpt = _try_load(partial)
+        if ckpt is not None and ckpt.get("run_key") == run_key:
+            model.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
+            log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
+                        partial, start)
+        else:
+            log.warning("%s belongs to another config, labeled set or labels; training from "
+                        "scratch", partial)
+    starts = env.all_gather(start)
+    if len(set(starts)) > 1:
+        raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
+                             "workspace must be on storage every node shares")
+    return start, losses
 
 
 def _try_load(path: Path) -> dict[str, Any] | None:
