@@ -1,14 +1,18 @@
-"""Data-parallel training under torchrun, arranged to follow the single-process run step by step.
+"""Data-parallel training under torchrun: the micro-batch plan, global-batch dropout, the wrapper.
 
-With ``W`` ranks and the configured (global) batch size ``B``, step ``s`` of an
-epoch takes the same global batch a single process takes, ``order[s*B:(s+1)*B]``
-(``b`` samples, ``b < B`` for the last one), and splits it into ``W``
-contiguous micro-batches of ``floor`` / ``ceil`` of ``b / W`` samples. Rank
-``r`` minimises ``W / b * sum of its per-sample losses``; DistributedDataParallel
-averages gradients over the ranks, so every rank applies the gradient of the
-global batch's mean loss — the single-process gradient, up to float rounding.
-A rank left without samples (``b < W``) runs its share on one padding sample
-of weight 0, so every rank still joins the step's all-reduce.
+The epoch itself is :func:`mmal.train.loop._epoch`, the same for one process
+and for ``W`` ranks. With the configured (global) batch size ``B``, step ``s``
+of an epoch takes the same global batch a single process takes,
+``order[s*B:(s+1)*B]`` (``b`` samples, ``b < B`` for the last one), and
+:func:`micro_batches` splits it into ``W`` contiguous micro-batches of
+``floor`` / ``ceil`` of ``b / W`` samples. Rank ``r`` minimises its
+micro-batch's mean loss times ``W * b_r / b`` (``W / b`` times the sum of its
+per-sample losses); DistributedDataParallel averages gradients over the ranks,
+so every rank applies the gradient of the global batch's mean loss — the
+single-process gradient, up to float rounding. With one process the plan is
+the plain batches and the factor is exactly 1. A rank left without samples
+(``b < W``) runs its share on one padding sample of weight 0, so every rank
+still joins the step's all-reduce.
 
 The fused head's dropout mask is drawn for the whole global batch from the
 generator that every rank seeds identically per epoch, and each rank keeps its
@@ -25,13 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-from tqdm.auto import tqdm
-
-from mmal.models.runtime import inputs_to
 
 
 @dataclass(frozen=True)
@@ -39,28 +38,35 @@ class MicroBatch:
     """One rank's part of one global batch.
 
     indices : dataset positions this rank loads.
-    weights : 1.0 per real sample, 0.0 for the padding sample.
+    samples : how many of them count: ``len(indices)``, or 0 for the one padding sample.
     global_size : ``b``, samples in the global batch.
     lo, hi : rows of the global batch this rank's samples stand for (dropout mask rows).
+    weight : factor on the micro-batch's mean loss, ``world_size * samples / global_size``
+        (exactly 1.0 in one process, 0.0 for padding).
     """
 
     indices: list[int]
-    weights: list[float]
+    samples: int
     global_size: int
     lo: int
     hi: int
+    weight: float
 
 
 def micro_batches(order: list[int], batch_size: int, drop_last: bool, rank: int,
                   world_size: int) -> list[MicroBatch]:
     """Rank ``rank``'s micro-batch of every global batch of ``order``, in step order.
 
+    With ``world_size=1`` these are the plain batches of ``batch_size``.
+
     Examples
     --------
     >>> [m.indices for m in micro_batches([4, 2, 0, 1, 3], 4, False, 1, 2)]
     [[0, 1], [3]]
-    >>> micro_batches([4, 2, 0, 1, 3], 4, False, 0, 2)[1].weights  # padding
-    [0.0]
+    >>> micro_batches([4, 2, 0, 1, 3], 4, False, 0, 2)[1].samples  # padding
+    0
+    >>> [m.weight for m in micro_batches([4, 2, 0, 1, 3], 4, False, 0, 1)]
+    [1.0, 1.0]
     """
     out = []
     for start in range(0, len(order), batch_size):
@@ -70,9 +76,9 @@ def micro_batches(order: list[int], batch_size: int, drop_last: bool, rank: int,
         b = len(chunk)
         lo, hi = rank * b // world_size, (rank + 1) * b // world_size
         if hi > lo:
-            out.append(MicroBatch(chunk[lo:hi], [1.0] * (hi - lo), b, lo, hi))
+            out.append(MicroBatch(chunk[lo:hi], hi - lo, b, lo, hi, world_size * (hi - lo) / b))
         else:
-            out.append(MicroBatch(chunk[:1], [0.0], b, 0, 1))
+            out.append(MicroBatch(chunk[:1], 0, b, 0, 1, 0.0))
     return out
 
 
@@ -100,61 +106,15 @@ class GlobalBatchDropout(nn.Module):
         return x * noise.div_(1 - self.p)[lo:hi]
 
 
-def prepare(model, env) -> None:
-    """Make ``model`` (a MultimodalModel, in place) ready for data-parallel training."""
+def wrap(model, env) -> nn.parallel.DistributedDataParallel:
+    """``model`` (a MultimodalModel, changed in place) inside DistributedDataParallel.
+
+    The fused head's dropout becomes :class:`GlobalBatchDropout`; on GPUs with
+    more than one rank, batch norm becomes SyncBatchNorm (same parameters and
+    buffers, so an optimizer built before keeps working).
+    """
     model.dropout = GlobalBatchDropout(model.dropout_p)
     if env.device.type == "cuda" and env.world_size > 1:
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-def wrap(model, env) -> nn.parallel.DistributedDataParallel:
-    """``model`` inside DistributedDataParallel on this rank's device."""
     ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-def sample_losses(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
-    """(B,) per-sample Eq. 1 loss: mean over the fused and unimodal heads' (B)CE.
-
-    Its batch mean equals :func:`mmal.train.loop.multimodal_loss`.
-    """
-    if labels.ndim == 2:
-        labels = labels.float()
-
-        def lossf(logits, y):
-            return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
-    else:
-        def lossf(logits, y):
-            return F.cross_entropy(logits, y, reduction="none")
-    terms = [lossf(out.logits_mm, labels)] + [lossf(out.logits_uni[m], labels) for m in modalities]
-    return torch.stack(terms).mean(0)
-
-
-def run_epoch(net, model, dataset, order: list[int], opt, env, *, batch_size: int,
-              drop_last: bool, num_workers: int, desc: str, progress: bool) -> float:
-    """One data-parallel epoch over ``order``; returns the mean per-sample loss over all ranks."""
-    from mmal.data import collate
-
-    plan = micro_batches(order, batch_size, drop_last, env.rank, env.world_size)
-    dev = env.device
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=[m.indices for m in plan], collate_fn=collate,
-        num_workers=num_workers, pin_memory=dev.type == "cuda")
-    net.train()
-    total, count = 0.0, 0.0
-    # Wrapped like the single-process loop: tqdm.auto opens an extra loader iterator, and
-    # each iterator draws a seed from the global RNG, which the dropout masks come from next.
-    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    for mb, batch in zip(plan, bar, strict=True):
-        model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
-        weights = torch.tensor(mb.weights, device=dev)
-        per = sample_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
-                            model.modalities)
-        loss = (per * weights).sum() * (env.world_size / mb.global_size)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float((per.detach() * weights).sum())
-        count += float(np.sum(mb.weights))
-    total, count = env.all_reduce_sum([total, count])
-    return total / max(count, 1.0)

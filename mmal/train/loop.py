@@ -1,7 +1,7 @@
 """``train_round``: fit a round's model from scratch on its labeled set, then test it.
 
-Reads top to bottom: settings, data, model, optimizer, resume, epochs, test,
-write. Loss is the paper's Eq. 1: the mean of the fused head's and every
+Reads top to bottom: settings, data, model and optimizer, resume, epochs,
+test and write. Loss is the paper's Eq. 1: the mean of the fused head's and every
 unimodal head's cross-entropy (binary cross-entropy for multi-label).
 
 Determinism and resuming: the model's initial weights come from seed
@@ -12,10 +12,13 @@ After every epoch the model, optimizer and loss history go to
 after the last finished epoch and ends with the same weights as an
 uninterrupted run (bit for bit on the CPU).
 
-Under torchrun the same loop runs data-parallel (:mod:`mmal.train.ddp`):
-``train.batch_size`` is the global batch, split across the ranks so each step
-applies the single-process step's gradient; rank 0 writes the checkpoints and
-the test metrics, computed once over the whole test split.
+Under torchrun the same loop and the same epoch function run data-parallel
+(:mod:`mmal.train.ddp`): ``train.batch_size`` is the global batch, split across
+the ranks so each step applies the single-process step's gradient; rank 0
+writes the checkpoints and the test metrics, computed once over the whole test
+split. In one process the micro-batch plan is the plain batches and each loss
+is weighted by exactly 1, so nothing in the single-process arithmetic depends
+on the data-parallel support.
 """
 
 from __future__ import annotations
@@ -116,33 +119,14 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     # A last batch of one sample breaks batch norm in training mode; drop it.
     drop_last = n % tc.batch_size == 1
 
-    # -- model and optimizer ----------------------------------------------------
+    # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
-    if env.enabled:
-        ddp.prepare(model, env)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-
-    # -- resume -----------------------------------------------------------------
-    start, losses = 0, []
-    if resume and partial.exists():
-        ckpt = _try_load(partial)
-        if ckpt is not None and ckpt.get("run_key") == run_key:
-            model.load_state_dict(ckpt["state_dict"])
-            opt.load_state_dict(ckpt["optimizer"])
-            start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
-            log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
-                        partial, start)
-        else:
-            log.warning("%s belongs to another config, labeled set or labels; training from "
-                        "scratch", partial)
-    if env.enabled:
-        starts = env.all_gather(start)
-        if len(set(starts)) > 1:
-            raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
-                                 "workspace must be on storage every node shares")
-        net = ddp.wrap(model, env)
+    start, losses = _resume(partial, run_key, model, opt, env) if resume else (0, [])
+    # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
+    net = ddp.wrap(model, env) if env.enabled else model
 
     # -- epochs -----------------------------------------------------------------
     for epoch in range(start, tc.epochs):
@@ -150,33 +134,23 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
         order = np.random.default_rng([seed, round, epoch]).permutation(n).tolist()
         train_set.set_epoch(epoch)
         desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
-        if env.enabled:
-            loss = ddp.run_epoch(net, model, train_set, order, opt, env, batch_size=tc.batch_size,
-                                 drop_last=drop_last, num_workers=tc.num_workers, desc=desc,
-                                 progress=progress)
-        else:
-            loss = _epoch(model, train_set, order, opt, dev, batch_size=tc.batch_size,
-                          drop_last=drop_last, num_workers=tc.num_workers, desc=desc,
-                          progress=progress)
-        if not math.isfinite(loss):  # the data-parallel loop reports the epoch's mean only
-            raise TrainingError(f"{desc}: the mean training loss is {loss}; check the inputs "
-                                "for NaN or Inf, or lower train.lr")
-        losses.append(loss)
-        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
+        plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
+        losses.append(_epoch(net, model, train_set, plan, opt, env, num_workers=tc.num_workers,
+                             desc=desc, progress=progress))
+        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, losses[-1])
         if env.is_main:
             save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
                                                  len(labeled)),
                                       "optimizer": opt.state_dict(), "losses": losses,
                                       "run_key": run_key})
 
-    if env.enabled:  # rank 0 tests and writes; the others return its metrics
-        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round,
-                                  losses, len(labeled), dev, progress,
-                                  world_size=env.world_size) if env.is_main else None
-        metrics = env.broadcast(metrics)
-        return metrics
-    return _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
-                           len(labeled), dev, progress)
+    # -- test and write: rank 0 alone; every rank returns its metrics -------------
+    metrics = None
+    if env.is_main:
+        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
+                                  len(labeled), dev, progress,
+                                  world_size=env.world_size if env.enabled else None)
+    return env.broadcast(metrics)
 
 
 def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: int,
@@ -204,39 +178,60 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
     return metrics
 
 
-def _epoch(model, train_set, order: list[int], opt, dev: torch.device, *, batch_size: int,
-           drop_last: bool, num_workers: int, desc: str, progress: bool) -> float:
-    """One single-process epoch over ``order``; returns the mean per-sample loss."""
+def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_workers: int,
+           desc: str, progress: bool) -> float:
+    """One epoch of steps over ``plan``; returns the mean per-sample loss (over all ranks).
+
+    ``net`` runs the forward pass: ``model`` itself in one process, its
+    DistributedDataParallel wrapper under torchrun.
+    """
     from mmal.data import collate
 
+    dev = env.device
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=batch_size, sampler=order, collate_fn=collate,
-        num_workers=num_workers, drop_last=drop_last, pin_memory=dev.type == "cuda")
-    model.train()
+        train_set, batch_sampler=[mb.indices for mb in plan], collate_fn=collate,
+        num_workers=num_workers, pin_memory=dev.type == "cuda")
+    net.train()
     total, count = 0.0, 0
+    # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
+    # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    for batch in bar:
-        out = model(inputs_to(batch["inputs"], dev))
-        loss = multimodal_loss(out, batch["label"].to(dev), model.modalities)
+    for mb, batch in zip(plan, bar, strict=True):
+        if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
+            model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
+        mean = multimodal_loss(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
+                               model.modalities)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
         opt.step()
-        b, value = len(batch["id"]), float(loss.detach())
+        value = float(mean.detach())
         if not math.isfinite(value):
+            b = len(batch["id"])
             ids = ", ".join(str(int(i)) for i in batch["id"][:8])
             raise TrainingError(f"{desc}: the training loss is {value} on the batch of sample ids "
                                 f"{ids}{' ...' if b > 8 else ''}; check those samples' inputs for "
                                 "NaN or Inf, or lower train.lr")
-        total, count = total + value * b, count + b
-        bar.set_postfix(loss=f"{total / count:.4f}")
+        total, count = total + value * mb.samples, count + mb.samples
+        bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+    total, count = env.all_reduce_sum([total, count])
     return total / max(count, 1)
 
 
 def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
-    """Mean of the fused and every unimodal head's cross-entropy (BCE for (B, K) labels)."""
+    """Eq. 1 averaged over the batch: the mean of the fused and every unimodal head's mean
+    cross-entropy (binary cross-entropy, averaged over classes too, for (B, K) labels).
+
+    The one training loss for every world size. Per sample it is the mean over
+    heads of that sample's (B)CE, so ``B * loss`` is the sum of per-sample
+    losses that a data-parallel rank weights by ``W / b``
+    (:attr:`mmal.train.ddp.MicroBatch.weight`). The batch mean is taken inside
+    the loss functions, not as a mean of per-sample values: that rounds like the
+    single-process loop always has (a per-sample form changes multi-label
+    gradients in the last bit).
+    """
     if labels.ndim == 2:
         lossf = F.binary_cross_entropy_with_logits
-        labels = labels.float()
+        labels = labels.to(out.logits_mm.dtype)  # BCE targets in the logits' dtype
     else:
         lossf = F.cross_entropy
     terms = [lossf(out.logits_mm, labels)] + [lossf(out.logits_uni[m], labels) for m in modalities]
@@ -283,6 +278,30 @@ def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(groups)
     return torch.optim.SGD(groups, momentum=0.9)
+
+
+def _resume(partial: Path, run_key: str, model, opt, env) -> tuple[int, list[float]]:
+    """Load ``partial`` into ``model`` and ``opt`` when it is this run's; (epochs done, losses).
+
+    Every rank must resume after the same epoch (the partial sits on shared storage).
+    """
+    start, losses = 0, []
+    if partial.exists():
+        ckpt = _try_load(partial)
+        if ckpt is not None and ckpt.get("run_key") == run_key:
+            model.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
+            log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
+                        partial, start)
+        else:
+            log.warning("%s belongs to another config, labeled set or labels; training from "
+                        "scratch", partial)
+    starts = env.all_gather(start)
+    if len(set(starts)) > 1:
+        raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
+                             "workspace must be on storage every node shares")
+    return start, losses
 
 
 def _try_load(path: Path) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,39 @@ def test_same_seed_same_model_and_existing_model_needs_force(uci_ws):
     train_round(uci_ws, 0, device="cpu", progress=False, force=True)
     second = _state(round_paths(uci_ws, 0).model)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _brute_force_eq1(logits: list[list[list[float]]], labels) -> float:
+    """Mean over samples of the mean over heads of -log p(label) (BCE averaged over classes)."""
+    per_sample = []
+    for i, y in enumerate(labels):
+        heads = []
+        for head in logits:
+            z = head[i]
+            if isinstance(y, list):  # multi-label: binary cross-entropy per class
+                heads.append(sum(-math.log(1 / (1 + math.exp(-v))) if t else
+                                 -math.log(1 - 1 / (1 + math.exp(-v)))
+                                 for v, t in zip(z, y, strict=True)) / len(z))
+            else:
+                heads.append(-math.log(math.exp(z[y]) / sum(math.exp(v) for v in z)))
+        per_sample.append(sum(heads) / len(heads))
+    return sum(per_sample) / len(per_sample)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_multimodal_loss_is_eq1_against_brute_force(multi_label):
+    from mmal.models.model import Output
+    from mmal.train.loop import multimodal_loss
+
+    gen = torch.Generator().manual_seed(3)
+    b, k = 7, 5
+    mm, a, v = (torch.randn(b, k, generator=gen, dtype=torch.float64) * 2 for _ in range(3))
+    labels = ((torch.rand(b, k, generator=gen) > 0.5).to(torch.int8) if multi_label
+              else torch.randint(0, k, (b,), generator=gen))
+    out = Output(features={}, logits_mm=mm, logits_uni={"a": a, "v": v})
+    got = multimodal_loss(out, labels, ["a", "v"])
+    want = _brute_force_eq1([t.tolist() for t in (mm, a, v)], labels.tolist())
+    assert float(got) == pytest.approx(want, rel=1e-12)
 
 
 KILL = textwrap.dedent("""
