@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmal import seeds
 from mmal.config import ModalityConfig
 from mmal.data import loaders
 from mmal.data.pool import Pool, vector_dim
@@ -87,7 +88,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.rows[i])
-        rng = (np.random.default_rng([self.seed, self.epoch, row]) if self.training else None)
+        rng = seeds.rng(self.seed, self.epoch, row) if self.training else None
         inputs = {m.name: self._load(m, row, rng) for m in self.modalities}
         label = self.pool.labels[row]
         label_t = (torch.as_tensor(label, dtype=torch.float32) if self.pool.multi_label

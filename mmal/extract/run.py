@@ -45,15 +45,17 @@ from mmal.fingerprint import file_fingerprint
 from mmal.models import MultimodalModel, model_from_checkpoint
 from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
 from mmal.models.encoders import describe
-from mmal.models.runtime import derive_seed, inputs_to
-from mmal.workspace import RoundPaths, open_round
+from mmal.models.runtime import inputs_to
+from mmal.seeds import derive_seed
+from mmal.workspace import Round, RoundPaths, open_round
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16")
 
 
-def extract_round(workspace: str | os.PathLike, round: int | None = None, *, device: str = "auto",
+def extract_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
+                  device: str = "auto",
                   mc_dropout: int = 0, dtype: str = "float32", batch_size: int = 256,
                   num_workers: int | None = None, force: bool = False, resume: bool = True,
                   progress: bool = True, queue_size: int = 4, distributed: bool | None = None,
@@ -62,7 +64,9 @@ def extract_round(workspace: str | os.PathLike, round: int | None = None, *, dev
 
     Parameters
     ----------
-    workspace : path-like
+    workspace : path-like or Round
+        Workspace folder, or a round opened with :func:`mmal.workspace.open_round`
+        (then ``round`` is ignored).
     round : int, optional
         Default: the newest round with a ``model.pt``.
     device : {"auto", "cpu", "cuda"}

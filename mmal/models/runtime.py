@@ -1,11 +1,10 @@
-"""Small helpers shared by training and extraction: device choice, seeds, moving batches."""
+"""Small helpers shared by training and extraction: device choice, moving batches."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from mmal.errors import ConfigError
@@ -20,12 +19,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ConfigError(f"--device {name!r}: choose auto, cpu or cuda")
     return torch.device(name)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (e.g. run seed, round, epoch) via SeedSequence."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
 
 
 def inputs_to(inputs: Mapping[str, Any], device: torch.device) -> dict[str, Any]:

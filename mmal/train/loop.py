@@ -4,9 +4,9 @@ Reads top to bottom: settings, data, model and optimizer, resume, epochs,
 test and write. Loss is the paper's Eq. 1: the mean of the fused head's and every
 unimodal head's cross-entropy (binary cross-entropy for multi-label).
 
-Determinism and resuming: the model's initial weights come from seed
-(al.seed, round); epoch e's sample order and torch RNG (dropout) from
-(al.seed, round, e); augmentation from (seed, e, pool row) inside the dataset.
+Determinism and resuming: the model's initial weights, each epoch's sample
+order and dropout, and augmentation each draw from their own stream of
+``al.seed`` (the table in :mod:`mmal.seeds`).
 After every epoch the model, optimizer and loss history go to
 ``model.pt.partial``; a rerun with the same config and labeled set continues
 after the last finished epoch and ends with the same weights as an
@@ -38,26 +38,32 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
+from mmal.data import MultimodalDataset, collate
+from mmal.distributed import setup
 from mmal.errors import DataError, TrainingError, WorkspaceError
-from mmal.models import build_model
+from mmal.fingerprint import file_fingerprint
+from mmal.models import build_model, input_dims
 from mmal.models.checkpoint import checkpoint_header, load_checkpoint, save_checkpoint
-from mmal.models.runtime import derive_seed, inputs_to
+from mmal.models.runtime import inputs_to
+from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
+from mmal.workspace import Round, open_round
 
 log = logging.getLogger(__name__)
 
 
-def train_round(workspace: str | os.PathLike, round: int | None = None, *,
+def train_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
                 device: str = "auto", resume: bool = True, force: bool = False,
                 progress: bool = True, distributed: bool | None = None) -> dict[str, Any]:
     """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
 
     Parameters
     ----------
-    workspace : path-like
-        Workspace folder (holds ``mmal.toml`` and ``rounds/``).
+    workspace : path-like or Round
+        Workspace folder (holds ``mmal.toml`` and ``rounds/``), or a round
+        opened with :func:`mmal.workspace.open_round` (then ``round`` is ignored).
     round : int, optional
         Default: the newest round with a labeled set.
     device : {"auto", "cpu", "cuda"}
@@ -87,10 +93,6 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     >>> metrics = train_round("uci-run", 0, device="cpu")  # doctest: +SKIP
     >>> metrics["test"]["top1"]["mm"]  # doctest: +SKIP
     """
-    from mmal.data import MultimodalDataset
-    from mmal.distributed import setup
-    from mmal.workspace import open_round
-
     # -- settings ---------------------------------------------------------------
     rnd = open_round(workspace, round)
     round, paths = rnd.number, rnd.paths
@@ -131,7 +133,7 @@ def train_round(workspace: str | os.PathLike, round: int | None = None, *,
     # -- epochs -----------------------------------------------------------------
     for epoch in range(start, tc.epochs):
         torch.manual_seed(derive_seed(seed, round, epoch + 1))
-        order = np.random.default_rng([seed, round, epoch]).permutation(n).tolist()
+        order = rng(seed, round, epoch).permutation(n).tolist()
         train_set.set_epoch(epoch)
         desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
         plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
@@ -157,8 +159,6 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
                     losses: list[float], num_labeled: int, dev: torch.device,
                     progress: bool, world_size: int | None = None) -> dict[str, Any]:
     """Test ``model``; write ``metrics.json`` then ``model.pt``; drop the partial checkpoint."""
-    from mmal.fingerprint import file_fingerprint
-
     tc = config.train
     # -- test -------------------------------------------------------------------
     test = evaluate(model, test_set, dev, batch_size=tc.batch_size, num_workers=tc.num_workers,
@@ -185,7 +185,6 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
     ``net`` runs the forward pass: ``model`` itself in one process, its
     DistributedDataParallel wrapper under torchrun.
     """
-    from mmal.data import collate
 
     dev = env.device
     loader = torch.utils.data.DataLoader(
@@ -242,7 +241,6 @@ def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.T
 def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_workers: int = 0,
              progress: bool = False) -> dict[str, Any]:
     """Test-split metrics (see :func:`mmal.train.metrics.summarize`) of ``model`` on ``dataset``."""
-    from mmal.data import collate
 
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
@@ -262,8 +260,6 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
 
 
 def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
-    from mmal.models import input_dims
-
     return {**checkpoint_header(), "config": config.to_dict(),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
@@ -314,8 +310,6 @@ def _try_load(path: Path) -> dict[str, Any] | None:
 
 def _check_test_widths(config, pool, test_pool) -> None:
     """DataError, before training, when the test split's vectors differ in width from the train's."""
-    from mmal.models import input_dims
-
     if not len(test_pool):
         return
     train, test = input_dims(config, pool), input_dims(config, test_pool)

@@ -162,7 +162,7 @@ def test_frozen_encoder_keeps_its_initial_weights(tmp_path):
     trained = _state(round_paths(ws, 0).model)
     from mmal.data import load_pool
     from mmal.models import build_model
-    from mmal.models.runtime import derive_seed
+    from mmal.seeds import derive_seed
     from mmal.workspace import load_workspace_config
 
     config = load_workspace_config(ws)
