@@ -21,13 +21,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mmal.cache.schema import FUSED_NAME
+from mmal.cache.schema import FUSED_NAME, FUSIONS
 from mmal.data.kinds import DATASET_KINDS
 from mmal.errors import ConfigError
 from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
 
 MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
-FUSIONS = ("concat", "sum")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 # Kind-specific modality options and their defaults (all land in ModalityConfig.options).

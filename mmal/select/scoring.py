@@ -74,8 +74,7 @@ def gather_rows(
 
 def fused_features(cache: Cache, mask: np.ndarray) -> np.ndarray:
     """(mask.sum(), D_fused) C-contiguous float32 head inputs ``h`` of the masked rows."""
-    width = cache.meta.feature_dims[0] if cache.meta.fusion == "sum" else sum(cache.meta.feature_dims)
-    return gather_rows(cache, cache.fused_features, mask, width, np.float32)
+    return gather_rows(cache, cache.fused_features, mask, cache.meta.fused_dim, np.float32)
 
 
 def score_unlabeled(
