@@ -399,6 +399,6 @@ def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
 
 
 def _one_line(exc: BaseException) -> str:
-    text = one_line(exc) or type(exc).__name__
+    text = one_line(exc)
     return text if isinstance(exc, Exception) and type(exc).__module__.startswith("mmal") \
         else f"{type(exc).__name__}: {text}"

@@ -22,7 +22,7 @@ import torch
 
 from mmal.atomic import atomic_open
 from mmal.config import Config
-from mmal.errors import WorkspaceError
+from mmal.errors import WorkspaceError, one_line
 from mmal.stamp import MODEL, check_stamp, stamp
 
 _RETRAIN = "retrain with `mmal train --force`"
@@ -55,9 +55,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        reason = " ".join(str(exc).split())[:200]
-        raise WorkspaceError(f"{path}: unreadable model checkpoint ({reason}); {_RETRAIN}") \
-            from None
+        raise WorkspaceError(f"{path}: unreadable model checkpoint ({one_line(exc, limit=200)}); "
+                             f"{_RETRAIN}") from None
     if not isinstance(ckpt, dict):
         raise WorkspaceError(f"{path}: is not an mmal model checkpoint; {_RETRAIN}")
     check_stamp(ckpt, expected_type=MODEL, path=str(path), error=WorkspaceError,

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from mmal.config import ModalityConfig
-from mmal.errors import ConfigError
+from mmal.errors import ConfigError, one_line
 from mmal.models.kinds import ENCODER_KINDS, STATE_DICT
 
 MLP_DEFAULT_DIM = 128
@@ -125,9 +125,8 @@ class TextEncoder(nn.Module):
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(source,
                                                                               local_files_only=True))
         except (OSError, ValueError) as exc:
-            reason = " ".join(str(exc).split())[:200]
             raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load a local text model "
-                              f"and tokenizer ({reason}); point it at a folder with config.json "
+                              f"and tokenizer ({one_line(exc, limit=200)}); point it at a folder with config.json "
                               "and the tokenizer files") from None
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
@@ -159,7 +158,7 @@ def load_state_dict_file(module: nn.Module, path: str, name: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types (pickle, zip, OS) on bad files
-        raise ConfigError(f"key '{key}': cannot read weights {path} ({_reason(exc)}); give a "
+        raise ConfigError(f"key '{key}': cannot read weights {path} ({one_line(exc, limit=200)}); give a "
                           "state dict saved with torch.save") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -199,10 +198,6 @@ def _r2plus1d() -> nn.Module:
 
 def _has_weights(folder: str) -> bool:
     return Path(folder).is_dir() and any((Path(folder) / f).exists() for f in _WEIGHT_FILES)
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 # The builders ENCODER_KINDS rows name (by name: that table stays torch-free for mmal.config).
