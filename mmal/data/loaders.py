@@ -161,7 +161,7 @@ def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
 
 def _read_wav_scipy(path: Path, sample: str) -> tuple[int, np.ndarray]:
     """(rate, mono float32 signal) of a wav the standard library cannot read."""
-    from scipy.io import wavfile
+    from scipy.io import wavfile  # deferred: scipy only for the rare non-PCM wav
 
     try:
         rate, data = wavfile.read(path)

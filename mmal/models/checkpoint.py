@@ -23,6 +23,7 @@ import torch
 from mmal.atomic import atomic_open
 from mmal.config import Config
 from mmal.errors import WorkspaceError, one_line
+from mmal.models import input_dims
 from mmal.stamp import MODEL, check_stamp, stamp
 
 _RETRAIN = "retrain with `mmal train --force`"
@@ -81,8 +82,6 @@ def check_fits_pool(ckpt: dict[str, Any], config: Config, pool: Any,
     vector encoders take fixed widths; a changed class list or feature file would
     otherwise give a cache whose labels and logits disagree, or a shape error.
     """
-    from mmal.models import input_dims
-
     now = {"class list": list(pool.class_names),
            "multi_label": bool(pool.multi_label),
            "vector input widths": input_dims(config, pool)}

@@ -111,6 +111,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, pretrained: str, *, max_tokens: int, name: str):
         super().__init__()
+        # deferred: transformers takes seconds to import and only text modalities need it
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         source = pretrained or str(bundled_minilm())
@@ -177,7 +178,7 @@ def load_state_dict_file(module: nn.Module, path: str, name: str) -> None:
 
 
 def _resnet(arch: str, *, in_channels: int) -> nn.Module:
-    import torchvision
+    import torchvision  # deferred: only image and audio encoders need torchvision's models
 
     net = getattr(torchvision.models, arch)(weights=None)
     if in_channels != 3:
@@ -188,7 +189,7 @@ def _resnet(arch: str, *, in_channels: int) -> nn.Module:
 
 
 def _r2plus1d() -> nn.Module:
-    from torchvision.models.video import r2plus1d_18
+    from torchvision.models.video import r2plus1d_18  # deferred: see _resnet
 
     net = r2plus1d_18(weights=None)
     net.out_dim = net.fc.in_features
