@@ -38,12 +38,14 @@ class TrainingError(MmalError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` on one line.
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """The message of ``exc`` on one line, cut to ``limit`` characters; its type name if empty.
 
     An error raised in a DataLoader worker process reaches the main process
     as the same type with the worker's whole traceback as its message; the
     original message (the traceback's last line) is what the user needs.
+    ``limit`` keeps a third-party message (a tokenizer's, a pickle's) from
+    swamping the mmal message that quotes it.
     """
     text = str(exc)
     if "Original Traceback" in text:
@@ -53,7 +55,7 @@ def one_line(exc: BaseException) -> str:
             if last.startswith(prefix):
                 text = last[len(prefix):]
                 break
-    return " ".join(text.split())
+    return " ".join(text.split())[:limit] or type(exc).__name__
 
 
 def preview(values, limit: int = 5) -> str:

@@ -12,6 +12,8 @@ initialises on the way to a submodule are not edges.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,21 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+# Modules the CLI and the selection stage load for work that needs no model: they must not pay
+# torch's import (over a second) nor need it installed to read a cache or a workspace.
+LIGHT_MODULES = ["mmal.config", "mmal.data", "mmal.workspace", "mmal.labels", "mmal.annotation",
+                 "mmal.select", "mmal.cache", "mmal.cli", "mmal.report"]
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_light_modules_do_not_import_torch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT.parent, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False", f"import {module} imports torch"
 
 
 def test_mmal_has_no_import_cycle():

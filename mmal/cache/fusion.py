@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 def head_input(
     features: Sequence[Any],
@@ -68,9 +70,7 @@ def coalition_present(mask: int, num_modalities: int) -> list[bool]:
 def _array_module(array: Any) -> Any:
     module = type(array).__module__.split(".")[0]
     if module == "cupy":
-        import cupy
+        import cupy  # deferred: CuPy is optional, and only a CuPy array gets here
 
         return cupy
-    import numpy
-
-    return numpy
+    return np

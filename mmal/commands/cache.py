@@ -8,6 +8,10 @@ from pathlib import Path
 import click
 
 from mmal.commands.options import force_option, json_option, seed_option
+from mmal.errors import CacheError
+
+# Library code is imported inside each command body, so that `mmal --help` and the other
+# commands do not load what these need (NumPy, h5py).
 
 
 @click.command("synth")
@@ -89,7 +93,6 @@ def inspect_command(path, cache_path, as_json):
 
     from mmal.cache import check_ids_in_cache, open_cache, read_index
     from mmal.cache.summary import format_summary, summarize_cache, summarize_index
-    from mmal.errors import CacheError
 
     if path.suffix == ".npz":
         from mmal.select.diagnostics import summarize_diagnostics

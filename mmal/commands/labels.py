@@ -7,6 +7,10 @@ from pathlib import Path
 import click
 
 from mmal.commands.options import workspace_option
+from mmal.errors import WorkspaceError
+
+# Library code is imported inside each command body, so that `mmal --help` and the other
+# commands do not load what these need (NumPy, h5py).
 
 
 @click.command("export")
@@ -37,7 +41,6 @@ def export_command(index_file, fmt, out, workspace, force, unlabeled_only):
       mmal label --round 3 to-label.csv
     """
     from mmal.annotation import export_ids
-    from mmal.errors import WorkspaceError
     from mmal.labels import read_sheet
     from mmal.workspace import find_workspace
 

@@ -8,6 +8,9 @@ import click
 
 from mmal.commands.options import device_option, workspace_option
 
+# Library code is imported inside each command body, so that `mmal --help` and the other
+# commands do not load what this one needs (NumPy, h5py, torch).
+
 
 def _int_list(ctx, param, value: str) -> list[int]:
     try:

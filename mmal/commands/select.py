@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from mmal.commands.options import device_option, force_option, seed_option, workspace_option
 from mmal.select.params import PRECISIONS
+
+# Library code is imported inside each command body, so that `mmal --help` and the other
+# commands do not load what these need (NumPy, h5py, strategy modules).
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
@@ -79,8 +83,6 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
       mmal select -s badge -b 500 --round 3 --seed 1 --device cpu
       mmal select -s bmmal -b 50 --cache pool.h5 --out picks.json -p block_size=64
     """
-    import sys
-
     from mmal.select.api import select
     from mmal.select.registry import get_strategy
 

@@ -6,6 +6,9 @@ import click
 
 from mmal.commands.options import device_option, force_option, workspace_option
 
+# Library code is imported inside each command body, so that `mmal --help` and the other
+# commands do not load what this one needs (torch).
+
 
 @click.command("train")
 @click.option("--round", "round_", type=click.IntRange(min=0), default=None,

@@ -8,6 +8,9 @@ import click
 
 from mmal.commands.options import force_option, workspace_option
 
+# Library code is imported inside each command body, so that `mmal --help` and the other
+# commands do not load what these need (NumPy, h5py).
+
 
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))

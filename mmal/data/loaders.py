@@ -15,7 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 
-from mmal.errors import DataError
+from mmal.errors import DataError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,9 +41,9 @@ def read_image(path: Path, *, sample: str) -> Image.Image:
                         "format); replace it with a readable image") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"sample {sample}: image {path} is too large to decode safely "
-                        f"({_reason(exc)}); downscale it") from None
+                        f"({one_line(exc)}); downscale it") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"sample {sample}: cannot read image {path} ({_reason(exc)}); "
+        raise DataError(f"sample {sample}: cannot read image {path} ({one_line(exc)}); "
                         "replace it with a readable image") from None
 
 
@@ -141,11 +141,11 @@ def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
         raise DataError(f"sample {sample}: audio file {path} does not exist") from None
     except wave.Error as exc:
         if not str(exc).startswith("unknown format"):
-            raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
+            raise DataError(f"sample {sample}: cannot read wav {path} ({one_line(exc)}); "
                             "mmal reads PCM wav files") from None
         rate, signal = _read_wav_scipy(path, sample)
     except (EOFError, OSError) as exc:
-        raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
+        raise DataError(f"sample {sample}: cannot read wav {path} ({one_line(exc)}); "
                         "mmal reads PCM wav files") from None
     else:
         signal = _pcm_to_float(raw, width, path, sample)
@@ -161,12 +161,12 @@ def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
 
 def _read_wav_scipy(path: Path, sample: str) -> tuple[int, np.ndarray]:
     """(rate, mono float32 signal) of a wav the standard library cannot read."""
-    from scipy.io import wavfile
+    from scipy.io import wavfile  # deferred: scipy only for the rare non-PCM wav
 
     try:
         rate, data = wavfile.read(path)
     except Exception as exc:  # noqa: BLE001 - scipy raises many types on malformed files
-        raise DataError(f"sample {sample}: cannot read wav {path} ({_reason(exc)}); "
+        raise DataError(f"sample {sample}: cannot read wav {path} ({one_line(exc)}); "
                         "mmal reads PCM or float wav files") from None
     if data.dtype == np.uint8:
         signal = (data.astype(np.float32) - 128) / 128
@@ -230,7 +230,7 @@ def load_text(path: Path, *, sample: str) -> str:
     except FileNotFoundError:
         raise DataError(f"sample {sample}: text file {path} does not exist") from None
     except (UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"sample {sample}: cannot read text {path} ({_reason(exc)}); "
+        raise DataError(f"sample {sample}: cannot read text {path} ({one_line(exc)}); "
                         "save it as UTF-8") from None
 
 
@@ -245,7 +245,7 @@ def load_vector(path: Path, *, sample: str, dim: int | None = None) -> np.ndarra
     except FileNotFoundError:
         raise DataError(f"sample {sample}: vector file {path} does not exist") from None
     except (ValueError, OSError, EOFError) as exc:
-        reason = _reason(exc) if _is_npy(path) else "not a .npy file"
+        reason = one_line(exc) if _is_npy(path) else "not a .npy file"
         raise DataError(f"sample {sample}: cannot read vector {path} ({reason}); "
                         "save it with numpy.save") from None
     if not np.issubdtype(value.dtype, np.number) or value.size == 0:
@@ -268,7 +268,3 @@ def _is_npy(path: Path) -> bool:
             return fh.read(6) == b"\x93NUMPY"
     except OSError:
         return False
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

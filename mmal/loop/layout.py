@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmal import atomic
 from mmal.errors import WorkspaceError
 from mmal.stamp import RUN_PLAN, RUN_STATUS, check_stamp, read_stamped_json
 
@@ -102,8 +104,6 @@ class RunLayout:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
-    from mmal import atomic
-
     atomic.write_json_atomic(path, data, indent=1)
 
 
@@ -113,8 +113,6 @@ def link_or_copy(source: Path, target: Path) -> str:
     Returns "link" or "copy". Safe to share: every mmal stage replaces files
     by rename and never writes into an existing one.
     """
-    import shutil
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.link.tmp")
     tmp.unlink(missing_ok=True)

@@ -36,10 +36,23 @@ from pathlib import Path
 from typing import Any
 
 from mmal.atomic import write_text_atomic
+from mmal.cache.index import read_index
+from mmal.config import dump_config
+from mmal.data import load_pool
 from mmal.errors import ConfigError, WorkspaceError, one_line
 from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
 from mmal.seeds import selection_seed
+from mmal.select.api import select
+from mmal.select.registry import get_strategy
 from mmal.stamp import METRICS, RUN_PLAN, RUN_STATUS, read_stamped_json, stamped
+from mmal.workspace import (
+    CONFIG_NAME,
+    find_workspace,
+    init_workspace,
+    load_workspace_config,
+    next_round,
+    round_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +154,6 @@ def run_comparison(
     WorkspaceError
         ``runs/`` was started with other budgets or another config.
     """
-    from mmal.select.registry import get_strategy
-    from mmal.workspace import find_workspace, load_workspace_config
-
     start = time.perf_counter()
     workspace = Path(workspace)
     find_workspace(workspace)  # a clear error when this is not a workspace
@@ -207,8 +217,6 @@ class _Steps:
 
     # -- shared round 0 -----------------------------------------------------------
     def shared_round0(self, base, seed: int, budget: int, initial_budget: int) -> None:
-        from mmal.workspace import CONFIG_NAME, init_workspace, round_paths
-
         folder = self.layout.shared(seed)
         config_file = self.layout.config(seed)
         self._step(None, seed, 0, "init", (folder / CONFIG_NAME).is_file(), lambda: (
@@ -218,8 +226,6 @@ class _Steps:
 
     # -- one trajectory, one round ------------------------------------------------
     def advance(self, name: str, seed: int, r: int, rounds: int) -> None:
-        from mmal.workspace import round_paths
-
         folder = self.layout.trajectory(name, seed)
         if r == 0:
             self._link_round0(name, seed, folder)
@@ -235,8 +241,6 @@ class _Steps:
                                                        "select_s": select_s}))
 
     def _link_round0(self, name: str, seed: int, folder: Path) -> None:
-        from mmal.workspace import CONFIG_NAME, round_paths
-
         shared = self.layout.shared(seed)
         self.current = "init"
         todo = [(shared / CONFIG_NAME, folder / CONFIG_NAME)] + [
@@ -250,9 +254,10 @@ class _Steps:
 
     def _train_extract(self, name: str | None, folder: Path, seed: int, r: int, *,
                        extract: bool) -> None:
+        # deferred: training and extraction load torch, and `mmal report` imports this package
+        # (mmal.loop.layout) without running anything
         from mmal.extract import extract_round
         from mmal.train import train_round
-        from mmal.workspace import round_paths
 
         paths = round_paths(folder, r)
         self._step(name, seed, r, "train", paths.model.exists(), lambda: train_round(
@@ -262,9 +267,6 @@ class _Steps:
                 folder, r, device=self.device, mc_dropout=self.mc_dropout, progress=False))
 
     def _select(self, name: str, folder: Path, seed: int, r: int) -> float:
-        from mmal.cache.index import read_index
-        from mmal.select import select
-
         out = selection_path(folder, r, name, self.budget)
         self._step(name, seed, r, "select", out.exists(), lambda: select(
             round_paths_cache(folder, r), name, self.budget, seed=selection_seed(seed, r),
@@ -272,8 +274,6 @@ class _Steps:
         return float(read_index(out).provenance.get("wall_time_s", float("nan")))
 
     def _next(self, folder: Path, r: int, name: str) -> None:
-        from mmal.workspace import next_round
-
         next_round(folder, selection_path(folder, r, name, self.budget))
 
     def _step(self, name, seed, r, step, done: bool, work: Callable[[], Any]) -> None:
@@ -288,20 +288,14 @@ class _Steps:
 
 def selection_path(folder: Path, r: int, strategy: str, budget: int) -> Path:
     """The selection file a trajectory writes in round ``r``."""
-    from mmal.workspace import round_paths
-
     return round_paths(folder, r).selections / f"{strategy}-b{budget}.json"
 
 
 def round_paths_cache(folder: Path, r: int) -> Path:
-    from mmal.workspace import round_paths
-
     return round_paths(folder, r).cache
 
 
 def _round_info(folder: Path, r: int) -> dict[str, Any]:
-    from mmal.workspace import round_paths
-
     metrics = read_stamped_json(round_paths(folder, r).metrics, METRICS, error=WorkspaceError,
                                 fix="retrain the round with `mmal train --force`")
     return {"top1": metrics["test"]["top1"], "num_labeled": metrics["num_labeled"]}
@@ -316,8 +310,6 @@ def _write_seed_config(base, path: Path, seed: int, budget: int, initial_budget:
 
 
 def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:
-    from mmal.config import dump_config
-
     al = dataclasses.replace(base.al, seed=seed, budget=budget, initial_budget=initial_budget)
     return dump_config(dataclasses.replace(base, al=al),
                        header=f"Config of seed {seed} of `mmal run` (written from mmal.toml).")
@@ -342,8 +334,6 @@ def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout
 def _check_feasible(workspace: Path, base, strategies, rounds: int, budget: int,
                     initial_budget: int, mc_dropout: int) -> None:
     """ConfigError, before any training, for a request that must fail at some later round."""
-    from mmal.data import load_pool
-
     needing = [s.name for s in strategies if s.needs_mc_dropout]
     if needing and not mc_dropout:
         raise ConfigError(f"--strategies {','.join(needing)} need MC-dropout logits in every "
@@ -399,6 +389,6 @@ def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
 
 
 def _one_line(exc: BaseException) -> str:
-    text = one_line(exc) or type(exc).__name__
+    text = one_line(exc)
     return text if isinstance(exc, Exception) and type(exc).__module__.startswith("mmal") \
         else f"{type(exc).__name__}: {text}"

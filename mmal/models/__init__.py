@@ -35,7 +35,7 @@ def input_dims(config: Config, pool: Pool) -> dict[str, int]:
 
 def build_model(config: Config, pool: Pool) -> MultimodalModel:
     """A fresh model for ``config`` sized to ``pool`` (K classes, vector widths)."""
-    from mmal.models.model import MultimodalModel
+    from mmal.models.model import MultimodalModel  # deferred: torch, see __getattr__
 
     return MultimodalModel(config, pool.num_classes, input_dims(config, pool))
 

@@ -22,7 +22,8 @@ import torch
 
 from mmal.atomic import atomic_open
 from mmal.config import Config
-from mmal.errors import WorkspaceError
+from mmal.errors import WorkspaceError, one_line
+from mmal.models import input_dims
 from mmal.stamp import MODEL, check_stamp, stamp
 
 _RETRAIN = "retrain with `mmal train --force`"
@@ -55,9 +56,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        reason = " ".join(str(exc).split())[:200]
-        raise WorkspaceError(f"{path}: unreadable model checkpoint ({reason}); {_RETRAIN}") \
-            from None
+        raise WorkspaceError(f"{path}: unreadable model checkpoint ({one_line(exc, limit=200)}); "
+                             f"{_RETRAIN}") from None
     if not isinstance(ckpt, dict):
         raise WorkspaceError(f"{path}: is not an mmal model checkpoint; {_RETRAIN}")
     check_stamp(ckpt, expected_type=MODEL, path=str(path), error=WorkspaceError,
@@ -82,8 +82,6 @@ def check_fits_pool(ckpt: dict[str, Any], config: Config, pool: Any,
     vector encoders take fixed widths; a changed class list or feature file would
     otherwise give a cache whose labels and logits disagree, or a shape error.
     """
-    from mmal.models import input_dims
-
     now = {"class list": list(pool.class_names),
            "multi_label": bool(pool.multi_label),
            "vector input widths": input_dims(config, pool)}

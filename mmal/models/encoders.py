@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from mmal.config import ModalityConfig
-from mmal.errors import ConfigError
+from mmal.errors import ConfigError, one_line
 from mmal.models.kinds import ENCODER_KINDS, STATE_DICT
 
 MLP_DEFAULT_DIM = 128
@@ -111,6 +111,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, pretrained: str, *, max_tokens: int, name: str):
         super().__init__()
+        # deferred: transformers takes seconds to import and only text modalities need it
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         source = pretrained or str(bundled_minilm())
@@ -125,9 +126,8 @@ class TextEncoder(nn.Module):
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(source,
                                                                               local_files_only=True))
         except (OSError, ValueError) as exc:
-            reason = " ".join(str(exc).split())[:200]
             raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load a local text model "
-                              f"and tokenizer ({reason}); point it at a folder with config.json "
+                              f"and tokenizer ({one_line(exc, limit=200)}); point it at a folder with config.json "
                               "and the tokenizer files") from None
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
@@ -159,7 +159,7 @@ def load_state_dict_file(module: nn.Module, path: str, name: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types (pickle, zip, OS) on bad files
-        raise ConfigError(f"key '{key}': cannot read weights {path} ({_reason(exc)}); give a "
+        raise ConfigError(f"key '{key}': cannot read weights {path} ({one_line(exc, limit=200)}); give a "
                           "state dict saved with torch.save") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -178,7 +178,7 @@ def load_state_dict_file(module: nn.Module, path: str, name: str) -> None:
 
 
 def _resnet(arch: str, *, in_channels: int) -> nn.Module:
-    import torchvision
+    import torchvision  # deferred: only image and audio encoders need torchvision's models
 
     net = getattr(torchvision.models, arch)(weights=None)
     if in_channels != 3:
@@ -189,7 +189,7 @@ def _resnet(arch: str, *, in_channels: int) -> nn.Module:
 
 
 def _r2plus1d() -> nn.Module:
-    from torchvision.models.video import r2plus1d_18
+    from torchvision.models.video import r2plus1d_18  # deferred: see _resnet
 
     net = r2plus1d_18(weights=None)
     net.out_dim = net.fc.in_features
@@ -199,10 +199,6 @@ def _r2plus1d() -> nn.Module:
 
 def _has_weights(folder: str) -> bool:
     return Path(folder).is_dir() and any((Path(folder) / f).exists() for f in _WEIGHT_FILES)
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 # The builders ENCODER_KINDS rows name (by name: that table stays torch-free for mmal.config).

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmal.errors import WorkspaceError
+from mmal.cache.index import read_index
+from mmal.errors import IndexFileError, WorkspaceError
+from mmal.loop.layout import RunLayout
 from mmal.stamp import METRICS, read_stamped_json
+from mmal.workspace import list_rounds, round_paths
 
 log = logging.getLogger(__name__)
 _RETRAIN = "retrain the round with `mmal train --force`"
@@ -91,9 +94,6 @@ def collect(workspace: str | os.PathLike) -> RunData:
     WorkspaceError
         If the workspace has no ``runs/`` folder or no trajectory with results.
     """
-    from mmal.loop.layout import RunLayout
-    from mmal.workspace import list_rounds, round_paths
-
     layout = RunLayout(Path(workspace))
     if not layout.root.is_dir():
         raise WorkspaceError(f"{workspace}: has no {layout.root.name}/ folder; run "
@@ -153,9 +153,6 @@ def _record(strategy: str, seed: int, r: int, paths, after) -> RoundRecord:
 
 def _selection_of(strategy: str, paths, after):
     """The selection this round's cache gave: the one round r+1 was built from, else by name."""
-    from mmal.cache.index import read_index
-    from mmal.errors import IndexFileError
-
     if after.labeled.is_file():
         try:
             named = read_index(after.labeled).provenance.get("selection")

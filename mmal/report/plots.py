@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmal.atomic import atomic_open
 from mmal.report.collect import RunData
 from mmal.report.tables import PairwiseTTests, Row, mean_std
 
@@ -29,6 +30,7 @@ def strategy_colors(names: list[str]) -> dict[str, str]:
 
 
 def _pyplot():
+    # deferred (here and in _integer_rounds): matplotlib is slow to import and only draws plots
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -173,14 +175,12 @@ def plot_ttest(tests: PairwiseTTests, path: Path) -> Path:
 
 
 def _integer_rounds(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred: see _pyplot
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path: Path) -> Path:
-    from mmal.atomic import atomic_open
-
     fig.tight_layout()
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)

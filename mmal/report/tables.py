@@ -133,7 +133,7 @@ def ttest_matrix(data: RunData, *, confidence: float = 0.9, metric: str = "mm",
     -------
     PairwiseTTests over ``data.strategies``.
     """
-    from scipy.stats import ttest_rel
+    from scipy.stats import ttest_rel  # deferred: scipy only for the t-tests
 
     names = data.strategies
     wins = np.zeros((len(names), len(names)), dtype=np.int64)

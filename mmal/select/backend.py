@@ -16,7 +16,7 @@ from mmal.errors import SelectionError
 def cuda_available() -> bool:
     """True when CuPy is importable and sees at least one GPU."""
     try:
-        import cupy
+        import cupy  # deferred: CuPy is optional and starts the CUDA runtime
 
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
@@ -32,7 +32,7 @@ def array_module(device: str = "auto") -> Any:
             raise SelectionError(
                 "--device cuda needs CuPy and a visible GPU; install mmal[gpu] or use --device cpu"
             )
-        import cupy
+        import cupy  # deferred: see cuda_available
 
         return cupy
     if device == "auto":

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mmal.cache.fusion import head_input
+from mmal.errors import SelectionError
 from mmal.select.params import PRECISIONS
 from mmal.select.scoring import unlabeled_positions
 
@@ -210,7 +211,7 @@ def expanded_sq_distances(products: Any, sq_norms_a: Any, sq_norms_b: Any) -> An
 
 def _array_module_of(array: Any) -> Any:
     if type(array).__module__.split(".")[0] == "cupy":
-        import cupy
+        import cupy  # deferred: CuPy is optional, and only a CuPy array gets here
 
         return cupy
     return np
@@ -281,8 +282,6 @@ def min_sq_distances(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: A
 def check_precision(precision: str) -> str:
     """The embedding dtype name for ``precision``; SelectionError when it is neither."""
     if precision not in PRECISIONS:
-        from mmal.errors import SelectionError
-
         raise SelectionError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )

@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances, lower_bound_inplace
@@ -95,8 +96,6 @@ def kmeans_pp(
 
 
 def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
-    from tqdm.auto import tqdm
-
     sampler = _BoundSampler(emb, xp, block)
     sampler.accept(int(xp.argmax(emb.sq_norms())))
     bar = tqdm(total=budget, desc="k-means++", unit="center", disable=not progress, leave=False)

@@ -28,6 +28,8 @@ def faiss_uses_gpu(xp: Any) -> bool:
     """True when ``xp`` is CuPy and FAISS can run on a GPU."""
     if backend_name(xp) != "cupy":
         return False
+    # deferred (here and below): `mmal strategies` and `mmal select` import every strategy
+    # module, and only kmeans, coreset and gcn search
     import faiss
 
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -36,7 +38,7 @@ def faiss_uses_gpu(xp: Any) -> bool:
 def _gpu_resources():
     global _GPU_RESOURCES
     if _GPU_RESOURCES is None:
-        import faiss
+        import faiss  # deferred: see faiss_uses_gpu
 
         _GPU_RESOURCES = faiss.StandardGpuResources()
     return _GPU_RESOURCES
@@ -69,7 +71,7 @@ class FlatIndex:
     """
 
     def __init__(self, dim: int, *, metric: str = "l2", xp: Any = np) -> None:
-        import faiss
+        import faiss  # deferred: see faiss_uses_gpu
 
         if metric not in ("l2", "ip"):
             raise ValueError(f"unknown metric {metric!r}; expected 'l2' or 'ip'")
@@ -137,7 +139,7 @@ def kmeans(x: Any, k: int, *, seed: int, niter: int = 20, xp: Any = np,
         Starting centroids (e.g. k-means++ seeds); default FAISS's random
         sample of ``k`` points.
     """
-    import faiss
+    import faiss  # deferred: see faiss_uses_gpu
 
     data = as_faiss(x)
     n, dim = data.shape

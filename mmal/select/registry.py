@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mmal.errors import SelectionError
+from mmal.select import strategies
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def register(name: str, description: str = "", *, needs_mc_dropout: bool = False
 
 
 def _load_builtins() -> None:
-    from mmal.select import strategies
-
     for module in pkgutil.iter_modules(strategies.__path__):
         importlib.import_module(f"{strategies.__name__}.{module.name}")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -225,3 +227,15 @@ def test_mean_std_and_colors():
     assert math.isnan(mean_std([1.0])[1])
     colors = strategy_colors(["coreset", "bmmal", "badge", "random", "entropy"])
     assert colors["bmmal"] == "#d62728" and len(set(colors.values())) == 5
+
+
+def test_report_command_does_not_import_torch(tmp_path):
+    """`mmal report` reads files only; torch stays out though mmal.loop also drives training."""
+    _write_run(tmp_path, seeds=(0, 1), rounds=1)
+    code = ("import sys\nfrom mmal.cli import cli\n"
+            f"cli(['report', '--workspace', {str(tmp_path)!r}], standalone_mode=False)\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mmal.cache.reader import Cache
 from mmal.errors import SelectionError
@@ -152,8 +153,7 @@ def train_gcn(
     embeddings : (n, hidden) float32
         First-layer node embeddings (after ReLU, no dropout).
     """
-    import torch
-    from tqdm.auto import tqdm
+    import torch  # deferred: keeps torch out of `mmal select` for every other strategy
 
     device = "cuda" if backend_name(xp) == "cupy" and torch.cuda.is_available() else "cpu"
     x_np = normalize_rows(features)
