@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from mmal.cache.index import IndexFile, read_index
-from mmal.data.pool import Pool, is_integer_text
+from mmal.data.parsing import is_integer_text
+from mmal.data.pool import Pool
 from mmal.errors import DataError
 from mmal.labels import (
     has_label,
@@ -163,7 +164,7 @@ def _check_names(rnd: Round, index_path: Path, index: IndexFile) -> None:
         return
     number = round_of_selection(rnd.workspace, index_path)
     if number is not None and round_paths(rnd.workspace, number).labeled.is_file():
-        open_round(rnd.workspace, number).labeled  # noqa: B018 -- reading it checks it
+        read_labeled(rnd.workspace, number, pool=pool)  # reading it with the pool checks it
     if index.kind == "selection":
         check_selection_names(pool, index_path, index.provenance,
                               cache_of_selection(rnd.workspace, index_path, index.provenance))
@@ -226,9 +227,11 @@ def import_labels(workspace: str | os.PathLike | Round, round: int | None,
     write_labels_file(target, {**old, **new}, round=number, class_names=pool.class_names,
                       multi_label=pool.multi_label,
                       sources=read_label_sources(target) + [str(path.resolve())])
-    missing = _added_ids(rnd)
-    missing = missing[np.isin(missing, rnd.unlabeled_ids())]
+    # from the files as they are: a stale class elsewhere must not fail an import already written
+    have = set(rnd.human_labels())
     dataset_has = set(pool.ids[has_label(pool.labels)].tolist())
+    missing = np.array([i for i in _added_ids(rnd).tolist()
+                        if i not in have and i not in dataset_has], dtype=np.int64)
     overrode = sorted(i for i, names in new.items() if i in dataset_has
                       and sorted(names) != sorted(_dataset_names(pool, i)))
     log.info("round %03d: %d labels imported from %s, %d ids still unlabeled", number, len(new),

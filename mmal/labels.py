@@ -28,7 +28,7 @@ from typing import IO, Any
 import numpy as np
 
 from mmal.atomic import atomic_open
-from mmal.data.pool import split_label
+from mmal.data.parsing import split_label
 from mmal.errors import DataError, preview
 from mmal.stamp import LABELS, read_stamped_json, stamped
 

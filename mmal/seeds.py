@@ -7,6 +7,9 @@ the seed, so a rerun repeats every draw:
 ===========================  =============================  ===============================
 stream                       parts                          used by
 ===========================  =============================  ===============================
+round 0's random labeled     (seed)                         :func:`rng` in
+set                                                         ``workspace.init_workspace``
+UCI train/test split         (seed)                         :func:`rng` in ``data/uci.py``
 model initialisation         (seed, round, 0)               ``torch.manual_seed`` in train
 epoch ``e``: dropout         (seed, round, e + 1)           ``torch.manual_seed`` in train
 epoch ``e``: sample order    (seed, round, e)               :func:`rng`, permutation
@@ -16,12 +19,15 @@ MC dropout of a batch        (seed, round, first pool row)  ``torch.Generator`` 
 selection in ``mmal run``    (seed, round, 7)               :func:`selection_seed`
 ===========================  =============================  ===============================
 
-Two pairs of streams share their parts: the sample order of epoch e + 1 and
-the dropout seed of epoch e both come from (seed, round, e + 1), and the
-selection stream of ``mmal run`` has the parts of epoch 6's dropout seed. Each
-pair feeds two different generators (NumPy's PCG64 and torch's Mersenne
-Twister, or a strategy's generator), and renumbering them would change every
-result computed so far, so they stay as they are. A new stream should take a
+Three pairs of streams share their parts: round 0's draw and the UCI split
+both come from (seed); the sample order of epoch e + 1 and the dropout seed of
+epoch e both come from (seed, round, e + 1); and the selection stream of ``mmal
+run`` has the parts of epoch 6's dropout seed. The first pair draws from one
+permutation stream for two unrelated purposes (which samples are labeled at
+first, which go to the UCI test split); the others feed different generators
+(NumPy's PCG64 and torch's Mersenne Twister, or a strategy's generator).
+Renumbering any of them would change every result computed so far, so they
+stay as they are. A new stream should take a
 last part that none of the above uses (e.g. 1000 and up).
 """
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmal import seeds
 from mmal.atomic import write_text_atomic
 from mmal.cache import open_cache
 from mmal.cache.index import read_index, write_index
@@ -126,15 +127,12 @@ _MAKES = {
 }
 
 
-_NO_CONFIG = (f"{{workspace}}: has no {CONFIG_NAME}; create the workspace with "
-              "`mmal init DIR --config FILE`")
-
-
 def load_workspace_config(workspace: str | os.PathLike) -> Config:
     """The validated configuration ``<workspace>/mmal.toml``."""
     path = Path(workspace) / CONFIG_NAME
     if not path.is_file():
-        raise WorkspaceError(_NO_CONFIG.format(workspace=workspace))
+        raise WorkspaceError(f"{workspace}: has no {CONFIG_NAME}; create the workspace with "
+                             "`mmal init DIR --config FILE`")
     return load_config(path)
 
 
@@ -154,9 +152,11 @@ def refuse_overwrite(path: Path, force: bool, fix: str, *,
 class Round:
     """One round of a workspace, opened once and handed to every stage.
 
-    Everything is loaded on first use and kept: the train and test pools,
-    the labeled set (checked against the train pool) and the labels the
-    learner knows. Build it with :func:`open_round`.
+    The config, the train and test pools and the labeled set (checked against
+    the train pool) are loaded on first use and kept; people's labels
+    (:meth:`labels`, :meth:`human_labels`) are read from ``labels.json`` on
+    every call, so they are current after an import. Build it with
+    :func:`open_round`.
 
     Attributes
     ----------
@@ -284,7 +284,8 @@ def open_round(workspace: str | os.PathLike | Round, round: int | None = None, *
     Parameters
     ----------
     workspace : path-like or Round
-        A workspace folder; a :class:`Round` is returned as it is.
+        A workspace folder; a :class:`Round` is returned as it is (``round``
+        must then be None or its number).
     round : int, optional
         Default: the newest round whose folder holds the file ``having``.
     having : str
@@ -297,14 +298,16 @@ def open_round(workspace: str | os.PathLike | Round, round: int | None = None, *
     >>> r.number, len(r.labeled), r.pool("test")  # doctest: +SKIP
     """
     if isinstance(workspace, Round):
+        if round is not None and round != workspace.number:
+            raise WorkspaceError(f"{workspace.paths.root}: is round {workspace.number:03d}, "
+                                 f"not round {round:03d}; pass the round or its number, not both")
         return workspace
     workspace = Path(workspace)
     if round is None:
         round = latest_round(workspace, having=having)
     elif round < 0:
         raise WorkspaceError(f"round must be >= 0, got {round}")
-    if not (workspace / CONFIG_NAME).is_file():
-        raise WorkspaceError(_NO_CONFIG.format(workspace=workspace))
+    # the config is read on first use: `mmal select` needs a round's cache, not its mmal.toml
     return Round(workspace, round)
 
 
@@ -349,8 +352,7 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     if budget > len(pool):
         raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget} but the train "
                           f"split holds {len(pool)} samples; lower it")
-    rng = np.random.default_rng(config.al.seed)
-    ids = np.sort(rng.choice(pool.ids, size=budget, replace=False))
+    ids = np.sort(seeds.rng(config.al.seed).choice(pool.ids, size=budget, replace=False))
     write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
         "round": 0, "source": "random initial draw", "seed": config.al.seed,
         "initial_budget": budget, "pool_size": len(pool), "pool_fingerprint": pool.fingerprint(),
@@ -398,11 +400,11 @@ def read_labeled(workspace: str | os.PathLike, round: int | None = None, *,
     return index.ids
 
 
-def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, *,
+def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.PathLike, *,
                force: bool = False) -> int:
     """Start round r+1 with labeled(r+1) = labeled(r) followed by the selection's ids.
 
-    r is the round whose ``selections/`` folder holds ``selection_path``, else
+    ``workspace`` may be a :class:`Round`, standing for its workspace. r is the round whose ``selections/`` folder holds ``selection_path``, else
     the round whose cache the selection names (by path, then by content
     fingerprint); a selection from no round's cache is refused. Returns r+1.
 
@@ -415,7 +417,7 @@ def next_round(workspace: str | os.PathLike, selection_path: str | os.PathLike, 
         If the file is not a selection, repeats labeled ids, or names ids
         outside the train pool.
     """
-    workspace = Path(workspace)
+    workspace = workspace.workspace if isinstance(workspace, Round) else Path(workspace)
     selection_path = Path(selection_path)
     selection = read_index(selection_path)
     if selection.kind != "selection":

@@ -406,3 +406,19 @@ def test_an_exported_file_imports_even_when_a_sample_is_named_like_another_id(tm
     import_labels(ws, 0, out)
     got = open_round(ws, 0).human_labels()
     assert got == {int(r["id"]): [r["label"]] for r in records}
+
+
+def test_an_import_succeeds_and_reports_while_another_label_names_a_dropped_class(blank_ws,
+                                                                                   tmp_path):
+    ws, _ = blank_ws
+    ids = json.loads(round_paths(ws, 0).labeled.read_text())["ids"]
+    (tmp_path / "a.csv").write_text(f"id,label\n{ids[0]},{CLASSES[0]}\n")
+    import_labels(ws, 0, tmp_path / "a.csv")
+    classes = load_config(ws / "mmal.toml").dataset.root / "classes.txt"
+    classes.write_text("\n".join(CLASSES[1:]) + "\n")  # the class of ids[0]'s label is gone
+    (tmp_path / "b.csv").write_text(f"id,label\n{ids[1]},{CLASSES[1]}\n")
+    result = import_labels(ws, 0, tmp_path / "b.csv")  # b.csv itself is fine: no error
+    assert result.imported == 1 and result.missing.tolist() == ids[2:]
+    assert open_round(ws, 0).human_labels() == {ids[0]: [CLASSES[0]], ids[1]: [CLASSES[1]]}
+    with pytest.raises(DataError, match=f"sample {ids[0]} is labeled {CLASSES[0]!r}"):
+        open_round(ws, 0).labels()  # training names the stale label instead

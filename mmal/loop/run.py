@@ -56,8 +56,8 @@ from mmal.workspace import (
 
 log = logging.getLogger(__name__)
 
-#: Round-0 files every trajectory shares with ``runs/round0/seed<k>``.
-SHARED_FILES = ("labeled.json", "model.pt", "metrics.json", "cache.h5")
+#: Round-0 files every trajectory shares with ``runs/round0/seed<k>`` (RoundPaths attributes).
+SHARED_FILES = ("labeled", "model", "metrics", "cache")
 STEPS = ("init", "train", "extract", "select", "next")
 
 
@@ -244,7 +244,7 @@ class _Steps:
         shared = self.layout.shared(seed)
         self.current = "init"
         todo = [(shared / CONFIG_NAME, folder / CONFIG_NAME)] + [
-            (round_paths(shared, 0).root / f, round_paths(folder, 0).root / f)
+            (getattr(round_paths(shared, 0), f), getattr(round_paths(folder, 0), f))
             for f in SHARED_FILES]
         missing = [(s, t) for s, t in todo if not t.exists()]
         self.emit(Event("start", name, seed, 0, "init"))

@@ -192,6 +192,7 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         num_workers=num_workers, pin_memory=dev.type == "cuda")
     net.train()
     total, count = 0.0, 0
+    bad: TrainingError | None = None  # under DDP, raised once every rank has seen the epoch out
     # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
     # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
@@ -204,15 +205,23 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
         opt.step()
         value = float(mean.detach())
-        if not math.isfinite(value):
+        if not math.isfinite(value) and bad is None:
             b = len(batch["id"])
             ids = ", ".join(str(int(i)) for i in batch["id"][:8])
-            raise TrainingError(f"{desc}: the training loss is {value} on the batch of sample ids "
+            bad = TrainingError(f"{desc}: the training loss is {value} on the batch of sample ids "
                                 f"{ids}{' ...' if b > 8 else ''}; check those samples' inputs for "
                                 "NaN or Inf, or lower train.lr")
+            if not env.enabled:
+                raise bad
         total, count = total + value * mb.samples, count + mb.samples
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-    total, count = env.all_reduce_sum([total, count])
+    # A rank that stopped alone would leave the others waiting in a collective: every rank
+    # runs the epoch's steps, then all learn here whether any saw a non-finite loss.
+    total, count, failed = env.all_reduce_sum([total, count, float(bad is not None)])
+    if failed:
+        raise bad or TrainingError(f"{desc}: the training loss is not finite on another rank "
+                                   "(its message names the samples); check the inputs for NaN or "
+                                   "Inf, or lower train.lr")
     return total / max(count, 1)
 
 

@@ -44,7 +44,7 @@ def main(out: Path) -> None:
 
 def _labels(ws: Path, out: Path) -> None:
     """labels.json of round 0 after importing two rows of a CSV (its absolute path made relative)."""
-    from mmal.labels import import_labels
+    from mmal.annotation import import_labels
     from mmal.workspace import read_labeled, round_paths
 
     ids = read_labeled(ws, 0)[:2]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -123,37 +122,3 @@ def test_kind_declarations_are_consistent():
     assert len(keys) == len(set(keys)), "two kinds declare the same [dataset] key"
 
 
-# ----------------------------------------------------------------------------- layering
-
-def _imports_of(path: Path, package: str) -> set[str]:
-    """mmal.data modules ``path`` imports, at the top or inside functions (not TYPE_CHECKING)."""
-    tree = ast.parse(path.read_text())
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and ast.unparse(node.test) == "TYPE_CHECKING" for n in ast.walk(node)}
-    submodules = {p.stem for p in path.parent.glob("*.py")}
-    out = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.ImportFrom) and node.module == package:
-            out |= {f"{package}.{a.name}" if a.name in submodules else package for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
-            out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith(package + ".")}
-    return out
-
-
-def test_no_import_cycle_in_mmal_data():
-    folder = Path(mmal.data.__file__).parent
-    graph = {("mmal.data" if p.stem == "__init__" else f"mmal.data.{p.stem}"):
-             _imports_of(p, "mmal.data") for p in folder.glob("*.py")}
-    assert "mmal.data.kinds" in graph["mmal.data"]  # the parser sees the imports
-
-    def visit(module, path):
-        assert module not in path, "import cycle: " + " -> ".join([*path, module])
-        for dep in sorted(graph.get(module, ())):
-            visit(dep, [*path, module])
-
-    for module in graph:
-        visit(module, [])

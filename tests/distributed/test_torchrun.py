@@ -142,3 +142,17 @@ def test_two_rank_training_matches_one_process_with_the_same_global_batch(tmp_pa
         torch.testing.assert_close(ddp_state[k], one_state[k], rtol=1e-5, atol=1e-6, msg=k)
     # The rank-0 checkpoint loads in a single process as a strict state dict.
     model_from_checkpoint(load_checkpoint(dist_model), load_workspace_config(ws))
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_the_training_error(tmp_path):
+    ws = make_workspace(tmp_path, "uci", overrides=UCI)
+    proc = torchrun(str(ws), script=str(ROOT / "tests" / "distributed" / "nan_on_one_rank.py"))
+    assert proc.returncode != 0
+    # both ranks end in mmal's error, none in a collective torn down under it
+    assert "rank 1: TrainingError: round 000 epoch 1/2: the training loss is nan on the batch " \
+           "of sample ids" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    # rank 0 reaches the same end: through the all-reduced NaN gradients, or the epoch's flag
+    assert "rank 0: TrainingError: round 000 epoch 1/2: the training loss is " in proc.stdout, \
+        proc.stdout + proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr
+    assert not round_paths(ws, 0).model.exists()
