@@ -24,13 +24,17 @@ from mmal.atomic import write_text_atomic
 from mmal.report import plots
 from mmal.report.collect import RunData, collect
 from mmal.report.tables import (
+    RESULTS_NOTE,
+    TTEST_NOTE,
     PairwiseTTests,
     aggregate,
+    markdown,
     matrix_csv,
-    matrix_markdown,
+    matrix_table,
+    results_table,
     to_csv,
-    to_markdown,
     ttest_matrix,
+    ttest_title,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,10 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     out = Path(out) if out is not None else workspace / "report"
     data = collect(workspace)
     rows = aggregate(data)
-    table = to_markdown(rows, data.modalities)
+    results = results_table(rows, data.modalities)
+    table = markdown(results)
     tests = ttest_matrix(data, confidence=confidence)
+    matrix = matrix_table(tests)
     warnings = data.warnings()
     files = [_write(out / "results.csv", to_csv(rows, data.modalities))]
     files.append(_write(out / "ttest.csv", matrix_csv(tests)))
@@ -80,12 +86,8 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     files.append(plots.plot_ttest(tests, out / "ttest.png"))
     md = ["# Comparison run", "", f"Strategies: {', '.join(data.strategies)}; seeds: "
           f"{', '.join(map(str, data.seeds))}; rounds 0-{data.rounds}.", "",
-          "Test top-1 in percent, mean ± sample std over seeds; selection time in seconds.", "",
-          table, "", f"## Pairwise t-tests ({int(confidence * 100)}%, paired over seeds, "
-          f"multimodal top-1, rounds 1-{data.rounds}: {tests.settings} compared)", "",
-          "Cell = rounds where the row strategy beats the column strategy; n/a = the pair never "
-          "had two common seeds in a round.", "",
-          matrix_markdown(tests)]
+          RESULTS_NOTE, "", table, "", f"## {ttest_title(tests, data.rounds)}", "",
+          TTEST_NOTE, "", markdown(matrix)]
     if warnings:
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
