@@ -9,6 +9,7 @@ Outputs (``out``, default ``<workspace>/report``)::
     weaker_weight.png  weaker-modality weight per dominated sub-pool (Fig. 6)
     ttest.png          pairwise t-test wins (Fig. 5)
     ttest.csv          the same matrix as CSV
+    index.html         all of the above in one self-contained page (no network needed)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from mmal.atomic import write_text_atomic
 from mmal.report import plots
 from mmal.report.collect import RunData, collect
+from mmal.report.page import render_page
 from mmal.report.tables import (
     RESULTS_NOTE,
     TTEST_NOTE,
@@ -36,6 +38,7 @@ from mmal.report.tables import (
     ttest_matrix,
     ttest_title,
 )
+from mmal.workspace import CONFIG_NAME
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,14 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     if warnings:
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
+    config = workspace / CONFIG_NAME
+    page = render_page(
+        data, workspace=str(workspace), results=results, ttests=matrix,
+        ttest_heading=ttest_title(tests, data.rounds),
+        plots=[p for p in files if p.suffix == ".png"], warnings=warnings,
+        config=(CONFIG_NAME, config.read_text(encoding="utf-8")) if config.is_file() else None,
+        labels_needed=None)  # the hook: pass the labels-needed table once the report makes one
+    files.append(_write(out / "index.html", page))
     for line in warnings:
         log.info("missing: %s", line)  # callers show Report.warnings; the CLI prints them once
     return Report(out, files, table, warnings, data, tests)
