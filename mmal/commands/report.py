@@ -17,14 +17,16 @@ from mmal.commands.options import workspace_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the outputs  [default: <workspace>/report]")
 def report_command(workspace, out):
-    """Summarize `mmal run`: a table per round and strategy, and PNG plots.
+    """Summarize `mmal run`: a table per round and strategy, PNG plots, one HTML page.
 
     Writes results.csv and results.md (test top-1 of the fused and each
     unimodal head, mean ± std over seeds, and selection time), accuracy.png,
     contribution.png (modality contribution Φ), weaker_weight.png (BMMAL's
     weaker-modality weight per dominated sub-pool) and ttest.png/ttest.csv
-    (rounds where a strategy beats another in a paired two-sided t-test at 90%).
-    Partial runs work: missing seeds or rounds are listed.
+    (rounds where a strategy beats another in a paired two-sided t-test at 90%),
+    and index.html: all of it with the run's strategies, seeds, budgets, config
+    and mmal version in one page that needs no network. Partial runs work:
+    missing seeds or rounds are listed.
 
     \b
     Example:

@@ -9,6 +9,7 @@ Outputs (``out``, default ``<workspace>/report``)::
     weaker_weight.png  weaker-modality weight per dominated sub-pool (Fig. 6)
     ttest.png          pairwise t-test wins (Fig. 5)
     ttest.csv          the same matrix as CSV
+    index.html         all of the above in one self-contained page (no network needed)
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ import numpy as np
 from mmal.atomic import write_text_atomic
 from mmal.report import plots
 from mmal.report.collect import RunData, collect
+from mmal.report.page import render_page
 from mmal.report.tables import (
+    RESULTS_NOTE,
+    TTEST_NOTE,
     PairwiseTTests,
     aggregate,
+    markdown,
     matrix_csv,
-    matrix_markdown,
+    matrix_table,
+    results_table,
     to_csv,
-    to_markdown,
     ttest_matrix,
+    ttest_title,
 )
+from mmal.workspace import CONFIG_NAME
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +71,10 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     out = Path(out) if out is not None else workspace / "report"
     data = collect(workspace)
     rows = aggregate(data)
-    table = to_markdown(rows, data.modalities)
+    results = results_table(rows, data.modalities)
+    table = markdown(results)
     tests = ttest_matrix(data, confidence=confidence)
+    matrix = matrix_table(tests)
     warnings = data.warnings()
     files = [_write(out / "results.csv", to_csv(rows, data.modalities))]
     files.append(_write(out / "ttest.csv", matrix_csv(tests)))
@@ -80,15 +89,19 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     files.append(plots.plot_ttest(tests, out / "ttest.png"))
     md = ["# Comparison run", "", f"Strategies: {', '.join(data.strategies)}; seeds: "
           f"{', '.join(map(str, data.seeds))}; rounds 0-{data.rounds}.", "",
-          "Test top-1 in percent, mean ± sample std over seeds; selection time in seconds.", "",
-          table, "", f"## Pairwise t-tests ({int(confidence * 100)}%, paired over seeds, "
-          f"multimodal top-1, rounds 1-{data.rounds}: {tests.settings} compared)", "",
-          "Cell = rounds where the row strategy beats the column strategy; n/a = the pair never "
-          "had two common seeds in a round.", "",
-          matrix_markdown(tests)]
+          RESULTS_NOTE, "", table, "", f"## {ttest_title(tests, data.rounds)}", "",
+          TTEST_NOTE, "", markdown(matrix)]
     if warnings:
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
+    config = workspace / CONFIG_NAME
+    page = render_page(
+        data, workspace=str(workspace), results=results, ttests=matrix,
+        ttest_heading=ttest_title(tests, data.rounds),
+        plots=[p for p in files if p.suffix == ".png"], warnings=warnings,
+        config=(CONFIG_NAME, config.read_text(encoding="utf-8")) if config.is_file() else None,
+        labels_needed=None)  # the hook: pass the labels-needed table once the report makes one
+    files.append(_write(out / "index.html", page))
     for line in warnings:
         log.info("missing: %s", line)  # callers show Report.warnings; the CLI prints them once
     return Report(out, files, table, warnings, data, tests)

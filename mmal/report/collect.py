@@ -53,7 +53,11 @@ class RoundRecord:
 
 @dataclass(frozen=True)
 class RunData:
-    """Every record of a run, the expected grid, and the modality order."""
+    """Every record of a run, the expected grid, and the modality order.
+
+    ``plan`` and ``status`` are ``runs/plan.json`` and ``runs/status.json`` as
+    read (stamp included), or {} where the run has none.
+    """
 
     records: list[RoundRecord]
     strategies: list[str]
@@ -63,6 +67,8 @@ class RunData:
     missing_metrics: dict[tuple[str, int], list[int]]
     missing_selections: dict[tuple[str, int], list[int]]
     failures: list[dict[str, Any]]
+    plan: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
 
     def get(self, strategy: str, seed: int, round: int) -> RoundRecord | None:
         for rec in self.records:
@@ -129,7 +135,7 @@ def collect(workspace: str | os.PathLike) -> RunData:
                 missing_selections[(s, k)] = unselected
     status = layout.read_status() or {}
     return RunData(records, strategies, seeds, rounds, _modalities(records), missing_metrics,
-                   missing_selections, list(status.get("failures", [])))
+                   missing_selections, list(status.get("failures", [])), plan, status)
 
 
 def _record(strategy: str, seed: int, r: int, paths, after) -> RoundRecord:

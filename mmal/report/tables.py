@@ -82,16 +82,36 @@ def to_csv(rows: list[Row], modalities: list[str]) -> str:
     return out.getvalue()
 
 
-def to_markdown(rows: list[Row], modalities: list[str]) -> str:
-    """Markdown table, round-major: top-1 in percent (mean ± std over seeds), selection seconds."""
+RESULTS_NOTE = "Test top-1 in percent, mean ± sample std over seeds; selection time in seconds."
+TTEST_NOTE = ("Cell = rounds where the row strategy beats the column strategy; n/a = the pair "
+              "never had two common seeds in a round.")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as text cells: what Markdown (results.md) and HTML (index.html) both render."""
+
+    head: list[str]
+    body: list[list[str]]
+
+
+def results_table(rows: list[Row], modalities: list[str]) -> Table:
+    """Round-major: top-1 in percent (mean ± std over seeds), selection seconds."""
     head = ["round", "labeled", "strategy", "seeds", "multimodal top-1 (%)",
             *[f"{m} top-1 (%)" for m in modalities], "selection (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
     for row in sorted(rows, key=lambda x: (x.round, x.strategy)):
         cells = [f"{row.round}", f"{row.num_labeled}", row.strategy, f"{len(row.seeds)}"]
         cells += [_pm(*row.top1[m], scale=100, digits=2) for m in ["mm", *modalities]]
         cells.append(_pm(*row.select_s, digits=2) if row.select_s else "—")
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    return Table(head, body)
+
+
+def markdown(table: Table) -> str:
+    """A Markdown table, one line per row, ending in a newline."""
+    lines = ["| " + " | ".join(table.head) + " |", "|" + "|".join("---" for _ in table.head) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table.body]
     return "\n".join(lines) + "\n"
 
 
@@ -163,15 +183,17 @@ def ttest_matrix(data: RunData, *, confidence: float = 0.9, metric: str = "mm",
     return PairwiseTTests(list(names), wins, compared_pairs, settings, confidence)
 
 
-def matrix_markdown(tests: PairwiseTTests) -> str:
-    """Markdown of the win matrix (rows beat columns; n/a: never compared)."""
-    names = tests.names
-    lines = ["| beats → | " + " | ".join(names) + " |",
-             "|---|" + "|".join("---" for _ in names) + "|"]
-    for i, name in enumerate(names):
-        cells = [tests.cell(i, j) for j in range(len(names))]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def ttest_title(tests: PairwiseTTests, rounds: int) -> str:
+    """The heading of the t-test matrix: level, pairing, metric, rounds compared."""
+    return (f"Pairwise t-tests ({int(tests.confidence * 100)}%, paired over seeds, multimodal "
+            f"top-1, rounds 1-{rounds}: {tests.settings} compared)")
+
+
+def matrix_table(tests: PairwiseTTests) -> Table:
+    """The win matrix (rows beat columns; "—" diagonal, n/a: never compared)."""
+    return Table(["beats →", *tests.names],
+                 [[name, *(tests.cell(i, j) for j in range(len(tests.names)))]
+                  for i, name in enumerate(tests.names)])
 
 
 def matrix_csv(tests: PairwiseTTests) -> str:

@@ -121,7 +121,7 @@ def test_plots_exist_and_are_images(full):
     ws, _, report = full
     names = {p.name for p in report.files}
     assert names == {"results.csv", "results.md", "ttest.csv", "accuracy.png",
-                     "contribution.png", "weaker_weight.png", "ttest.png"}
+                     "contribution.png", "weaker_weight.png", "ttest.png", "index.html"}
     for name in ("accuracy.png", "contribution.png", "weaker_weight.png", "ttest.png"):
         with Image.open(ws / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
