@@ -236,6 +236,9 @@ def export_label_studio(workspace: str | os.PathLike | Round, index_path: str | 
     out = Path(out) if out is not None else index_path.with_name(
         f"{index_path.stem}.label-studio.json")
     config_path = label_studio_config_path(out)
+    if config_path == out:
+        raise DataError(f"--out {out}: the labeling config goes beside the tasks as "
+                        "<stem>.xml; name the task list <stem>.json")
     _refuse_to_replace(out, index_path, overwrite)
     _refuse_to_replace(config_path, index_path, overwrite)
     kinds = {m.name: m.kind for m in rnd.config.modalities}
@@ -250,8 +253,9 @@ def export_label_studio(workspace: str | os.PathLike | Round, index_path: str | 
             data[m] = _task_value(pool.records[m][row], kinds[m], root, name)
         tasks.append({"data": data})
     predictions, cache, why = _predictions(rnd, index_path, index, ids, to_name=objects[0][0])
-    for task, prediction in zip(tasks, predictions or [], strict=False):
-        task["predictions"] = [prediction]
+    if predictions is not None:
+        for task, prediction in zip(tasks, predictions, strict=True):
+            task["predictions"] = [prediction]
     config = label_studio_config(objects, pool.class_names, multi_label=pool.multi_label)
     write_label_studio(out, tasks, config)
     log.info("exported %d ids of %s as Label Studio tasks to %s", len(tasks), index_path, out)

@@ -225,6 +225,8 @@ def test_local_files_root_sets_what_urls_are_relative_to(ws, tmp_path):
                                         "--local-files-root a folder that holds every file"):
         export_label_studio(ws, round_paths(ws, 0).labeled, out=tmp_path / "u.json",
                             local_files_root=tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="the labeling config goes beside the tasks as"):
+        export_label_studio(ws, round_paths(ws, 0).labeled, out=tmp_path / "t.xml")
     res = CliRunner().invoke(cli, ["export", str(round_paths(ws, 0).labeled), "--workspace",
                                    str(ws), "--local-files-root", str(above)])
     assert res.exit_code == 2 and "--local-files-root is for --format label-studio" in res.output
