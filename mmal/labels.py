@@ -8,6 +8,12 @@ Two formats live here, and nothing about workspaces or rounds:
   files they came from.
 - Annotation sheets, CSV or JSON Lines with ``id``, ``name``, ``label`` and
   one column per modality (:func:`write_sheet`, :func:`read_sheet`).
+- Label Studio's files: the task list to import (one task per sample, with
+  ``mmal_id`` and ``mmal_name`` in its ``data``), the labeling config (XML)
+  and the project's JSON export (:func:`label_studio_config`,
+  :func:`write_label_studio`, :func:`read_label_studio`).
+
+:func:`read_label_file` reads any of them back into one kind of row.
 
 :func:`parse_label` checks one label cell against a class list and
 :func:`apply_labels` lays people's labels over a dataset's.
@@ -21,9 +27,14 @@ import csv
 import io
 import json
 import os
+import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -32,9 +43,15 @@ from mmal.data.parsing import split_label
 from mmal.errors import DataError, preview
 from mmal.stamp import LABELS, read_stamped_json, stamped
 
-FORMATS = ("csv", "jsonl")
+SHEET_FORMATS = ("csv", "jsonl")
+LABEL_STUDIO = "label-studio"
+#: What ``mmal export --format`` writes.
+FORMATS = (*SHEET_FORMATS, LABEL_STUDIO)
+#: How ``mmal label`` settles annotators who disagree on a Label Studio task.
+RESOLVE = ("error", "majority")
 
-#: One row of an annotation sheet: (line, id cell, label cell, name cell or None).
+#: One row of a label file: (line, id cell, label cell, name cell or None). For a
+#: Label Studio export the "line" is the task's id and the label a list of choices.
 SheetRow = tuple[int, Any, Any, Any]
 
 
@@ -146,8 +163,8 @@ def write_sheet(path: str | os.PathLike, records: Sequence[Mapping[str, Any]],
 
     In JSON Lines an empty ``label`` is written as null.
     """
-    if fmt not in FORMATS:
-        raise DataError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt not in SHEET_FORMATS:
+        raise DataError(f"--format {fmt!r}: a sheet is one of {', '.join(SHEET_FORMATS)}")
     write: Callable[[IO[str]], Any]
     if fmt == "csv":
         def write(fh):
@@ -166,15 +183,23 @@ def write_sheet(path: str | os.PathLike, records: Sequence[Mapping[str, Any]],
 def read_sheet(path: str | os.PathLike) -> list[SheetRow]:
     """(line, id, label, name or None) rows of a CSV or JSON Lines (``.jsonl``) label file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such label file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: is not UTF-8 text ({exc})") from None
+    return _sheet_rows(path, _read_text(path))
+
+
+def _sheet_rows(path: Path, text: str) -> list[SheetRow]:
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return list(_jsonl_rows(path, text))
     return list(_csv_rows(path, text))
+
+
+def _read_text(path: Path) -> str:
+    """The text of a label file (DataError when it is missing or not UTF-8)."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such label file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: is not UTF-8 text ({exc})") from None
 
 
 def _csv_rows(path: Path, text: str) -> Iterator[SheetRow]:
@@ -207,3 +232,291 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[SheetRow]:
         if not isinstance(row, dict) or "id" not in row:
             raise DataError(f"{path}: line {line}: expected an object with 'id' and 'label'")
         yield line, row["id"], row.get("label"), row.get("name")
+
+
+# ----------------------------------------------------------------------------- any label file
+
+@dataclass(frozen=True)
+class LabelFile:
+    """The rows of a label file, whatever its format (:func:`read_label_file`).
+
+    Attributes
+    ----------
+    rows : list of SheetRow
+        (line or task id, id, label, name or None), in file order.
+    unit : {"line", "task"}
+        What the first field of a row counts, for messages ("line 3", "task 17").
+    majority : list of int
+        Label Studio tasks whose annotators disagreed, settled by majority vote.
+    """
+
+    rows: list[SheetRow]
+    unit: str = "line"
+    majority: list[int] = field(default_factory=list)
+
+
+def read_label_file(path: str | os.PathLike, *, resolve: str = "error") -> LabelFile:
+    """Rows of a label file: CSV, JSON Lines (``.jsonl``), or Label Studio's JSON export.
+
+    A ``.json`` file (or any whose text starts with ``[``) is read as Label
+    Studio's export (:func:`read_label_studio`, which ``resolve`` is for).
+    """
+    path = Path(path)
+    text = _read_text(path)
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        rows, majority = _label_studio_rows(path, text, resolve)
+        return LabelFile(rows, "task", majority)
+    return LabelFile(_sheet_rows(path, text))
+
+
+# ----------------------------------------------------------------------------- Label Studio
+
+#: Keys of a task's ``data`` that map a Label Studio task back to its sample.
+ID_KEY = "mmal_id"
+NAME_KEY = "mmal_name"
+#: The ``Choices`` control of the labeling config (``from_name`` of every result).
+CHOICES_NAME = "label"
+#: Label Studio's object tag per modality kind that a person can look at or listen to
+#: (a frame folder shows one frame; vectors show nothing).
+OBJECT_TAGS = {"image": "Image", "video": "Image", "audio": "Audio", "text": "Text"}
+#: Local files serving: the file at ``<document root>/<d>``.
+LOCAL_FILES_URL = "/data/local-files/?d="
+
+_EXPORT_FIX = "export the project from Label Studio as JSON (not JSON-MIN or CSV)"
+
+
+def label_studio_objects(kinds: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(data key, object tag) pairs the labeling config shows, in modality order.
+
+    ``kinds`` maps modality name -> kind. Modalities of kinds outside
+    :data:`OBJECT_TAGS` are left out; when none is left the sample name is
+    shown as text, since the ``Choices`` need an object to refer to.
+    """
+    reserved = {ID_KEY, NAME_KEY, CHOICES_NAME}
+    clash = sorted(reserved & set(kinds))
+    if clash:
+        raise DataError(f"modality {clash[0]!r}: Label Studio tasks use that name for mmal's own "
+                        f"field ({', '.join(sorted(reserved))}); rename the modality in mmal.toml")
+    objects = [(name, OBJECT_TAGS[kind]) for name, kind in kinds.items() if kind in OBJECT_TAGS]
+    return objects or [(NAME_KEY, "Text")]
+
+
+def label_studio_config(objects: Sequence[tuple[str, str]], class_names: Sequence[str], *,
+                        multi_label: bool) -> str:
+    """The labeling config (XML) to paste into a Label Studio project.
+
+    Each ``(key, tag)`` of ``objects`` (:func:`label_studio_objects`) becomes
+    ``<Tag name="key" value="$key"/>``, under a header with the sample's name;
+    one ``Choices`` control named
+    :data:`CHOICES_NAME` lists ``class_names`` (``choice="multiple"`` when
+    ``multi_label``) and refers to the first object.
+
+    Example
+    -------
+    >>> print(label_studio_config([("text", "Text")], ["cat", "dog"], multi_label=False))
+    <View>
+      <Header value="$mmal_name" />
+      <Text name="text" value="$text" />
+      <Choices name="label" toName="text" choice="single" showInline="true">
+        <Choice value="cat" />
+        <Choice value="dog" />
+      </Choices>
+    </View>
+    <BLANKLINE>
+    """
+    view = ET.Element("View")
+    if objects[0][0] != NAME_KEY:  # which sample this is, above its files
+        ET.SubElement(view, "Header", value=f"${NAME_KEY}")
+    for key, tag in objects:
+        ET.SubElement(view, tag, name=key, value=f"${key}")
+    choices = ET.SubElement(view, "Choices", name=CHOICES_NAME, toName=objects[0][0],
+                            choice="multiple" if multi_label else "single", showInline="true")
+    for name in class_names:
+        ET.SubElement(choices, "Choice", value=str(name))
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode") + "\n"
+
+
+def local_files_url(path: str | os.PathLike, document_root: str | os.PathLike) -> str:
+    """The URL Label Studio's local files serving shows ``path`` under.
+
+    ``/data/local-files/?d=<path relative to document_root>``, percent-encoded.
+    DataError when ``path`` is not inside ``document_root``.
+    """
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(document_root))
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        raise DataError(f"{path}: is outside the local files root {root}; pass "
+                        "--local-files-root a folder that holds every file of the dataset") from None
+    return LOCAL_FILES_URL + quote(relative.as_posix(), safe="/")
+
+
+def label_studio_prediction(choices: Sequence[str], score: float, model_version: str,
+                            to_name: str) -> dict[str, Any]:
+    """A pre-annotation of one task: ``choices`` with the model's ``score`` (a probability)."""
+    return {"model_version": model_version, "score": float(score),
+            "result": [{"from_name": CHOICES_NAME, "to_name": to_name, "type": "choices",
+                        "value": {"choices": list(choices)}}]}
+
+
+def label_studio_config_path(tasks_path: str | os.PathLike) -> Path:
+    """Where the labeling config of the task list ``tasks_path`` goes: ``<stem>.xml`` beside it."""
+    return Path(tasks_path).with_suffix(".xml")
+
+
+def write_label_studio(tasks_path: str | os.PathLike, tasks: Sequence[Mapping[str, Any]],
+                       config: str) -> tuple[Path, Path]:
+    """Write the task list and, beside it, its labeling config, each atomically.
+
+    Returns (tasks path, config path).
+    """
+    tasks_path = Path(tasks_path)
+    config_path = label_studio_config_path(tasks_path)
+    with atomic_open(tasks_path) as fh:
+        json.dump(list(tasks), fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    with atomic_open(config_path) as fh:
+        fh.write(config)
+    return tasks_path, config_path
+
+
+def read_label_studio(path: str | os.PathLike, *, resolve: str = "error") -> list[SheetRow]:
+    """(task id, id, choices or None, name) rows of Label Studio's JSON export.
+
+    Each task's label is the choices of its annotators' latest non-cancelled
+    annotations (one per annotator, by ``updated_at``, else ``created_at``,
+    else order in the file). A task nobody labeled (no annotation, only
+    cancelled ones, or an empty result) gets None. Annotators who disagree
+    are an error naming the tasks, unless ``resolve="majority"``: the label
+    most of them gave wins, and an even split is still an error.
+    Predictions are never taken for labels.
+    """
+    path = Path(path)
+    return _label_studio_rows(path, _read_text(path), resolve)[0]
+
+
+def _label_studio_rows(path: Path, text: str, resolve: str) -> tuple[list[SheetRow], list[int]]:
+    """(rows, tasks settled by majority) of the export ``text`` read from ``path``."""
+    if resolve not in RESOLVE:
+        raise DataError(f"--resolve {resolve!r}: choose one of {', '.join(RESOLVE)}")
+    tasks = _tasks(path, text)
+    rows: list[SheetRow] = []
+    split: list[Any] = []
+    tied: list[Any] = []
+    majority: list[Any] = []
+    for position, task in enumerate(tasks, start=1):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise DataError(f"{path}: task #{position} is not a task (an object with 'data'); "
+                            f"{_EXPORT_FIX}")
+        tid = task.get("id", position)
+        if ID_KEY not in task["data"]:
+            raise DataError(f"{path}: task {tid}: its data has no {ID_KEY!r}; import into Label "
+                            "Studio the tasks `mmal export --format label-studio` wrote")
+        votes = Counter(_votes(path, tid, task.get("annotations") or []).values())
+        label = None
+        if len(votes) == 1:
+            label = list(next(iter(votes)))
+        elif votes:
+            (top, count), (_, second) = votes.most_common(2)
+            if resolve != "majority":
+                split.append(tid)
+            elif count == second:
+                tied.append(tid)
+            else:
+                label = list(top)
+                majority.append(tid)
+        rows.append((tid, task["data"][ID_KEY], label, task["data"].get(NAME_KEY)))
+    if split:
+        raise DataError(f"{path}: annotators disagree on tasks {preview(split, 10)}; settle "
+                        "them in Label Studio, or pass --resolve majority to take the label "
+                        "most annotators gave")
+    if tied:
+        raise DataError(f"{path}: no majority on tasks {preview(tied, 10)} (the annotators are "
+                        "split evenly); settle them in Label Studio or ask one more annotator")
+    return rows, majority
+
+
+def _tasks(path: Path, text: str) -> list[Any]:
+    """The top-level list of tasks of an export (DataError otherwise)."""
+    try:
+        tasks = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (JSON Lines go in a .jsonl file)" if exc.msg == "Extra data" else ""
+        raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}){hint}") from None
+    if not isinstance(tasks, list):
+        raise DataError(f"{path}: is not a Label Studio export: its top level is a "
+                        f"{type(tasks).__name__}, not a list of tasks; {_EXPORT_FIX}")
+    return tasks
+
+
+def _votes(path: Path, tid: Any, annotations: Any) -> dict[Any, tuple[str, ...]]:
+    """Annotator -> the choices of their latest non-cancelled annotation, if not empty."""
+    if not isinstance(annotations, list):
+        raise DataError(f"{path}: task {tid}: 'annotations' is not a list; {_EXPORT_FIX}")
+    latest: dict[Any, tuple[tuple[datetime, int], dict]] = {}
+    for k, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict):
+            raise DataError(f"{path}: task {tid}: annotation #{k + 1} is not an object; "
+                            f"{_EXPORT_FIX}")
+        if annotation.get("was_cancelled"):
+            continue  # skipped by the annotator
+        who = _annotator(annotation.get("completed_by"))
+        when = (_when(annotation), k)
+        if who not in latest or when > latest[who][0]:
+            latest[who] = (when, annotation)
+    votes = {}
+    for who, (_, annotation) in latest.items():
+        choices = _choices(path, tid, annotation)
+        if choices:
+            votes[who] = tuple(sorted(set(choices)))  # multi-label: a set, in any order
+    return votes
+
+
+def _choices(path: Path, tid: Any, annotation: dict) -> list[str]:
+    """The choices of one annotation: of its only Choices control, else of :data:`CHOICES_NAME`."""
+    result = annotation.get("result") or []
+    if not isinstance(result, list):
+        raise DataError(f"{path}: task {tid}: an annotation's 'result' is not a list; "
+                        f"{_EXPORT_FIX}")
+    picked = [r for r in result if isinstance(r, dict) and r.get("type") == "choices"]
+    controls = {str(r.get("from_name")) for r in picked}
+    if len(controls) > 1:
+        picked = [r for r in picked if r.get("from_name") == CHOICES_NAME]
+        if not picked:
+            raise DataError(f"{path}: task {tid}: choices come from several controls "
+                            f"({', '.join(sorted(controls))}) and none is named "
+                            f"{CHOICES_NAME!r}; keep the labeling config `mmal export` wrote")
+    choices: list[str] = []
+    for r in picked:
+        value = r.get("value")
+        names = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(names, list):
+            raise DataError(f"{path}: task {tid}: a choices result has no list "
+                            f"value.choices; {_EXPORT_FIX}")
+        choices += [str(n) for n in names]
+    return choices
+
+
+def _annotator(completed_by: Any) -> Any:
+    """A hashable key for ``completed_by`` (a user id, or an object with one)."""
+    if isinstance(completed_by, dict):
+        return completed_by.get("id", completed_by.get("email"))
+    return completed_by if isinstance(completed_by, (int, str)) else None
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _when(annotation: dict) -> datetime:
+    """When an annotation was last changed (aware; naive times are taken as UTC)."""
+    for key in ("updated_at", "created_at"):
+        text = annotation.get(key)
+        if not isinstance(text, str):
+            continue
+        try:
+            when = datetime.fromisoformat(text.strip())  # "...Z" too (Python >= 3.11)
+        except ValueError:
+            continue
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return _NEVER

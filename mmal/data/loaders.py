@@ -15,6 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 
+from mmal.data.parsing import list_frames
 from mmal.errors import DataError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,7 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Kinetics-400 statistics used by torchvision's video models.
 VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
 VIDEO_STD = (0.22803, 0.22145, 0.216989)
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 N_FFT = 512
 HOP = N_FFT - 353  # window 512 with overlap 353, as in the paper
 
@@ -95,16 +95,6 @@ def load_image(path: Path, size: int, rng: np.random.Generator | None, *,
 
 
 # ----------------------------------------------------------------------------- video
-
-def list_frames(folder: Path, *, sample: str) -> list[Path]:
-    """Frame files (jpg/png) of a clip folder, in name order."""
-    if not folder.is_dir():
-        raise DataError(f"sample {sample}: frame folder {folder} does not exist")
-    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-    if not frames:
-        raise DataError(f"sample {sample}: frame folder {folder} holds no .jpg or .png frames")
-    return frames
-
 
 def frame_indices(available: int, wanted: int, rng: np.random.Generator | None) -> np.ndarray:
     """Sorted indices of ``wanted`` frames: random distinct ones (training) or evenly spaced."""

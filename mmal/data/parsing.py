@@ -18,6 +18,9 @@ from mmal.errors import DataError
 if TYPE_CHECKING:
     from mmal.config import Config
 
+#: The files of a frame folder (a video clip) that are frames.
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
 
 def is_integer_text(text: str) -> bool:
     """Whether ``text`` reads as an integer (as ``int()`` takes it: "7", " 007", "1_000")."""
@@ -141,6 +144,16 @@ def split_label(value: Any, *, multi_label: bool) -> list[str]:
     if multi_label:
         return [p.strip() for p in text.split("|") if p.strip()]
     return [text]
+
+
+def list_frames(folder: Path, *, sample: str) -> list[Path]:
+    """Frame files (jpg/png) of a clip folder, in name order (DataError naming the sample)."""
+    if not folder.is_dir():
+        raise DataError(f"sample {sample}: frame folder {folder} does not exist")
+    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not frames:
+        raise DataError(f"sample {sample}: frame folder {folder} holds no .jpg or .png frames")
+    return frames
 
 
 def check_sources_exist(paths: Sequence[Path], names: Sequence[str], *, folder: bool,
