@@ -323,16 +323,16 @@ def _label_cells(table: pa.Table, features: Any, config: Config, origin: str) ->
     values = _column(table, col, origin, "set dataset.label_column").to_pylist()
     feature = features[col]
     inner = feature.feature if isinstance(feature, hf.List | hf.LargeList) else None
+    label = inner if inner is not None else feature
+    if not isinstance(label, hf.ClassLabel) and not _is_string(label):
+        raise DataError(f"{origin}: column {col!r} holds {feature}, not class labels; use a "
+                        "ClassLabel or string column (e.g. cast it with ClassLabel(names=[...]))")
     if inner is not None and not ds.multi_label:
         raise DataError(f"{origin}: column {col!r} holds lists of labels (multi-label); set "
                         "dataset.multi_label = true")
-    if isinstance(feature, hf.ClassLabel) or isinstance(inner, hf.ClassLabel):
-        names = (inner or feature).names
-        return [_class_names(v, names, col, r, origin) for r, v in enumerate(values)]
-    if _is_string(feature) or _is_string(inner):
-        return values
-    raise DataError(f"{origin}: column {col!r} holds {feature}, not class labels; use a "
-                    "ClassLabel or string column (e.g. cast it with ClassLabel(names=[...]))")
+    if isinstance(label, hf.ClassLabel):
+        return [_class_names(v, label.names, col, r, origin) for r, v in enumerate(values)]
+    return values
 
 
 def _class_names(value: Any, names: Sequence[str], col: str, row: int, origin: str) -> Any:

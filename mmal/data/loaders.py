@@ -12,15 +12,17 @@ from __future__ import annotations
 import io
 import wave
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 
-from mmal.data.pool import EncodedSource
 from mmal.errors import DataError, one_line
+
+if TYPE_CHECKING:  # pool imports loaders (vector_dim); this is only the annotation
+    from mmal.data.pool import EncodedSource
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
