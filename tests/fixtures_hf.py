@@ -23,6 +23,23 @@ from tests.fixtures_data import CLASSES, SAMPLE_RATE, VECTOR_DIM, WORDS
 COLUMNS = ("image", "audio", "text", "vector")
 
 
+def go_offline(monkeypatch, cache_dir: Path) -> None:
+    """No network, a private datasets cache, and no split left open from an earlier test.
+
+    ``datasets`` reads the environment when first imported, so its config is set too.
+    """
+    import datasets
+
+    from mmal.data import hf
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache_dir))
+    datasets.disable_progress_bars()
+    hf._open.cache_clear()
+
+
 def wav_bytes(label: int, rng: np.random.Generator, *, seconds: float = 0.5,
               rate: int = SAMPLE_RATE) -> bytes:
     """A 16-bit PCM mono wav file's bytes: a tone whose pitch depends on ``label``."""

@@ -16,7 +16,7 @@ from mmal.data import hf as hf_kind
 from mmal.data.loaders import load_audio, load_image
 from mmal.errors import ConfigError, DataError
 from tests.fixtures_data import CLASSES, MODALITY_TABLES, SAMPLE_RATE, VECTOR_DIM
-from tests.fixtures_hf import hf_split, wav_bytes, write_hf_dataset
+from tests.fixtures_hf import go_offline, hf_split, wav_bytes, write_hf_dataset
 
 datasets = pytest.importorskip("datasets")
 
@@ -25,12 +25,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def offline(tmp_path, monkeypatch):
-    """No network, a private datasets cache, and no split left open from another test."""
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    datasets.disable_progress_bars()
-    hf_kind._open.cache_clear()
+    go_offline(monkeypatch, tmp_path / "hf-cache")
     yield
     hf_kind._open.cache_clear()
 
