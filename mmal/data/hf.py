@@ -16,8 +16,9 @@ of the train split instead (stratified, seed ``al.seed``).
 Columns become modalities by their feature: ``Image`` -> image, ``Audio`` ->
 audio, strings -> text, fixed-length sequences of numbers -> vector. Text and
 vectors are read into memory; images and audio stay in the Arrow files, and the
-pool holds an :class:`HFCell` per sample, which the loaders decode (images with
-PIL, audio with mmal's own WAV reader: ``datasets`` >= 4 would need torchcodec).
+pool holds an :class:`HFColumn` of them: an :class:`HFCell` per sample, which
+the loaders decode like a file's bytes (images with PIL, audio with mmal's own
+WAV reader: ``datasets`` >= 4 would need torchcodec to decode ``Audio``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 MISSING = "`dataset.kind = \"hf\"` needs the datasets package: pip install 'mmal[hf]'"
 FILE_SUFFIXES = (".parquet", ".arrow")
 GLOB_CHARS = "*?["
+# What each modality kind reads (for the message when a column holds something else).
+READS = {"image": "an Image column", "audio": "an Audio column", "text": "a string column",
+         "vector": "a fixed-length sequence of numbers"}
 
 
 # ----------------------------------------------------------------------------- sources
@@ -91,7 +95,7 @@ class HFCell:
     only names), ``str()`` is ``hf:<folder or name>#<split>/<row>/<column>``
     (messages, ``mmal export``), and :attr:`source_key` keys it in the pool's
     fingerprint with the dataset's fingerprint, so a changed dataset changes it.
-    Pickles as its four fields; each process opens the split on first use.
+    Pickles as its three fields; each process opens the split on first use.
     """
 
     split: HFSplit
@@ -109,8 +113,8 @@ class HFCell:
         try:
             value = self.split.table().column(self.column)[self.row].as_py()
         except (KeyError, IndexError):
-            raise DataError(f"{self}: no such cell; the dataset changed since its pool was "
-                            "read, so run `mmal init` again") from None
+            raise DataError(f"{self}: no such cell; the dataset changed after its pool was "
+                            "read, so restore it") from None
         if value is not None and value.get("bytes") is not None:
             return value["bytes"]
         file = self.file(value)
@@ -157,8 +161,9 @@ def load_hf_pool(config: Config, split: str) -> Pool:
     ds, opts = config.dataset, config.dataset.options
     held_out = not ds.test
     which = "train" if split == "train" or held_out else "test"
-    table, features, fingerprint = _open(locate(config, which))
-    source = replace(locate(config, which), fingerprint=fingerprint)
+    source = locate(config, which)
+    table, features, fingerprint = _open(source)
+    source = replace(source, fingerprint=fingerprint)
     origin = str(source)
     n = table.num_rows
     if n == 0:
@@ -223,8 +228,7 @@ def locate(config: Config, which: str) -> HFSplit:
     target = root / name
     if (target / "state.json").is_file():
         return HFSplit("disk", str(root), name)
-    files = sorted(root.glob(name)) if any(c in name for c in GLOB_CHARS) else (
-        [target] if target.is_file() else [])
+    files = _files(root, name)
     if files:
         suffixes = {f.suffix.lower() for f in files}
         if len(suffixes) > 1 or not suffixes <= set(FILE_SUFFIXES):
@@ -233,6 +237,13 @@ def locate(config: Config, which: str) -> HFSplit:
         return HFSplit("files", str(root), name)
     raise DataError(f"{target}: dataset.{which} = {name!r} is neither a folder written by "
                     f"save_to_disk nor .parquet/.arrow files; {_what_is_there(root)}")
+
+
+def _files(root: Path, name: str) -> list[Path]:
+    """The files ``name`` (a path or a glob relative to ``root``) matches, sorted."""
+    if any(c in name for c in GLOB_CHARS):
+        return sorted(p for p in root.glob(name) if p.is_file())
+    return [root / name] if (root / name).is_file() else []
 
 
 def _what_is_there(root: Path) -> str:
@@ -286,9 +297,9 @@ def _open(split: HFSplit) -> tuple[pa.Table, Any, str]:
 
 def _open_files(hf: Any, split: HFSplit) -> Any:
     """Parquet files through the packaged builder; Arrow files memory-mapped as they are."""
-    root = Path(split.location)
-    files = sorted(root.glob(split.name)) if any(c in split.name for c in GLOB_CHARS) else [
-        root / split.name]
+    files = _files(Path(split.location), split.name)
+    if not files:
+        raise DataError(f"{split}: the files are gone; restore them")
     if files[0].suffix.lower() == ".parquet":
         return hf.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
     parts = [hf.Dataset.from_file(str(f)) for f in files]
@@ -322,7 +333,7 @@ def _label_cells(table: pa.Table, features: Any, config: Config, origin: str) ->
     col = ds.options["label_column"]
     values = _column(table, col, origin, "set dataset.label_column").to_pylist()
     feature = features[col]
-    inner = feature.feature if isinstance(feature, hf.List | hf.LargeList) else None
+    inner = _element(hf, feature)
     label = inner if inner is not None else feature
     if not isinstance(label, hf.ClassLabel) and not _is_string(label):
         raise DataError(f"{origin}: column {col!r} holds {feature}, not class labels; use a "
@@ -353,7 +364,7 @@ def _classes(config: Config, which: str, features: Any, raw: list[Any],
     hf, ds = _datasets(), config.dataset
     col = ds.options["label_column"]
     feature = features[col]
-    inner = feature.feature if isinstance(feature, hf.List | hf.LargeList) else feature
+    inner = _element(hf, feature) or feature
     if isinstance(inner, hf.ClassLabel):
         if ds.classes:
             raise DataError(f"{origin}: column {col!r} is a ClassLabel, whose names are the "
@@ -390,7 +401,7 @@ def _other_split(config: Config, which: str) -> tuple[HFSplit, pa.Table, Any] | 
 def _label_names(other: tuple[HFSplit, pa.Table, Any], col: str) -> list[str] | None:
     hf = _datasets()
     feature = other[2][col] if col in other[2] else None
-    inner = feature.feature if isinstance(feature, hf.List | hf.LargeList) else feature
+    inner = _element(hf, feature) or feature
     return list(inner.names) if isinstance(inner, hf.ClassLabel) else None
 
 
@@ -411,10 +422,8 @@ def _records(m: ModalityConfig, table: pa.Table, features: Any, split: HFSplit,
     col = m.options["column"]
     values = _column(table, col, origin, f"set modalities.{m.name}.column")
     feature = features[col]
-    wanted = {"image": (hf.Image, "an Image column"), "audio": (hf.Audio, "an Audio column"),
-              "text": (None, "a string column"),
-              "vector": (None, "a fixed-length sequence of numbers")}[m.kind]
-    if m.kind in ("image", "audio") and isinstance(feature, wanted[0]):
+    encoded = {"image": hf.Image, "audio": hf.Audio}.get(m.kind)
+    if encoded is not None and isinstance(feature, encoded):
         _check_cells(values, col, split, rows, origin)
         return HFColumn(split, col, rows)
     if m.kind == "text" and _is_string(feature):
@@ -427,7 +436,7 @@ def _records(m: ModalityConfig, table: pa.Table, features: Any, split: HFSplit,
     if m.kind == "vector" and _is_number_list(hf, feature):
         return _vectors(values, col, origin)[rows]
     raise DataError(f"{origin}: column {col!r} holds {feature}; a {m.kind} modality reads "
-                    f"{wanted[1]} (set modalities.{m.name}.column)")
+                    f"{READS[m.kind]} (set modalities.{m.name}.column)")
 
 
 def _check_cells(values: pa.ChunkedArray, col: str, split: HFSplit, rows: np.ndarray,
@@ -471,7 +480,12 @@ def _is_string(feature: Any) -> bool:
     return getattr(feature, "dtype", None) in ("string", "large_string")
 
 
+def _element(hf: Any, feature: Any) -> Any:
+    """The feature of a list column's elements; None for any other column."""
+    return feature.feature if isinstance(feature, hf.List | hf.LargeList) else None
+
+
 def _is_number_list(hf: Any, feature: Any) -> bool:
-    inner = feature.feature if isinstance(feature, hf.List | hf.LargeList) else None
+    inner = _element(hf, feature)
     dtype = getattr(inner, "dtype", "") if isinstance(inner, hf.Value) else ""
     return dtype.startswith(("int", "uint", "float"))
