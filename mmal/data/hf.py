@@ -209,6 +209,8 @@ def _check(dataset: DatasetConfig, modalities: Sequence[ModalityConfig]) -> Prob
     return None
 
 
+# With dataset.test = "", hf also reads dataset.test_fraction, which uci-mfeat declares
+# (every dataset accepts every kind's keys, and each key is declared once).
 KIND = DatasetKind("hf", load_hf_pool, files=("train", "test", ""), needs_root=False,
                    modality_kinds=("image", "audio", "text", "vector"),
                    options={"hf_name": "", "hf_config": "", "label_column": "label",

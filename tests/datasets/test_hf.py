@@ -72,13 +72,15 @@ def test_images_and_audio_decode_exactly_like_files(saved, tmp_path):
     png, wav = tmp_path / "3.png", tmp_path / "3.wav"
     png.write_bytes(cells[3]["image"]["bytes"])
     wav.write_bytes(cells[3]["audio"]["bytes"])
-    for rng in (None, np.random.default_rng(5)):
-        expected = load_image(png, 32, rng, sample="3")
-        rng2 = None if rng is None else np.random.default_rng(5)
-        assert torch.equal(load_image(pool.records["image"][3], 32, rng2, sample="3"), expected)
-    expected = load_audio(wav, SAMPLE_RATE, 0.5, None, sample="3")
-    assert torch.equal(load_audio(pool.records["audio"][3], SAMPLE_RATE, 0.5, None, sample="3"),
-                      expected)
+    def same(load, file, cell, seed):  # both sources with the same random stream (or none)
+        def rng():
+            return None if seed is None else np.random.default_rng(seed)
+        return torch.equal(load(file, rng()), load(cell, rng()))
+
+    image, audio = pool.records["image"][3], pool.records["audio"][3]
+    for seed in (None, 5):
+        assert same(lambda x, g: load_image(x, 32, g, sample="3"), png, image, seed)
+        assert same(lambda x, g: load_audio(x, SAMPLE_RATE, 0.3, g, sample="3"), wav, audio, seed)
     sample = MultimodalDataset(pool, config.modalities, training=True)[3]
     shapes = {k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in sample["inputs"].items()}
     assert shapes["image"] == (3, 32, 32) and shapes["audio"][:2] == (1, 257)
