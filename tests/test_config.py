@@ -67,7 +67,8 @@ def test_defaults_fill_every_optional_key(tmp_path):
     assert config.modality_names == ["strong", "weak"]
     assert config.dataset.kind == "uci-mfeat" and config.dataset.root is None
     assert config.dataset.options == {"views": ("fac", "fou"), "test_fraction": 0.2,
-                                      "standardize": True}
+                                      "standardize": True, "hf_name": "", "hf_config": "",
+                                      "label_column": "label", "id_column": ""}
     assert config.model.fusion == "concat" and config.model.dropout == 0.0
     assert (config.train.epochs, config.train.batch_size, config.train.optimizer) == (10, 32, "adamw")
     assert (config.al.initial_budget, config.al.budget, config.al.seed) == (100, 50, 0)
@@ -128,7 +129,7 @@ def _replace(base: str, old: str, new: str) -> str:
 BAD = [
     (_replace(UCI, 'kind = "uci-mfeat"', 'kind = "imagenet"'),
      "key 'dataset.kind' is 'imagenet'; choose one of manifest, food101, kinetics-sound, "
-     "vggsound, uci-mfeat"),
+     "vggsound, uci-mfeat, hf"),
     (_replace(UCI, 'kind = "uci-mfeat"\n', ""),
      "key 'dataset.kind' is missing; add it (see docs/config.md)"),
     (_replace(MANIFEST, 'encoder = "resnet50"', 'encoder = "resnet7"'),
@@ -181,7 +182,8 @@ BAD = [
      "at the config file's folder); fix the path or use \"\""),
     (_replace(UCI, 'views = ["fac", "fou"]', 'views = ["fac", "fou"]\nextra = 1'),
      "key 'dataset.extra' is unknown; known keys here: kind, root, train, test, classes, "
-     "multi_label, views, test_fraction, standardize (see docs/config.md)"),
+     "multi_label, views, test_fraction, standardize, hf_name, hf_config, label_column, "
+     "id_column (see docs/config.md)"),
     (_replace(UCI, "[dataset]", "[data]"),
      "key 'data' is unknown; known keys here: dataset, modalities, model, train, al "
      "(see docs/config.md)"),

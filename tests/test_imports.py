@@ -125,6 +125,15 @@ def test_light_modules_do_not_import_torch(module):
     assert done.stdout.strip() == "False", f"import {module} imports torch"
 
 
+def test_config_does_not_import_datasets_or_pyarrow():
+    """The kind table names the hf kind; its adapter imports datasets only when a pool loads."""
+    code = "import sys, mmal.config; print(sorted({'datasets', 'pyarrow'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT.parent, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", "import mmal.config imports " + done.stdout.strip()
+
+
 def test_mmal_has_no_import_cycle():
     graph = import_graph()
     found = cycles(graph)

@@ -6,7 +6,7 @@ Importing this package does not import torch; :mod:`mmal.data.dataset` does.
 
 Modules, lowest first: ``parsing`` (helpers shared by the adapters), ``pool``
 (:class:`Pool`, :class:`DatasetKind`), one adapter per layout (``manifest``,
-``food101``, ``avclips``, ``uci``), ``kinds`` (the table of kinds and
+``food101``, ``avclips``, ``uci``, ``hf``), ``kinds`` (the table of kinds and
 :func:`load_pool`); ``loaders`` and ``dataset`` (torch) sit beside them.
 """
 

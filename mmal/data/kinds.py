@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mmal.data import avclips, food101, manifest, uci
+from mmal.data import avclips, food101, hf, manifest, uci
 from mmal.data.pool import SPLITS, DatasetKind, Pool
 from mmal.errors import DataError
 
@@ -26,6 +26,7 @@ DATASET_KINDS: dict[str, DatasetKind] = {kind.name: kind for kind in (
     avclips.KINETICS_SOUND,
     avclips.VGGSOUND,
     uci.KIND,
+    hf.KIND,
 )}
 
 

@@ -3,12 +3,16 @@
 Every reader takes the sample's id (``sample``) so a bad file gives a
 one-line :class:`~mmal.errors.DataError` naming both. Random choices take a
 ``numpy.random.Generator`` (None = the deterministic evaluation variant).
+Images and audio also come as an :class:`~mmal.data.pool.EncodedSource`
+(a file's bytes kept inside a Hugging Face dataset), decoded like a file.
 """
 
 from __future__ import annotations
 
+import io
 import wave
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -18,6 +22,9 @@ from PIL import Image, UnidentifiedImageError
 from mmal.data.parsing import list_frames
 from mmal.errors import DataError, one_line
 
+if TYPE_CHECKING:  # pool imports loaders (vector_dim); this is only the annotation
+    from mmal.data.pool import EncodedSource
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Kinetics-400 statistics used by torchvision's video models.
@@ -25,14 +32,28 @@ VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
 VIDEO_STD = (0.22803, 0.22145, 0.216989)
 N_FFT = 512
 HOP = N_FFT - 353  # window 512 with overlap 353, as in the paper
+WAV_MAGIC = (b"RIFF", b"RIFX", b"RF64")
+# Leading bytes of the audio formats people hand us instead of WAV, for the message.
+NOT_WAV = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3", b"\xff\xfb": "MP3", b"\xff\xf3": "MP3"}
+
+
+def open_source(source: Path | EncodedSource, *, sample: str) -> Path | BinaryIO:
+    """A file path as is, or an encoded source's bytes as an in-memory file."""
+    if isinstance(source, Path):
+        return source
+    try:
+        return io.BytesIO(source.read_bytes())
+    except DataError as exc:
+        raise DataError(f"sample {sample}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- images
 
-def read_image(path: Path, *, sample: str) -> Image.Image:
-    """The image at ``path`` as RGB."""
+def read_image(path: Path | EncodedSource, *, sample: str) -> Image.Image:
+    """The image at ``path`` (a file, or an encoded source's bytes) as RGB."""
+    file = open_source(path, sample=sample)
     try:
-        with Image.open(path) as img:
+        with Image.open(file) as img:
             return img.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"sample {sample}: image file {path} does not exist") from None
@@ -84,10 +105,11 @@ def image_tensor(img: Image.Image, size: int, params: tuple[int, int, int, int, 
     return TF.normalize(TF.to_tensor(img), mean, std)
 
 
-def load_image(path: Path, size: int, rng: np.random.Generator | None, *,
+def load_image(path: Path | EncodedSource, size: int, rng: np.random.Generator | None, *,
                sample: str) -> torch.Tensor:
     """(3, size, size) float32 image; random resized crop + flip when ``rng`` is given."""
-    if path.is_dir():  # a frame folder read as an image: one frame of the clip
+    # A frame folder read as an image: one frame of the clip.
+    if isinstance(path, Path) and path.is_dir():
         frames = list_frames(path, sample=sample)
         path = frames[int(rng.integers(len(frames))) if rng is not None else len(frames) // 2]
     img = read_image(path, sample=sample)
@@ -116,15 +138,19 @@ def load_clip(folder: Path, frames: int, size: int, rng: np.random.Generator | N
 
 # ----------------------------------------------------------------------------- audio
 
-def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
+def read_wav(path: Path | EncodedSource, sample_rate: int, *, sample: str) -> np.ndarray:
     """Mono waveform (n,) float32 in [-1, 1] at ``sample_rate`` Hz (linear resampling).
 
+    ``path`` is a wav file, or an encoded source holding a wav file's bytes.
     Reads 8- to 32-bit PCM with the standard library; the extensible header
     (which ffmpeg writes for 24-bit or multichannel audio) and float samples,
     which Python 3.11's ``wave`` refuses, go through ``scipy.io.wavfile``.
     """
+    file = open_source(path, sample=sample)
+    if not isinstance(file, Path):
+        _check_wav_bytes(file.getvalue()[:4], path, sample)
     try:
-        with wave.open(str(path), "rb") as w:
+        with wave.open(str(file) if isinstance(file, Path) else file, "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             raw = w.readframes(w.getnframes())
     except FileNotFoundError:
@@ -133,7 +159,9 @@ def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
         if not str(exc).startswith("unknown format"):
             raise DataError(f"sample {sample}: cannot read wav {path} ({one_line(exc)}); "
                             "mmal reads PCM wav files") from None
-        rate, signal = _read_wav_scipy(path, sample)
+        if not isinstance(file, Path):
+            file.seek(0)
+        rate, signal = _read_wav_scipy(file, path, sample)
     except (EOFError, OSError) as exc:
         raise DataError(f"sample {sample}: cannot read wav {path} ({one_line(exc)}); "
                         "mmal reads PCM wav files") from None
@@ -149,12 +177,23 @@ def read_wav(path: Path, sample_rate: int, *, sample: str) -> np.ndarray:
     return signal.astype(np.float32)
 
 
-def _read_wav_scipy(path: Path, sample: str) -> tuple[int, np.ndarray]:
+def _check_wav_bytes(head: bytes, source: EncodedSource, sample: str) -> None:
+    """DataError naming the format of encoded audio that is not WAV (mmal decodes WAV only)."""
+    if head.startswith(WAV_MAGIC):
+        return
+    found = next((name for magic, name in NOT_WAV.items() if head.startswith(magic)), None)
+    what = f"{found} audio" if found else "not WAV audio"
+    raise DataError(f"sample {sample}: {source} is {what}; mmal decodes WAV (PCM or float) "
+                    "only, so convert the audio to WAV")
+
+
+def _read_wav_scipy(file: Path | BinaryIO, path: Path | EncodedSource,
+                    sample: str) -> tuple[int, np.ndarray]:
     """(rate, mono float32 signal) of a wav the standard library cannot read."""
     from scipy.io import wavfile  # deferred: scipy only for the rare non-PCM wav
 
     try:
-        rate, data = wavfile.read(path)
+        rate, data = wavfile.read(file)
     except Exception as exc:  # noqa: BLE001 - scipy raises many types on malformed files
         raise DataError(f"sample {sample}: cannot read wav {path} ({one_line(exc)}); "
                         "mmal reads PCM or float wav files") from None
@@ -170,7 +209,7 @@ def _read_wav_scipy(path: Path, sample: str) -> tuple[int, np.ndarray]:
     return int(rate), signal.mean(axis=1) if signal.ndim == 2 else signal
 
 
-def _pcm_to_float(raw: bytes, width: int, path: Path, sample: str) -> np.ndarray:
+def _pcm_to_float(raw: bytes, width: int, path: Path | EncodedSource, sample: str) -> np.ndarray:
     if width == 1:
         return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
     if width == 2:
@@ -204,7 +243,7 @@ def spectrogram(signal: np.ndarray) -> torch.Tensor:
     return torch.log(spec.abs() + 1e-7).unsqueeze(0)
 
 
-def load_audio(path: Path, sample_rate: int, clip_seconds: float,
+def load_audio(path: Path | EncodedSource, sample_rate: int, clip_seconds: float,
                rng: np.random.Generator | None, *, sample: str) -> torch.Tensor:
     """(1, 257, T) spectrogram of a ``clip_seconds`` window (random crop when ``rng`` is given)."""
     signal = read_wav(path, sample_rate, sample=sample)

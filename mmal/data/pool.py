@@ -3,7 +3,7 @@
 A pool holds ids, labels and, per modality, where each sample's value comes
 from; nothing is decoded here. :class:`mmal.data.dataset.MultimodalDataset`
 turns sources into tensors. Each layout adapter (manifest, food101,
-kinetics-sound/vggsound, uci-mfeat) declares a :class:`DatasetKind` whose
+kinetics-sound/vggsound, uci-mfeat, hf) declares a :class:`DatasetKind` whose
 ``load`` builds a pool; :mod:`mmal.data.kinds` holds the table of them and
 ``docs/datasets.md`` describes their files.
 """
@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,7 +46,9 @@ class Pool:
     records : dict
         Modality name -> per-sample sources, in row order: a list of
         :class:`~pathlib.Path` (a file, or a folder of frames), a list of str
-        (inline text), or an (N, D) float32 array (vectors held in memory).
+        (inline text), an (N, D) float32 array (vectors held in memory), or a
+        sequence of :class:`EncodedSource` (an image or audio file kept inside
+        another file, e.g. a Hugging Face dataset's Arrow table).
     names : list of str
         The sample ids as written in the data (used in error messages).
     split : {"train", "test"}
@@ -157,6 +159,21 @@ class Pool:
                         f"({how}); restore that file, or start a new workspace with `mmal init`")
 
 
+class EncodedSource(Protocol):
+    """A sample's encoded image or audio file that is not a file of its own.
+
+    The loaders decode ``read_bytes()`` as they decode a file's contents;
+    ``str()`` names the source in messages and in ``mmal export``;
+    ``source_key`` keys it in :meth:`Pool.fingerprint` (it should change when
+    the data behind it does). :class:`mmal.data.hf.HFCell` is one.
+    """
+
+    @property
+    def source_key(self) -> str: ...
+
+    def read_bytes(self) -> bytes: ...
+
+
 # A broken config rule: (dotted key, its value, the rule), e.g.
 # ("dataset.views", ["fac"], "lists 1 views but there are 2 [modalities.*] tables; ...").
 # The config reader turns it into "<file>: key 'dataset.views' is ['fac']; lists 1 views ...".
@@ -207,17 +224,21 @@ class DatasetKind:
 
 
 def _source_key(value: Any, root: str | None) -> str:
-    """``file:<path relative to root>`` (``root`` ends in "/"), ``file:<path>``, or ``text:<value>``.
+    """``file:<path relative to root>`` (``root`` ends in "/"), ``file:<path>``, ``text:<value>``,
+    or an :class:`EncodedSource`'s own ``source_key``.
 
     String prefix tests, not ``Path.relative_to``: this runs once per sample and
     modality on every fingerprint, and pathlib parsing dominated it.
     """
+    if isinstance(value, str):
+        return "text:" + value
     if isinstance(value, Path):
         path = value.as_posix()
         if root is not None and path.startswith(root):
             return "file:" + path[len(root):]
         return "file:" + path
-    return "text:" + str(value)
+    key = getattr(value, "source_key", None)
+    return key if key is not None else "text:" + str(value)
 
 
 def vector_dim(pool: Pool, modality: str) -> int:

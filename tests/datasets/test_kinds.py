@@ -107,7 +107,8 @@ def test_a_registered_kind_is_read_by_config_and_load_pool(toy_kind):
     ({}, {"a": {"kind": "vector", "encoder": "mlp"}},
      "key 'modalities' is 1; a toy dataset has two modalities"),
     ({"widht": 3}, None, "key 'dataset.widht' is unknown; known keys here: kind, root, train, "
-     "test, classes, multi_label, views, test_fraction, standardize, width (see docs/config.md)"),
+     "test, classes, multi_label, views, test_fraction, standardize, hf_name, hf_config, "
+     "label_column, id_column, width (see docs/config.md)"),
 ])
 def test_a_registered_kind_checks_its_keys(toy_kind, dataset, modalities, message):
     with pytest.raises(ConfigError) as info:
