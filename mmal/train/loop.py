@@ -126,7 +126,7 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     model = build_model(config, pool).to(dev)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-    start, losses = _resume(partial, run_key, model, opt, env) if resume else (0, [])
+    start, losses, head_history = _resume(partial, run_key, model, opt, env) if resume else (0, [], [])
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
 
@@ -137,14 +137,16 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
         train_set.set_epoch(epoch)
         desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
         plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
-        losses.append(_epoch(net, model, train_set, plan, opt, env, num_workers=tc.num_workers,
-                             desc=desc, progress=progress))
+        loss, heads = _epoch(net, model, train_set, plan, opt, env, num_workers=tc.num_workers,
+                             desc=desc, progress=progress)
+        losses.append(loss)
+        head_history.append(heads)
         log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, losses[-1])
         if env.is_main:
             save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
                                                  len(labeled)),
                                       "optimizer": opt.state_dict(), "losses": losses,
-                                      "run_key": run_key})
+                                      "head_losses": head_history, "run_key": run_key})
 
     # -- test and write: rank 0 alone; every rank returns its metrics -------------
     metrics = None
@@ -179,8 +181,11 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
 
 
 def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_workers: int,
-           desc: str, progress: bool) -> float:
-    """One epoch of steps over ``plan``; returns the mean per-sample loss (over all ranks).
+           desc: str, progress: bool) -> tuple[float, list[float]]:
+    """One epoch of steps over ``plan``; the mean per-sample loss and per-head losses (all ranks).
+
+    The per-head list follows :func:`head_losses` (fused head, then each
+    modality's); the mean over it is the loss up to float rounding.
 
     ``net`` runs the forward pass: ``model`` itself in one process, its
     DistributedDataParallel wrapper under torchrun.
@@ -192,14 +197,16 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         num_workers=num_workers, pin_memory=dev.type == "cuda")
     net.train()
     total, count = 0.0, 0
+    heads = [0.0] * (1 + len(model.modalities))
     # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
     # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
     for mb, batch in zip(plan, bar, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
             model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
-        mean = multimodal_loss(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
-                               model.modalities)
+        terms = head_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
+                            model.modalities)
+        mean = terms.mean()  # multimodal_loss, with the per-head terms kept for the log
         opt.zero_grad(set_to_none=True)
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
         opt.step()
@@ -211,9 +218,12 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
                                 f"{ids}{' ...' if b > 8 else ''}; check those samples' inputs for "
                                 "NaN or Inf, or lower train.lr")
         total, count = total + value * mb.samples, count + mb.samples
+        heads = [h + v * mb.samples for h, v in zip(heads, terms.detach().tolist(), strict=True)]
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
     total, count = env.all_reduce_sum([total, count])
-    return total / max(count, 1)
+    # a collective of its own, so that the total's reduction stays the one it always was
+    heads = env.all_reduce_sum(heads)
+    return total / max(count, 1), [h / max(count, 1) for h in heads]
 
 
 def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
@@ -228,13 +238,22 @@ def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.T
     single-process loop always has (a per-sample form changes multi-label
     gradients in the last bit).
     """
+    return head_losses(out, labels, modalities).mean()
+
+
+def head_losses(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
+    """(1 + M,) batch-mean losses of the fused head, then of each modality's head, in order.
+
+    Their ``.mean()`` is :func:`multimodal_loss`, bit for bit: the training loop
+    takes the mean itself and logs the detached terms.
+    """
     if labels.ndim == 2:
         lossf = F.binary_cross_entropy_with_logits
         labels = labels.to(out.logits_mm.dtype)  # BCE targets in the logits' dtype
     else:
         lossf = F.cross_entropy
     terms = [lossf(out.logits_mm, labels)] + [lossf(out.logits_uni[m], labels) for m in modalities]
-    return torch.stack(terms).mean()
+    return torch.stack(terms)
 
 
 @torch.no_grad()
@@ -276,18 +295,23 @@ def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, momentum=0.9)
 
 
-def _resume(partial: Path, run_key: str, model, opt, env) -> tuple[int, list[float]]:
-    """Load ``partial`` into ``model`` and ``opt`` when it is this run's; (epochs done, losses).
+def _resume(partial: Path, run_key: str, model, opt, env
+            ) -> tuple[int, list[float], list[list[float]]]:
+    """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
+
+    Returns (epochs done, loss per epoch, per-head losses per epoch); a partial
+    written before per-head losses were kept has None for each of its epochs.
 
     Every rank must resume after the same epoch (the partial sits on shared storage).
     """
-    start, losses = 0, []
+    start, losses, heads = 0, [], []
     if partial.exists():
         ckpt = _try_load(partial)
         if ckpt is not None and ckpt.get("run_key") == run_key:
             model.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
+            heads = list(ckpt.get("head_losses", [None] * start))
             log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
                         partial, start)
         else:
@@ -297,7 +321,7 @@ def _resume(partial: Path, run_key: str, model, opt, env) -> tuple[int, list[flo
     if len(set(starts)) > 1:
         raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
                              "workspace must be on storage every node shares")
-    return start, losses
+    return start, losses, heads
 
 
 def _try_load(path: Path) -> dict[str, Any] | None:
