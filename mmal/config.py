@@ -101,6 +101,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     num_workers: int = 0
     augment: bool = True
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
 
 def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
-                         "weight_decay", "num_workers", "augment"))
+                         "weight_decay", "num_workers", "augment", "tensorboard"))
     vals = {}
     for key, lo in (("epochs", 1), ("batch_size", 1), ("num_workers", 0)):
         vals[key] = r.get(t, f"train.{key}", int, default=getattr(TrainConfig, key))
@@ -339,7 +340,9 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**vals,
                        optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
                                           default=TrainConfig.optimizer),
-                       augment=r.get(t, "train.augment", bool, default=TrainConfig.augment))
+                       augment=r.get(t, "train.augment", bool, default=TrainConfig.augment),
+                       tensorboard=r.get(t, "train.tensorboard", bool,
+                                         default=TrainConfig.tensorboard))
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:

@@ -1,7 +1,8 @@
 """``train_round``: fit a round's model from scratch on its labeled set, then test it.
 
 Reads top to bottom: settings, data, model and optimizer, resume, epochs,
-test and write. Loss is the paper's Eq. 1: the mean of the fused head's and every
+test and write; epochs and test go to TensorBoard when asked
+(:mod:`mmal.train.tensorboard`). Loss is the paper's Eq. 1: the mean of the fused head's and every
 unimodal head's cross-entropy (binary cross-entropy for multi-label).
 
 Determinism and resuming: the model's initial weights, each epoch's sample
@@ -49,6 +50,7 @@ from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
+from mmal.train.tensorboard import TrainLog
 from mmal.workspace import Round, open_round
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ log = logging.getLogger(__name__)
 
 def train_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
                 device: str = "auto", resume: bool = True, force: bool = False,
-                progress: bool = True, distributed: bool | None = None) -> dict[str, Any]:
+                progress: bool = True, distributed: bool | None = None,
+                tensorboard: bool | None = None) -> dict[str, Any]:
     """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
 
     Parameters
@@ -76,6 +79,11 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     distributed : bool, optional
         None: DistributedDataParallel exactly when launched by torchrun; False:
         one process regardless.
+    tensorboard : bool, optional
+        Write TensorBoard event files to ``rounds/RRR/tensorboard/``
+        (:mod:`mmal.train.tensorboard`); None: as ``train.tensorboard`` says.
+        Every training removes the round's old event files; the weights are the
+        same bit for bit either way.
 
     Returns
     -------
@@ -110,7 +118,8 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=rnd.labels())
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
-    run_key = _run_key(config.to_dict(), labeled, round, pool.fingerprint(), known.labels[rows])
+    run_key = _run_key(_weights_config(config), labeled, round, pool.fingerprint(),
+                       known.labels[rows])
     train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
                                   seed=derive_seed(seed, round)).subset(labeled)
     test_set = MultimodalDataset(test_pool, config.modalities, training=False)
@@ -126,34 +135,41 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     model = build_model(config, pool).to(dev)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-    start, losses, head_history = _resume(partial, run_key, model, opt, env) if resume else (0, [], [])
+    start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
+                                   else (0, [], []))
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
 
-    # -- epochs -----------------------------------------------------------------
-    for epoch in range(start, tc.epochs):
-        torch.manual_seed(derive_seed(seed, round, epoch + 1))
-        order = rng(seed, round, epoch).permutation(n).tolist()
-        train_set.set_epoch(epoch)
-        desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
-        plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
-        loss, heads = _epoch(net, model, train_set, plan, opt, env, num_workers=tc.num_workers,
-                             desc=desc, progress=progress)
-        losses.append(loss)
-        head_history.append(heads)
-        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, losses[-1])
-        if env.is_main:
-            save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
-                                                 len(labeled)),
-                                      "optimizer": opt.state_dict(), "losses": losses,
-                                      "head_losses": head_history, "run_key": run_key})
+    # -- epochs, logged to TensorBoard when asked (a resumed run replays its epochs) --
+    board = TrainLog(paths.tensorboard, ["mm", *model.modalities], main=env.is_main,
+                     on=tc.tensorboard if tensorboard is None else tensorboard)
+    with board:
+        board.replay(losses, head_history, opt)
+        for epoch in range(start, tc.epochs):
+            torch.manual_seed(derive_seed(seed, round, epoch + 1))
+            order = rng(seed, round, epoch).permutation(n).tolist()
+            train_set.set_epoch(epoch)
+            desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
+            plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
+            loss, heads = _epoch(net, model, train_set, plan, opt, env,
+                                 num_workers=tc.num_workers, desc=desc, progress=progress)
+            losses.append(loss)
+            head_history.append(heads)
+            log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
+            if env.is_main:
+                save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
+                                                     len(labeled)),
+                                          "optimizer": opt.state_dict(), "losses": losses,
+                                          "head_losses": head_history, "run_key": run_key})
+            board.epoch(epoch + 1, loss, heads, opt)
 
-    # -- test and write: rank 0 alone; every rank returns its metrics -------------
-    metrics = None
-    if env.is_main:
-        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
-                                  len(labeled), dev, progress,
-                                  world_size=env.world_size if env.enabled else None)
+        # -- test and write: rank 0 alone; every rank returns its metrics -----------
+        metrics = None
+        if env.is_main:
+            metrics = _test_and_write(model, config, pool, test_set, paths, partial, round,
+                                      losses, len(labeled), dev, progress,
+                                      world_size=env.world_size if env.enabled else None)
+            board.test(metrics["test"], tc.epochs)
     return env.broadcast(metrics)
 
 
@@ -279,12 +295,23 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
 
 
 def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
-    return {**checkpoint_header(), "config": config.to_dict(),
+    return {**checkpoint_header(), "config": _weights_config(config),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
             "pool_fingerprint": pool.fingerprint(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def _weights_config(config) -> dict[str, Any]:
+    """``config.to_dict()`` less ``train.tensorboard``, which changes no weight.
+
+    What the run key and the checkpoint record: turning logging on or off neither
+    restarts an interrupted run nor changes a byte of ``model.pt``.
+    """
+    data = config.to_dict()
+    data["train"] = {k: v for k, v in data["train"].items() if k != "tensorboard"}
+    return data
 
 
 def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
