@@ -28,6 +28,8 @@ from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
 
 MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+#: Keys, per section, that only steer logging: no weight or metric depends on them.
+LOGGING_KEYS = {"train": ("tensorboard",)}
 
 # Kind-specific modality options and their defaults (all land in ModalityConfig.options).
 MODALITY_OPTIONS: dict[str, dict[str, Any]] = {
@@ -138,9 +140,18 @@ class Config:
                 return m
         raise KeyError(name)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of str/int/float/bool/list (TOML- and checkpoint-safe)."""
-        return _to_dict(self)
+    def to_dict(self, *, logging: bool = True) -> dict[str, Any]:
+        """Plain nested dict of str/int/float/bool/list (TOML- and checkpoint-safe).
+
+        ``logging=False`` leaves out the keys that only steer logging
+        (``train.tensorboard``) and change no result: what a checkpoint records,
+        and what two configs must share for their runs to be comparable.
+        """
+        data = _to_dict(self)
+        if not logging:
+            for section, keys in LOGGING_KEYS.items():
+                data[section] = {k: v for k, v in data[section].items() if k not in keys}
+        return data
 
 
 # ----------------------------------------------------------------------------- loading

@@ -118,7 +118,9 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=rnd.labels())
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
-    run_key = _run_key(_weights_config(config), labeled, round, pool.fingerprint(),
+    # Logging keys stay out of the run key and model.pt: switching TensorBoard on or off
+    # neither restarts an interrupted run nor changes a byte of the checkpoint.
+    run_key = _run_key(config.to_dict(logging=False), labeled, round, pool.fingerprint(),
                        known.labels[rows])
     train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
                                   seed=derive_seed(seed, round)).subset(labeled)
@@ -295,23 +297,12 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
 
 
 def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
-    return {**checkpoint_header(), "config": _weights_config(config),
+    return {**checkpoint_header(), "config": config.to_dict(logging=False),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
             "pool_fingerprint": pool.fingerprint(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def _weights_config(config) -> dict[str, Any]:
-    """``config.to_dict()`` less ``train.tensorboard``, which changes no weight.
-
-    What the run key and the checkpoint record: turning logging on or off neither
-    restarts an interrupted run nor changes a byte of ``model.pt``.
-    """
-    data = config.to_dict()
-    data["train"] = {k: v for k, v in data["train"].items() if k != "tensorboard"}
-    return data
 
 
 def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
