@@ -28,6 +28,8 @@ from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
 
 MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+#: Keys, per section, that only steer logging: no weight or metric depends on them.
+LOGGING_KEYS = {"train": ("tensorboard",)}
 
 # Kind-specific modality options and their defaults (all land in ModalityConfig.options).
 MODALITY_OPTIONS: dict[str, dict[str, Any]] = {
@@ -101,6 +103,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     num_workers: int = 0
     augment: bool = True
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,9 +140,18 @@ class Config:
                 return m
         raise KeyError(name)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of str/int/float/bool/list (TOML- and checkpoint-safe)."""
-        return _to_dict(self)
+    def to_dict(self, *, logging: bool = True) -> dict[str, Any]:
+        """Plain nested dict of str/int/float/bool/list (TOML- and checkpoint-safe).
+
+        ``logging=False`` leaves out the keys that only steer logging
+        (``train.tensorboard``) and change no result: what a checkpoint records,
+        and what two configs must share for their runs to be comparable.
+        """
+        data = _to_dict(self)
+        if not logging:
+            for section, keys in LOGGING_KEYS.items():
+                data[section] = {k: v for k, v in data[section].items() if k not in keys}
+        return data
 
 
 # ----------------------------------------------------------------------------- loading
@@ -326,7 +338,7 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
 
 def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
-                         "weight_decay", "num_workers", "augment"))
+                         "weight_decay", "num_workers", "augment", "tensorboard"))
     vals = {}
     for key, lo in (("epochs", 1), ("batch_size", 1), ("num_workers", 0)):
         vals[key] = r.get(t, f"train.{key}", int, default=getattr(TrainConfig, key))
@@ -339,7 +351,9 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**vals,
                        optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
                                           default=TrainConfig.optimizer),
-                       augment=r.get(t, "train.augment", bool, default=TrainConfig.augment))
+                       augment=r.get(t, "train.augment", bool, default=TrainConfig.augment),
+                       tensorboard=r.get(t, "train.tensorboard", bool,
+                                         default=TrainConfig.tensorboard))
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:

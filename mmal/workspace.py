@@ -80,6 +80,11 @@ class RoundPaths:
     def selections(self) -> Path:
         return self.root / "selections"
 
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of the round's latest training, when it logged."""
+        return self.root / "tensorboard"
+
 
 def find_workspace(start: str | os.PathLike | None = None) -> Path:
     """The workspace containing ``start`` (default: the current directory)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmal.config import config_from_dict, dump_config, load_config
+from mmal.config import TrainConfig, config_from_dict, dump_config, load_config
 from mmal.errors import ConfigError
 
 UCI = """
@@ -156,7 +156,9 @@ BAD = [
      "key 'train.lr' is True (boolean); expected a number"),
     (_replace(MANIFEST, "epochs = 3", "epoch = 3"),
      "key 'train.epoch' is unknown; known keys here: epochs, batch_size, optimizer, lr, "
-     "encoder_lr, weight_decay, num_workers, augment (see docs/config.md)"),
+     "encoder_lr, weight_decay, num_workers, augment, tensorboard (see docs/config.md)"),
+    (_replace(MANIFEST, "epochs = 3", 'epochs = 3\ntensorboard = "yes"'),
+     "key 'train.tensorboard' is 'yes' (string); expected true or false"),
     (_replace(MANIFEST, "image_size = 64", "max_tokens = 64"),
      "key 'modalities.image.max_tokens' is unknown; known keys here: kind, encoder, "
      "pretrained, freeze, dim, column, image_size (see docs/config.md)"),
@@ -219,6 +221,18 @@ def test_example_configs_load(tmp_path):
     assert [(m.kind, m.encoder) for m in food.modalities] == [("image", "resnet101"),
                                                               ("text", "bert")]
     assert food.model.fusion == "concat"
+
+
+def test_logging_keys_are_off_by_default_and_left_out_of_the_results_dict(tmp_path):
+    config = load_config(_write(tmp_path, _replace(MANIFEST, "epochs = 3",
+                                                   "epochs = 3\ntensorboard = true")))
+    assert config.train.tensorboard is True and TrainConfig().tensorboard is False
+    assert config.to_dict()["train"]["tensorboard"] is True
+    without = config.to_dict(logging=False)
+    assert "tensorboard" not in without["train"]
+    assert without == {**config.to_dict(), "train": {k: v for k, v in
+                                                     config.to_dict()["train"].items()
+                                                     if k != "tensorboard"}}
 
 
 def test_dump_keeps_every_dataset_key_so_stored_configs_stay_comparable(tmp_path):

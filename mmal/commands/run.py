@@ -37,8 +37,11 @@ def _int_list(ctx, param, value: str) -> list[int]:
               help="MC-dropout samples stored in each cache (needed by bald).")
 @click.option("--quiet", "-q", is_flag=True, default=False,
               help="Only failures and the final summary.")
+@click.option("--tensorboard", is_flag=True, default=False,
+              help="Write each trajectory's test metrics per round to runs/tensorboard/"
+                   "<strategy>-seed<k>/, and log every training this run does.")
 def run_command(strategies, rounds, budget, initial_budget, seeds, workspace, device,
-                mc_dropout, quiet):
+                mc_dropout, quiet, tensorboard):
     """Run every strategy for R rounds per seed, from a shared round 0, resumably.
 
     For each seed, round 0 (random labeled set, trained model, cache) is computed
@@ -48,7 +51,9 @@ def run_command(strategies, rounds, budget, initial_budget, seeds, workspace, de
     never recomputes a finished step; it also extends a run with more seeds,
     strategies or rounds. A trajectory that fails is reported (strategy, seed,
     round, error) and the others go on; the exit code is then 1. Summarize with
-    `mmal report`.
+    `mmal report`, or watch with --tensorboard: one TensorBoard run per strategy
+    and seed, test top-1 and mean contribution against labeled samples
+    (docs/loop.md).
 
     \b
     Example:
@@ -56,6 +61,9 @@ def run_command(strategies, rounds, budget, initial_budget, seeds, workspace, de
       mmal run --workspace uci-run --strategies bmmal,badge,random \\
                --rounds 4 --budget 50 --initial-budget 100 --seeds 0,1,2
       mmal report --workspace uci-run
+      mmal run --workspace uci-run --strategies bmmal,random --rounds 4 --budget 50 \\
+               --initial-budget 100 --tensorboard
+      tensorboard --logdir uci-run/runs/tensorboard
     """
     from mmal.loop import run_comparison
     from mmal.workspace import find_workspace
@@ -65,7 +73,7 @@ def run_command(strategies, rounds, budget, initial_budget, seeds, workspace, de
     printer = _Printer(quiet)
     result = run_comparison(root, names, rounds=rounds, budget=budget,
                             initial_budget=initial_budget, seeds=seeds, device=device,
-                            mc_dropout=mc_dropout, callback=printer)
+                            mc_dropout=mc_dropout, callback=printer, tensorboard=tensorboard)
     total = len(names) * len(seeds)
     click.echo(f"finished {len(result.completed)} of {total} trajectories in "
                f"{result.wall_s:.1f} s; results in {result.layout.root}")

@@ -18,8 +18,11 @@ from mmal.commands.options import device_option, force_option, workspace_option
 @click.option("--no-resume", is_flag=True, default=False,
               help="Ignore an interrupted run's model.pt.partial and start from scratch.")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bars.")
+@click.option("--tensorboard", is_flag=True, default=False,
+              help="Write losses, learning rates and test metrics to rounds/RRR/tensorboard/ "
+                   "(on even where mmal.toml has train.tensorboard = false).")
 @force_option
-def train_command(round_, workspace, device, no_resume, quiet, force):
+def train_command(round_, workspace, device, no_resume, quiet, tensorboard, force):
     """Train a round's model from scratch on rounds/RRR/labeled.json.
 
     Uses the [modalities], [model] and [train] sections of mmal.toml, then tests
@@ -32,10 +35,15 @@ def train_command(round_, workspace, device, no_resume, quiet, force):
     the global batch, split across the ranks; rank 0 writes model.pt and the
     metrics of the whole test split (docs/distributed.md).
 
+    With --tensorboard (or train.tensorboard = true) it also writes TensorBoard
+    event files to rounds/RRR/tensorboard/ (docs/training.md); every training
+    of a round replaces that folder.
+
     \b
     Example:
       mmal train                      # newest round, GPU if there is one
       mmal train --round 2 --device cpu --workspace uci-run
+      mmal train --tensorboard && tensorboard --logdir rounds/
       torchrun --nproc-per-node 4 -m mmal train --round 2
     """
     from mmal.distributed import env_rank
@@ -44,7 +52,7 @@ def train_command(round_, workspace, device, no_resume, quiet, force):
 
     root = find_workspace(workspace)
     metrics = train_round(root, round_, device=device, resume=not no_resume, force=force,
-                          progress=not quiet)
+                          progress=not quiet, tensorboard=True if tensorboard else None)
     if env_rank() != 0:
         return
     test = metrics["test"]
@@ -59,3 +67,5 @@ def train_command(round_, workspace, device, no_resume, quiet, force):
     click.echo(f"mean contribution at the true class: {share}")
     paths = round_paths(root, metrics["round"])
     click.echo(f"wrote {paths.model} and {paths.metrics}")
+    if paths.tensorboard.is_dir():  # each training removes it unless it logs
+        click.echo(f"wrote TensorBoard events to {paths.tensorboard}")

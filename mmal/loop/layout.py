@@ -11,6 +11,8 @@
         round0/seed<k>/               round 0 of seed k, computed once: a workspace of its own
         <strategy>/seed<k>/           one trajectory: a workspace whose rounds/000 files are
                                       hard links (or copies) of round0/seed<k>'s
+        tensorboard/<strategy>-seed<k>/   `mmal run --tensorboard`: one TensorBoard run per
+                                      trajectory, rewritten from its metrics.json files
 
 Every trajectory is an ordinary workspace, so ``mmal train/extract/select/next``
 work on it unchanged, and so does :mod:`mmal.report`.
@@ -32,8 +34,11 @@ from mmal.stamp import RUN_PLAN, RUN_STATUS, check_stamp, read_stamped_json
 
 RUNS_DIR = "runs"
 SHARED = "round0"
+TENSORBOARD = "tensorboard"
 PLAN_NAME = "plan.json"
 STATUS_NAME = "status.json"
+#: Folders of runs/ that are not strategies (and so names no strategy may take).
+RESERVED = (SHARED, "configs", TENSORBOARD)
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
@@ -66,13 +71,22 @@ class RunLayout:
         """The workspace of one (strategy, seed) trajectory."""
         return self.root / strategy / f"seed{seed}"
 
+    @property
+    def tensorboard_root(self) -> Path:
+        """Where ``mmal run --tensorboard`` writes: ``tensorboard --logdir`` this folder."""
+        return self.root / TENSORBOARD
+
+    def tensorboard(self, strategy: str, seed: int) -> Path:
+        """The TensorBoard run of one trajectory."""
+        return self.tensorboard_root / f"{strategy}-seed{seed}"
+
     def trajectories(self) -> list[tuple[str, int]]:
         """(strategy, seed) pairs that have a folder, sorted."""
         if not self.root.is_dir():
             return []
         found = []
         for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or folder.name in (SHARED, "configs"):
+            if not folder.is_dir() or folder.name in RESERVED:
                 continue
             for sub in folder.iterdir():
                 match = _SEED_DIR.match(sub.name)

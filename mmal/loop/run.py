@@ -37,10 +37,11 @@ from typing import Any
 
 from mmal.atomic import write_text_atomic
 from mmal.cache.index import read_index
-from mmal.config import dump_config
+from mmal.config import dump_config, load_config
 from mmal.data import load_pool
 from mmal.errors import ConfigError, WorkspaceError, one_line
-from mmal.loop.layout import SHARED, RunLayout, link_or_copy, write_json_atomic
+from mmal.loop.layout import RESERVED, RunLayout, link_or_copy, write_json_atomic
+from mmal.loop.tensorboard import require_tensorboard, write_trajectory_events
 from mmal.seeds import selection_seed
 from mmal.select.api import select
 from mmal.select.registry import get_strategy
@@ -118,6 +119,7 @@ def run_comparison(
     mc_dropout: int = 0,
     params: dict[str, dict[str, Any]] | None = None,
     callback: Callable[[Event], None] | None = None,
+    tensorboard: bool = False,
 ) -> RunResult:
     """Run (or resume) every (strategy, seed) trajectory for ``rounds`` selection rounds.
 
@@ -142,6 +144,11 @@ def run_comparison(
         Strategy name -> keyword parameters for :func:`mmal.select.select`.
     callback : callable, optional
         Receives an :class:`Event` for every step (progress display, tests).
+    tensorboard : bool
+        Write each trajectory's test metrics per round to
+        ``runs/tensorboard/<strategy>-seed<k>/`` (:mod:`mmal.loop.tensorboard`),
+        and log every training this run does to its round's ``tensorboard/``
+        folder; False: trainings log as ``train.tensorboard`` says.
 
     Returns
     -------
@@ -164,13 +171,15 @@ def run_comparison(
     layout = RunLayout(workspace)
     base = load_workspace_config(workspace)
     _check_feasible(workspace, base, chosen, rounds, budget, initial_budget, mc_dropout)
+    if tensorboard:
+        require_tensorboard()  # the fix, before anything trains
     plan = _check_plan(layout, budget, initial_budget, mc_dropout)
     for seed in seeds:
         check_seed_config(layout, base, seed, budget, initial_budget)
     _write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
     emit = callback or (lambda event: None)
     failures: list[Failure] = []
-    steps = _Steps(layout, device, mc_dropout, budget, params or {}, emit)
+    steps = _Steps(layout, device, mc_dropout, budget, params or {}, emit, tensorboard)
 
     live: dict[tuple[str, int], bool] = {}
     for seed in seeds:
@@ -191,6 +200,9 @@ def run_comparison(
                     continue
                 try:
                     steps.advance(name, seed, r, rounds)
+                    if tensorboard:
+                        steps.current = "tensorboard"
+                        write_trajectory_events(layout, name, seed)
                 except Exception as exc:  # noqa: BLE001 - isolate trajectories
                     live[(name, seed)] = False
                     failure = Failure(name, seed, r, steps.current, _one_line(exc))
@@ -210,9 +222,11 @@ class _Steps:
     """The steps of the shared round 0 and of one trajectory round, each skipped when done."""
 
     def __init__(self, layout: RunLayout, device: str, mc_dropout: int, budget: int,
-                 params: dict[str, dict[str, Any]], emit: Callable[[Event], None]):
+                 params: dict[str, dict[str, Any]], emit: Callable[[Event], None],
+                 tensorboard: bool = False):
         self.layout, self.device, self.mc_dropout = layout, device, mc_dropout
         self.budget, self.params, self.emit = budget, params, emit
+        self.tensorboard = True if tensorboard else None  # None: as the config says
         self.current = ""
 
     # -- shared round 0 -----------------------------------------------------------
@@ -261,7 +275,8 @@ class _Steps:
 
         paths = round_paths(folder, r)
         self._step(name, seed, r, "train", paths.model.exists(), lambda: train_round(
-            folder, r, device=self.device, resume=True, progress=False))
+            folder, r, device=self.device, resume=True, progress=False,
+            tensorboard=self.tensorboard))
         if extract:
             self._step(name, seed, r, "extract", paths.cache.exists(), lambda: extract_round(
                 folder, r, device=self.device, mc_dropout=self.mc_dropout, progress=False))
@@ -309,17 +324,22 @@ def _write_seed_config(base, path: Path, seed: int, budget: int, initial_budget:
     write_text_atomic(path, text)
 
 
-def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:
+def _seed_config(base, seed: int, budget: int, initial_budget: int):
     al = dataclasses.replace(base.al, seed=seed, budget=budget, initial_budget=initial_budget)
-    return dump_config(dataclasses.replace(base, al=al),
+    return dataclasses.replace(base, al=al)
+
+
+def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:
+    return dump_config(_seed_config(base, seed, budget, initial_budget),
                        header=f"Config of seed {seed} of `mmal run` (written from mmal.toml).")
 
 
 def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout) -> None:
     if not strategies:
         raise ConfigError("--strategies is empty; name at least one (see `mmal strategies`)")
-    if SHARED in strategies or "configs" in strategies:
-        raise ConfigError(f"--strategies: {SHARED!r} and 'configs' are reserved folder names")
+    if set(RESERVED) & set(strategies):
+        raise ConfigError(f"--strategies: {', '.join(RESERVED)} are reserved folder names "
+                          "of runs/; name the strategies otherwise")
     if not seeds:
         raise ConfigError("--seeds is empty; pass e.g. --seeds 0,1,2")
     if any(s < 0 for s in seeds):
@@ -379,10 +399,21 @@ def _write_plan(layout: RunLayout, plan, strategies, seeds, rounds, budget, init
 
 def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
                       initial_budget: int) -> None:
-    """WorkspaceError when seed ``seed``'s stored config differs from mmal.toml's now."""
+    """WorkspaceError when seed ``seed``'s stored config differs from mmal.toml's now.
+
+    Compared key by key with defaults filled in, less the logging keys: a key a
+    later mmal added with its old behaviour as default, or TensorBoard switched
+    on, leaves a run comparable.
+    """
     path = layout.config(seed)
-    if path.exists() and path.read_text(encoding="utf-8") != _seed_config_text(
-            base, seed, budget, initial_budget):
+    if not path.exists():
+        return
+    want = _seed_config(base, seed, budget, initial_budget).to_dict(logging=False)
+    try:
+        same = load_config(path).to_dict(logging=False) == want
+    except ConfigError:  # e.g. a folder it names is gone
+        same = False
+    if not same:
         raise WorkspaceError(f"{path}: differs from what {layout.workspace}/mmal.toml gives now; "
                              "the config changed since this run started, so its results would "
                              "not be comparable; restore mmal.toml or use a new workspace")

@@ -1,7 +1,8 @@
 """``train_round``: fit a round's model from scratch on its labeled set, then test it.
 
 Reads top to bottom: settings, data, model and optimizer, resume, epochs,
-test and write. Loss is the paper's Eq. 1: the mean of the fused head's and every
+test and write; epochs and test go to TensorBoard when asked
+(:mod:`mmal.train.tensorboard`). Loss is the paper's Eq. 1: the mean of the fused head's and every
 unimodal head's cross-entropy (binary cross-entropy for multi-label).
 
 Determinism and resuming: the model's initial weights, each epoch's sample
@@ -49,6 +50,7 @@ from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
+from mmal.train.tensorboard import TrainLog
 from mmal.workspace import Round, open_round
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ log = logging.getLogger(__name__)
 
 def train_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
                 device: str = "auto", resume: bool = True, force: bool = False,
-                progress: bool = True, distributed: bool | None = None) -> dict[str, Any]:
+                progress: bool = True, distributed: bool | None = None,
+                tensorboard: bool | None = None) -> dict[str, Any]:
     """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
 
     Parameters
@@ -76,6 +79,11 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     distributed : bool, optional
         None: DistributedDataParallel exactly when launched by torchrun; False:
         one process regardless.
+    tensorboard : bool, optional
+        Write TensorBoard event files to ``rounds/RRR/tensorboard/``
+        (:mod:`mmal.train.tensorboard`); None: as ``train.tensorboard`` says.
+        Every training removes the round's old event files; the weights are the
+        same bit for bit either way.
 
     Returns
     -------
@@ -110,7 +118,10 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=rnd.labels())
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
-    run_key = _run_key(config.to_dict(), labeled, round, pool.fingerprint(), known.labels[rows])
+    # Logging keys stay out of the run key and model.pt: switching TensorBoard on or off
+    # neither restarts an interrupted run nor changes a byte of the checkpoint.
+    run_key = _run_key(config.to_dict(logging=False), labeled, round, pool.fingerprint(),
+                       known.labels[rows])
     train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
                                   seed=derive_seed(seed, round)).subset(labeled)
     test_set = MultimodalDataset(test_pool, config.modalities, training=False)
@@ -126,32 +137,41 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     model = build_model(config, pool).to(dev)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-    start, losses = _resume(partial, run_key, model, opt, env) if resume else (0, [])
+    start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
+                                   else (0, [], []))
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
 
-    # -- epochs -----------------------------------------------------------------
-    for epoch in range(start, tc.epochs):
-        torch.manual_seed(derive_seed(seed, round, epoch + 1))
-        order = rng(seed, round, epoch).permutation(n).tolist()
-        train_set.set_epoch(epoch)
-        desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
-        plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
-        losses.append(_epoch(net, model, train_set, plan, opt, env, num_workers=tc.num_workers,
-                             desc=desc, progress=progress))
-        log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, losses[-1])
-        if env.is_main:
-            save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
-                                                 len(labeled)),
-                                      "optimizer": opt.state_dict(), "losses": losses,
-                                      "run_key": run_key})
+    # -- epochs, logged to TensorBoard when asked (a resumed run replays its epochs) --
+    board = TrainLog(paths.tensorboard, ["mm", *model.modalities], main=env.is_main,
+                     on=tc.tensorboard if tensorboard is None else tensorboard)
+    with board:
+        board.replay(losses, head_history, opt)
+        for epoch in range(start, tc.epochs):
+            torch.manual_seed(derive_seed(seed, round, epoch + 1))
+            order = rng(seed, round, epoch).permutation(n).tolist()
+            train_set.set_epoch(epoch)
+            desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
+            plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
+            loss, heads = _epoch(net, model, train_set, plan, opt, env,
+                                 num_workers=tc.num_workers, desc=desc, progress=progress)
+            losses.append(loss)
+            head_history.append(heads)
+            log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
+            if env.is_main:
+                save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
+                                                     len(labeled)),
+                                          "optimizer": opt.state_dict(), "losses": losses,
+                                          "head_losses": head_history, "run_key": run_key})
+            board.epoch(epoch + 1, loss, heads, opt)
 
-    # -- test and write: rank 0 alone; every rank returns its metrics -------------
-    metrics = None
-    if env.is_main:
-        metrics = _test_and_write(model, config, pool, test_set, paths, partial, round, losses,
-                                  len(labeled), dev, progress,
-                                  world_size=env.world_size if env.enabled else None)
+        # -- test and write: rank 0 alone; every rank returns its metrics -----------
+        metrics = None
+        if env.is_main:
+            metrics = _test_and_write(model, config, pool, test_set, paths, partial, round,
+                                      losses, len(labeled), dev, progress,
+                                      world_size=env.world_size if env.enabled else None)
+            board.test(metrics["test"], tc.epochs)
     return env.broadcast(metrics)
 
 
@@ -179,8 +199,11 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
 
 
 def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_workers: int,
-           desc: str, progress: bool) -> float:
-    """One epoch of steps over ``plan``; returns the mean per-sample loss (over all ranks).
+           desc: str, progress: bool) -> tuple[float, list[float]]:
+    """One epoch of steps over ``plan``; the mean per-sample loss and per-head losses (all ranks).
+
+    The per-head list follows :func:`head_losses` (fused head, then each
+    modality's); the mean over it is the loss up to float rounding.
 
     ``net`` runs the forward pass: ``model`` itself in one process, its
     DistributedDataParallel wrapper under torchrun.
@@ -192,6 +215,7 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         num_workers=num_workers, pin_memory=dev.type == "cuda")
     net.train()
     total, count = 0.0, 0
+    heads = [0.0] * (1 + len(model.modalities))
     bad: TrainingError | None = None  # under DDP, raised once every rank has seen the epoch out
     # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
     # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
@@ -199,8 +223,9 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
     for mb, batch in zip(plan, bar, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
             model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
-        mean = multimodal_loss(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
-                               model.modalities)
+        terms = head_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
+                            model.modalities)
+        mean = terms.mean()  # multimodal_loss, with the per-head terms kept for the log
         opt.zero_grad(set_to_none=True)
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
         opt.step()
@@ -214,6 +239,7 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
             if not env.enabled:
                 raise bad
         total, count = total + value * mb.samples, count + mb.samples
+        heads = [h + v * mb.samples for h, v in zip(heads, terms.detach().tolist(), strict=True)]
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
     # A rank that stopped alone would leave the others waiting in a collective: every rank
     # runs the epoch's steps, then all learn here whether any saw a non-finite loss.
@@ -222,7 +248,8 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         raise bad or TrainingError(f"{desc}: the training loss is not finite on another rank "
                                    "(its message names the samples); check the inputs for NaN or "
                                    "Inf, or lower train.lr")
-    return total / max(count, 1)
+    heads = env.all_reduce_sum(heads)  # a collective of its own: the total's sums stay as they were
+    return total / max(count, 1), [h / max(count, 1) for h in heads]
 
 
 def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
@@ -237,13 +264,22 @@ def multimodal_loss(out, labels: torch.Tensor, modalities: list[str]) -> torch.T
     single-process loop always has (a per-sample form changes multi-label
     gradients in the last bit).
     """
+    return head_losses(out, labels, modalities).mean()
+
+
+def head_losses(out, labels: torch.Tensor, modalities: list[str]) -> torch.Tensor:
+    """(1 + M,) batch-mean losses of the fused head, then of each modality's head, in order.
+
+    Their ``.mean()`` is :func:`multimodal_loss`, bit for bit: the training loop
+    takes the mean itself and logs the detached terms.
+    """
     if labels.ndim == 2:
         lossf = F.binary_cross_entropy_with_logits
         labels = labels.to(out.logits_mm.dtype)  # BCE targets in the logits' dtype
     else:
         lossf = F.cross_entropy
     terms = [lossf(out.logits_mm, labels)] + [lossf(out.logits_uni[m], labels) for m in modalities]
-    return torch.stack(terms).mean()
+    return torch.stack(terms)
 
 
 @torch.no_grad()
@@ -269,7 +305,7 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
 
 
 def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
-    return {**checkpoint_header(), "config": config.to_dict(),
+    return {**checkpoint_header(), "config": config.to_dict(logging=False),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
@@ -285,18 +321,23 @@ def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, momentum=0.9)
 
 
-def _resume(partial: Path, run_key: str, model, opt, env) -> tuple[int, list[float]]:
-    """Load ``partial`` into ``model`` and ``opt`` when it is this run's; (epochs done, losses).
+def _resume(partial: Path, run_key: str, model, opt, env
+            ) -> tuple[int, list[float], list[list[float]]]:
+    """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
+
+    Returns (epochs done, loss per epoch, per-head losses per epoch); a partial
+    written before per-head losses were kept has None for each of its epochs.
 
     Every rank must resume after the same epoch (the partial sits on shared storage).
     """
-    start, losses = 0, []
+    start, losses, heads = 0, [], []
     if partial.exists():
         ckpt = _try_load(partial)
         if ckpt is not None and ckpt.get("run_key") == run_key:
             model.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
+            heads = list(ckpt.get("head_losses", [None] * start))
             log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
                         partial, start)
         else:
@@ -306,7 +347,7 @@ def _resume(partial: Path, run_key: str, model, opt, env) -> tuple[int, list[flo
     if len(set(starts)) > 1:
         raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
                              "workspace must be on storage every node shares")
-    return start, losses
+    return start, losses, heads
 
 
 def _try_load(path: Path) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ import mmal.train.loop as loop
 from mmal.errors import TrainingError
 from mmal.train import train_round
 
-real, steps = loop.multimodal_loss, [0]
+real, steps = loop.head_losses, [0]
 
 
 def nan_on_rank_one(out, labels, modalities):
@@ -16,7 +16,7 @@ def nan_on_rank_one(out, labels, modalities):
     return value * float("nan") if os.environ["RANK"] == "1" and steps[0] == 1 else value
 
 
-loop.multimodal_loss = nan_on_rank_one
+loop.head_losses = nan_on_rank_one
 try:
     train_round(sys.argv[1], 0, device="cpu", progress=False)
 except TrainingError as exc:

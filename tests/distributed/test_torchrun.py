@@ -21,6 +21,7 @@ from mmal.models.checkpoint import load_checkpoint
 from mmal.train import train_round
 from mmal.workspace import load_workspace_config, round_paths
 from tests.models.tiny import make_workspace
+from tests.tb_events import event_files, read_scalars
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
@@ -115,19 +116,28 @@ def test_killed_rank_fails_the_job_and_the_rerun_recomputes_only_its_shard(train
 def test_two_rank_training_matches_one_process_with_the_same_global_batch(tmp_path):
     ws = make_workspace(tmp_path, "uci", overrides=UCI)
     paths = round_paths(ws, 0)
-    proc = torchrun("train", "--workspace", str(ws), "--round", "0", "-q")
+    proc = torchrun("train", "--workspace", str(ws), "--round", "0", "-q", "--tensorboard")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("round 000: trained on 41 samples") == 1
     import json
 
     dist_metrics = json.loads(paths.metrics.read_text())
+    assert len(event_files(paths.tensorboard)) == 1  # rank 0 alone writes events
+    dist_events = read_scalars(paths.tensorboard)
     dist_model = paths.model.rename(paths.root / "ddp-model.pt")
     paths.metrics.unlink()
-    single = train_round(ws, 0, device="cpu", progress=False, distributed=False)
+    single = train_round(ws, 0, device="cpu", progress=False, distributed=False,
+                         tensorboard=True)
+    one_events = read_scalars(paths.tensorboard)
 
     assert dist_metrics["world_size"] == 2 and "world_size" not in single
     assert dist_metrics["test"]["samples"] == single["test"]["samples"] == 400
     np.testing.assert_allclose(dist_metrics["train_loss"], single["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose([v for _, v in dist_events["loss/total"]],
+                               dist_metrics["train_loss"], rtol=1e-6)
+    for head in dist_metrics["test"]["top1"]:  # mm and each modality, averaged over the ranks
+        np.testing.assert_allclose(dist_events[f"loss/head/{head}"], one_events[f"loss/head/{head}"],
+                                   rtol=1e-5)
     assert dist_metrics["test"]["top1"] == single["test"]["top1"]
     for key in ("phi_mean", "contribution_mean"):
         got, want = (m["test"]["shapley_true_class"][key] for m in (dist_metrics, single))

@@ -114,8 +114,9 @@ def test_run_refuses_other_budgets_and_bad_requests(tmp_path):
         run_comparison(ws, ["nosuch"], rounds=1, seeds=[0], budget=10, initial_budget=20)
     with pytest.raises(ConfigError, match="--rounds must be an integer >= 1"):
         run_comparison(ws, ["bmmal"], rounds=0, seeds=[0], budget=10, initial_budget=20)
-    with pytest.raises(ConfigError, match="'round0' and 'configs' are reserved"):
-        run_comparison(ws, ["round0"], rounds=1, seeds=[0], budget=10, initial_budget=20)
+    for name in ("round0", "configs", "tensorboard"):
+        with pytest.raises(ConfigError, match="round0, configs, tensorboard are reserved folder"):
+            run_comparison(ws, [name], rounds=1, seeds=[0], budget=10, initial_budget=20)
     assert sorted(p.name for p in layout.root.iterdir()) == ["plan.json"]  # nothing started
 
 

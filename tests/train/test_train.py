@@ -102,13 +102,13 @@ KILL = textwrap.dedent("""
     import mmal.train.loop as loop
     torch.set_num_threads(1)
     calls, stop = [0], int(sys.argv[2])
-    real = loop.multimodal_loss
+    real = loop.head_losses
     def dying(*args, **kwargs):
         calls[0] += 1
         if calls[0] == stop:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*args, **kwargs)
-    loop.multimodal_loss = dying
+    loop.head_losses = dying
     loop.train_round(sys.argv[1], 0, device="cpu", progress=False)
 """)
 
@@ -220,7 +220,7 @@ def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(u
     from mmal.data import load_pool
     from mmal.workspace import load_workspace_config, read_labeled
 
-    real, calls = loop.multimodal_loss, [0]
+    real, calls = loop.head_losses, [0]
 
     def stop_in_epoch_2(*args, **kwargs):
         calls[0] += 1
@@ -228,10 +228,10 @@ def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(u
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "multimodal_loss", stop_in_epoch_2)
+    monkeypatch.setattr(loop, "head_losses", stop_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train_round(uci_ws, 0, device="cpu", progress=False)
-    monkeypatch.setattr(loop, "multimodal_loss", real)
+    monkeypatch.setattr(loop, "head_losses", real)
     partial = round_paths(uci_ws, 0).model.with_name("model.pt.partial")
     assert torch.load(partial, weights_only=True)["epoch"] == 1
 
