@@ -119,3 +119,4 @@ def write_hf_dataset(folder: Path, *, n_train: int = 30, n_test: int = 10,
                               test=hf_split(n_test, offset=n_train, extra=test_extra, **kwargs))
     dd.save_to_disk(str(folder))
     return folder
+

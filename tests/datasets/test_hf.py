@@ -16,18 +16,13 @@ from mmal.data import hf as hf_kind
 from mmal.data.loaders import load_audio, load_image
 from mmal.errors import ConfigError, DataError
 from tests.fixtures_data import CLASSES, MODALITY_TABLES, SAMPLE_RATE, VECTOR_DIM
-from tests.fixtures_hf import go_offline, hf_split, wav_bytes, write_hf_dataset
+from tests.fixtures_hf import hf_split, wav_bytes, write_hf_dataset
 
 datasets = pytest.importorskip("datasets")
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    go_offline(monkeypatch, tmp_path / "hf-cache")
-    yield
-    hf_kind._open.cache_clear()
+pytestmark = pytest.mark.usefixtures("offline_hf")
 
 
 def _config(dataset: dict, modalities=("image", "audio", "text", "vector"), **columns):

@@ -12,22 +12,16 @@ from click.testing import CliRunner
 from mmal.cache import open_cache
 from mmal.cache.consistency import coalition_error
 from mmal.cli import cli
-from mmal.data import hf as hf_kind
 from mmal.workspace import read_labeled, round_paths
 from tests.fixtures_data import MODALITY_TABLES, write_toml
-from tests.fixtures_hf import go_offline, write_hf_dataset
+from tests.fixtures_hf import write_hf_dataset
 from tests.models.tiny import tiny_bert
 
 datasets = pytest.importorskip("datasets")
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    go_offline(monkeypatch, tmp_path / "hf-cache")
-    yield
-    hf_kind._open.cache_clear()
+pytestmark = pytest.mark.usefixtures("offline_hf")
 
 
 def _run(*args: str) -> str:
