@@ -161,7 +161,9 @@ def write_sheet(path: str | os.PathLike, records: Sequence[Mapping[str, Any]],
                 columns: Sequence[str], fmt: str = "csv") -> Path:
     """Write an annotation sheet atomically: CSV with ``columns``, or JSON Lines.
 
-    In JSON Lines an empty ``label`` is written as null.
+    In JSON Lines an empty ``label`` is written as null. CSV text cells that a
+    spreadsheet would run as a formula get a leading ``'`` (:func:`guard_cell`),
+    which :func:`read_sheet` takes off again.
     """
     if fmt not in SHEET_FORMATS:
         raise DataError(f"--format {fmt!r}: a sheet is one of {', '.join(SHEET_FORMATS)}")
@@ -170,7 +172,7 @@ def write_sheet(path: str | os.PathLike, records: Sequence[Mapping[str, Any]],
         def write(fh):
             writer = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows({k: guard_cell(v) for k, v in r.items()} for r in records)
     else:
         def write(fh):
             fh.writelines(json.dumps({**r, "label": r.get("label") or None}) + "\n"
@@ -178,6 +180,35 @@ def write_sheet(path: str | os.PathLike, records: Sequence[Mapping[str, Any]],
     with atomic_open(path) as fh:
         write(fh)
     return Path(path)
+
+
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's list).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def guard_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will show as text: ``'`` before a formula-like text.
+
+    Text that starts with one of :data:`FORMULA_START`, after any number of
+    ``'``, gets one more ``'`` in front (``=HYPERLINK(..)`` -> ``'=HYPERLINK(..)``,
+    ``'=x`` -> ``''=x``), so :func:`unguard_cell` can tell a guard from a name
+    that starts with a quote. Numbers and other values stay as they are.
+
+    Example
+    -------
+    >>> guard_cell("=1+2"), guard_cell("-3"), guard_cell("'=x"), guard_cell("'a"), guard_cell(-3)
+    ("'=1+2", "'-3", "''=x", "'a", -3)
+    """
+    if isinstance(value, str) and value.lstrip("'").startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def unguard_cell(value: Any) -> Any:
+    """The text :func:`guard_cell` was given: one ``'`` off a guarded cell, others unchanged."""
+    if isinstance(value, str) and value.startswith("'") and guard_cell(value[1:]) == value:
+        return value[1:]
+    return value
 
 
 def read_sheet(path: str | os.PathLike) -> list[SheetRow]:
@@ -215,7 +246,8 @@ def _csv_rows(path: Path, text: str) -> Iterator[SheetRow]:
         for row in reader:
             if not any((v or "").strip() for k, v in row.items() if k is not None):
                 continue
-            yield reader.line_num, row["id"], row["label"], row.get("name")
+            yield (reader.line_num, unguard_cell(row["id"]), unguard_cell(row["label"]),
+                   unguard_cell(row.get("name")))
     except csv.Error as exc:
         raise DataError(f"{path}: line {reader.line_num}: cannot parse CSV ({exc})") from None
 

@@ -422,3 +422,59 @@ def test_an_import_succeeds_and_reports_while_another_label_names_a_dropped_clas
     assert open_round(ws, 0).human_labels() == {ids[0]: [CLASSES[0]], ids[1]: [CLASSES[1]]}
     with pytest.raises(DataError, match=f"sample {ids[0]} is labeled {CLASSES[0]!r}"):
         open_round(ws, 0).labels()  # training names the stale label instead
+
+
+HOSTILE_NAMES = ['=HYPERLINK("http://evil.example/","click")', "+SUM(1;2)", "@cmd", "-3",
+                 "'=quoted", "'plain", "-1.5", "a=b"]  # (the manifest strips tabs)
+
+
+def test_csv_export_neutralises_formula_cells_and_label_reads_them_back(tmp_path):
+    """Names a spreadsheet would run as formulas get a leading ' (OWASP); import undoes it."""
+    config = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["text"], n_train=10,
+                               overrides={"al": {"initial_budget": 10}})
+    truth = load_pool(load_config(config), "train")
+    rename_train_ids(config, lambda k, old: HOSTILE_NAMES[k] if k < len(HOSTILE_NAMES)
+                     else f"clip{k}")
+    blank_train_labels(config)
+    ws = init_workspace(tmp_path / "ws", config)
+    pool = _pool(ws)
+    assert set(HOSTILE_NAMES) <= set(pool.names)  # the data itself keeps them as they are
+    out = export_ids(ws, round_paths(ws, 0).labeled)
+    with out.open(newline="") as fh:
+        records = list(csv.DictReader(fh))
+    names = {int(r["id"]): r["name"] for r in records}
+    for k, name in enumerate(HOSTILE_NAMES):
+        guarded = "'" + name if name.lstrip("'")[:1] in ("=", "+", "-", "@", "\t") else name
+        assert names[k] == guarded, name
+    assert names[len(HOSTILE_NAMES)] == f"clip{len(HOSTILE_NAMES)}"
+    assert all(not r[c].startswith(("=", "+", "-", "@", "\t", "\r"))
+               for r in records for c in r)  # no cell a spreadsheet would evaluate
+    for rec in records:
+        rec["label"] = truth.class_names[truth.labels[int(rec["id"])]]
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    from mmal.labels import read_sheet
+
+    assert {int(i): name for _, i, _, name in read_sheet(out)} == {
+        int(i): pool.names[pool.rows([int(i)])[0]] for i in names}  # names back unchanged
+    import_labels(ws, 0, out)
+    assert open_round(ws, 0).human_labels() == {int(r["id"]): [r["label"]] for r in records}
+    # A sheet that names samples by their (guarded) names in the id column reads them too.
+    (tmp_path / "by-name.csv").write_text(f"id,label\n'+SUM(1;2),{CLASSES[2]}\n"
+                                          f"''=quoted,{CLASSES[2]}\n'-3,{CLASSES[2]}\n")
+    import_labels(ws, 0, tmp_path / "by-name.csv")
+    got = open_round(ws, 0).human_labels()
+    assert [got[HOSTILE_NAMES.index(n)] for n in ("+SUM(1;2)", "'=quoted", "-3")] == [
+        [CLASSES[2]]] * 3
+
+
+@pytest.mark.parametrize("cell,guarded", [
+    ("=1+2", "'=1+2"), ("+1", "'+1"), ("-3", "'-3"), ("@x", "'@x"), ("\tx", "'\tx"),
+    ("\rx", "'\rx"), ("'=x", "''=x"), ("''-x", "'''-x"), ("'a", "'a"), ("'", "'"), ("", ""),
+    ("a=b", "a=b"), ("cat", "cat"), (7, 7), (-3, -3), (None, None)])
+def test_guard_cell_is_undone_by_unguard_cell(cell, guarded):
+    from mmal.labels import guard_cell, unguard_cell
+
+    assert guard_cell(cell) == guarded and unguard_cell(guarded) == cell
