@@ -174,6 +174,10 @@ def load_config(path: str | os.PathLike) -> Config:
             raw = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: is not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start} is "
+                          f"{exc.object[exc.start:exc.start + 1]!r}); TOML must be UTF-8: "
+                          "save the file as UTF-8, or pass the right file") from None
     return config_from_dict(raw, source=path, base_dir=path.resolve().parent)
 
 

@@ -242,3 +242,18 @@ def test_dump_keeps_every_dataset_key_so_stored_configs_stay_comparable(tmp_path
     dumped = dump_config(config)
     assert "test_fraction = 0.5" in dumped and "standardize = false" in dumped
     assert load_config(_write(tmp_path, dumped, "again.toml")).to_dict() == config.to_dict()
+
+
+def test_a_config_that_is_not_utf8_gives_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mmal.cli import cli
+
+    path = tmp_path / "mmal.toml"
+    path.write_bytes(b'[dataset]\nkind = "\xff\xfe"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: is not UTF-8 text (byte 18 is b'\\xff'); TOML must be "
+                               "UTF-8: save the file as UTF-8, or pass the right file")
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "ws"), "--config", str(path)])
+    assert result.exit_code == 1 and result.output == f"Error: {info.value}\n"

@@ -352,3 +352,27 @@ def test_removed_rows_are_named_with_the_file_that_recorded_the_ids(tmp_path):
     assert str(info.value) == (f"labeled.json: ids {gone} are no longer in {manifest} (rows were "
                                "removed); restore that file, or start a new workspace with "
                                "`mmal init`")
+
+
+def test_ids_outside_int64_are_refused_naming_the_file(tmp_path, uci):
+    """An id of 10**20 in a selection or labeled set was an OverflowError traceback."""
+    ws = init_workspace(tmp_path / "ws", uci)
+    big = 10**20
+    rule = (f"holds {big}, outside the range of sample ids (64-bit integers, "
+            "-9223372036854775808 to 9223372036854775807); the file was edited or made by "
+            "another tool: restore it, or write it again with mmal")
+    sel = _selection(tmp_path / "s.json", [1], cache=round_paths(ws, 0).cache)
+    doc = json.loads(sel.read_text())
+    sel.write_text(json.dumps({**doc, "ids": [big]}))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["next", "--selection", str(sel), "--workspace", str(ws)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {sel}: field 'ids' {rule}\n"
+    labeled = round_paths(ws, 0).labeled
+    doc = json.loads(labeled.read_text())
+    labeled.write_text(json.dumps({**doc, "ids": [*doc["ids"][:-1], big]}))
+    result = runner.invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {labeled}: field 'ids' {rule}\n"
+    with pytest.raises(IndexFileError, match=r"ids holds -9223372036854775809, outside"):
+        write_index(tmp_path / "w.json", [-(2**63) - 1], kind="labeled", provenance={})

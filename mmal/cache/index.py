@@ -69,7 +69,8 @@ def write_index(
         selection lacks a provenance key.
     """
     path = Path(path)
-    ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+    ids = ids if isinstance(ids, np.ndarray) else _int64_ids(list(ids), f"{path}: ids")
+    ids = np.asarray(ids, dtype=np.int64)
     _check_content(ids, kind, provenance, str(path))
     if path.exists() and not overwrite:
         raise IndexFileError(f"{path}: already exists; pass --force to replace it")
@@ -107,7 +108,7 @@ def read_index(path: str | os.PathLike) -> IndexFile:
         raise IndexFileError(f"{path}: field 'ids' must be a list of integers")
     if not isinstance(provenance, dict):
         raise IndexFileError(f"{path}: field 'provenance' must be an object")
-    ids = np.asarray(raw_ids, dtype=np.int64)
+    ids = _int64_ids(raw_ids, f"{path}: field 'ids'")
     if document.get("count") != len(ids):
         raise IndexFileError(
             f"{path}: field 'count' is {document.get('count')} but 'ids' lists {len(ids)}; "
@@ -131,6 +132,17 @@ def check_ids_in_cache(index: IndexFile, cache_ids: np.ndarray, cache_path: str)
             f"{cache_path}; the index file belongs to another pool"
         )
     return rows
+
+
+def _int64_ids(values: list, where: str) -> np.ndarray:
+    """``values`` as int64; an id outside int64's range is an error, not an OverflowError."""
+    info = np.iinfo(np.int64)
+    wide = [v for v in values if isinstance(v, int) and not info.min <= v <= info.max]
+    if wide:
+        raise IndexFileError(f"{where} holds {preview(wide)}, outside the range of sample ids "
+                             f"(64-bit integers, {info.min} to {info.max}); the file was edited "
+                             "or made by another tool: restore it, or write it again with mmal")
+    return np.asarray(values, dtype=np.int64)
 
 
 def _check_content(ids: np.ndarray, kind: Any, provenance: Mapping[str, Any], path: str) -> None:
