@@ -73,11 +73,18 @@ def read_labels_file(path: str | os.PathLike) -> dict[int, list[str]]:
     path = Path(path)
     document = read_labels_document(path)
     try:
-        return {int(k): v if isinstance(v, list) else [v]
-                for k, v in document["labels"].items()}
+        labels = {int(k): v if isinstance(v, list) else [v]
+                  for k, v in document["labels"].items()}
     except (ValueError, KeyError, AttributeError) as exc:
         raise DataError(f"{path}: field 'labels' is not a table of id -> class names ({exc}); "
                         f"{_NOT_LABELS}") from None
+    info = np.iinfo(np.int64)
+    wide = [k for k in labels if not info.min <= k <= info.max]
+    if wide:
+        raise DataError(f"{path}: field 'labels' holds ids {preview(wide)}, outside the range "
+                        "of sample ids (64-bit integers); the file was edited: restore it, or "
+                        f"{_NOT_LABELS}")
+    return labels
 
 
 def read_label_sources(path: str | os.PathLike) -> list[str]:

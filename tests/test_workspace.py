@@ -376,3 +376,13 @@ def test_ids_outside_int64_are_refused_naming_the_file(tmp_path, uci):
     assert result.output == f"Error: {labeled}: field 'ids' {rule}\n"
     with pytest.raises(IndexFileError, match=r"ids holds -9223372036854775809, outside"):
         write_index(tmp_path / "w.json", [-(2**63) - 1], kind="labeled", provenance={})
+    from mmal.labels import write_labels_file
+
+    labeled.write_text(json.dumps(doc))
+    labels = write_labels_file(round_paths(ws, 0).labels, {big: ["cat"]}, round=0,
+                               class_names=["cat"], multi_label=False, sources=[])
+    result = runner.invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {labels}: field 'labels' holds ids {big}, outside the "
+                             "range of sample ids (64-bit integers); the file was edited: "
+                             "restore it, or move it away\n")
