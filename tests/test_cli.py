@@ -46,3 +46,22 @@ def test_cli_imports_no_torch():
 
     code = "import sys, mmal.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("args,param", [
+    (["select", "-s", "random", "-b", "5", "--cache", "pool.h5", "--out", "", "--force"], "--out"),
+    (["select", "-s", "random", "-b", "5", "--cache", ""], "--cache"),
+    (["synth", ""], "PATH"),
+    (["inspect", ""], "PATH"),
+    (["init", "ws", "--config", ""], "--config"),
+    (["next", "--selection", ""], "--selection"),
+    (["export", "sel.json", "--out", "", "--force"], "--out"),
+    (["export", ""], "SELECTION"),
+    (["label", "--round", "0", ""], "FILE"),
+])
+def test_an_empty_file_path_is_a_usage_error_not_the_current_folder(args, param):
+    """`--out ''` became Path('.'): a ValueError traceback in select, a write to '.' elsewhere."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (f"Error: Invalid value for '{param}': is empty; "
+                                              "pass a file name")

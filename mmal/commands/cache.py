@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from mmal.commands.options import force_option, json_option, seed_option
+from mmal.commands.options import FILE_PATH, force_option, json_option, seed_option
 from mmal.errors import CacheError
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
@@ -15,7 +14,7 @@ from mmal.errors import CacheError
 
 
 @click.command("synth")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=FILE_PATH)
 @click.option("--num-samples", "-n", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Pool size N (labeled and unlabeled).")
 @click.option("--num-classes", "-k", type=click.IntRange(min=2), default=10, show_default=True,
@@ -68,8 +67,8 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
 
 
 @click.command("inspect")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("path", type=FILE_PATH)
+@click.option("--cache", "cache_path", type=FILE_PATH,
               default=None, help="For an index file: also check its ids exist in this cache.")
 @json_option
 def inspect_command(path, cache_path, as_json):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mmal.commands.options import workspace_option
+from mmal.commands.options import FILE_PATH, workspace_option
 from mmal.errors import WorkspaceError
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
@@ -14,12 +14,12 @@ from mmal.errors import WorkspaceError
 
 
 @click.command("export")
-@click.argument("index_file", metavar="SELECTION", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("index_file", metavar="SELECTION", type=FILE_PATH)
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "label-studio"]),
               default="csv", show_default=True,
               help="File format for the annotation tool; label-studio writes a task list and "
                    "its labeling config.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", type=FILE_PATH, default=None,
               help="File to write  [default: next to SELECTION, <name>.csv, <name>.jsonl or "
                    "<name>.label-studio.json]")
 @click.option("--local-files-root", type=click.Path(file_okay=False, path_type=Path),
@@ -85,7 +85,7 @@ def export_command(index_file, fmt, out, local_files_root, workspace, force, unl
 
 
 @click.command("label")
-@click.argument("label_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("label_file", metavar="FILE", type=FILE_PATH)
 @click.option("--round", "round_", type=click.IntRange(min=0), required=True,
               help="Round whose labeled set the ids belong to (the round `mmal next` started).")
 @click.option("--resolve", type=click.Choice(["error", "majority"]), default="error",

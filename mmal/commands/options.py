@@ -6,6 +6,22 @@ from pathlib import Path
 
 import click
 
+
+class FilePath(click.Path):
+    """A file path; an empty one is refused (``Path("")`` would quietly mean ``.``)."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; pass a file name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+#: The type of every file argument and option.
+FILE_PATH = FilePath()
+
 seed_option = click.option(
     "--seed", type=click.IntRange(min=0), default=0, show_default=True,
     help="Random seed; the same inputs and seed give the same outputs.",

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from mmal.commands.options import device_option, force_option, seed_option, workspace_option
+from mmal.commands.options import (
+    FILE_PATH,
+    device_option,
+    force_option,
+    seed_option,
+    workspace_option,
+)
 from mmal.select.params import PRECISIONS
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
@@ -53,12 +59,12 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
               help="Number of unlabeled samples to pick (at most the unlabeled count).")
 @click.option("--round", "round_", type=click.IntRange(min=0), default=None,
               help="Workspace round whose cache.h5 to read  [default: newest round with a cache]")
-@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--cache", type=FILE_PATH, default=None,
               help="Read this cache file instead of a workspace round.")
 @workspace_option
 @seed_option
 @device_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", type=FILE_PATH, default=None,
               help="Index file to write  [default: <cache folder>/selections/"
                    "<strategy>-b<budget>-s<seed>.json]")
 @force_option

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mmal.commands.options import force_option, workspace_option
+from mmal.commands.options import FILE_PATH, force_option, workspace_option
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
 # commands do not load what these need (NumPy, h5py).
@@ -15,7 +15,7 @@ from mmal.commands.options import force_option, workspace_option
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--config", "config_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=FILE_PATH,
               show_default=True, help="TOML configuration to start from (see docs/config.md).")
 @force_option
 def init_command(directory, config_path, force):
@@ -43,7 +43,7 @@ def init_command(directory, config_path, force):
 
 @click.command("next")
 @click.option("--selection", "selection_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=FILE_PATH,
               show_default=True, help="Selection index file written by `mmal select`.")
 @workspace_option
 @force_option
