@@ -23,6 +23,7 @@ here; :func:`build_encoder` dispatches through it. Every encoder has an
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,18 @@ class TextEncoder(nn.Module):
             raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load a local text model "
                               f"and tokenizer ({one_line(exc, limit=200)}); point it at a folder with config.json "
                               "and the tokenizer files") from None
+        except pickle.UnpicklingError:
+            # torch's weights-only unpickler refused the file; never retry it unsafely
+            raise ConfigError(f"key '{key}' is {pretrained!r}: torch will not load its "
+                              "pytorch_model.bin safely (a pickle holding more than tensors, or "
+                              "a damaged file), and mmal never unpickles code; if you trust the "
+                              "file, convert it to model.safetensors yourself (torch.load with "
+                              "weights_only=False, then safetensors.torch.save_file), else use "
+                              "other weights") from None
+        except Exception as exc:  # torch, safetensors and tokenizers raise many types
+            raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load the local text model "
+                              f"({_described(exc)}); replace the damaged file, or point it at "
+                              "another model folder") from None
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
 
@@ -195,6 +208,12 @@ def _r2plus1d() -> nn.Module:
     net.out_dim = net.fc.in_features
     net.fc = nn.Identity()
     return net
+
+
+def _described(exc: BaseException) -> str:
+    """``Type: message`` of a third-party error, on one line and cut short."""
+    text = one_line(exc, limit=200)
+    return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
 def _has_weights(folder: str) -> bool:

@@ -330,3 +330,36 @@ def test_test_split_vectors_of_another_width_are_refused_before_training(tmp_pat
                                f"values, but the train split's have {width} (the model's input); "
                                "save both splits' vectors with the same width")
     assert not round_paths(ws, 0).model.with_name("model.pt.partial").exists()
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled (it must never run)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("weights,error", [
+    ("payload", "torch will not load its pytorch_model.bin safely (a pickle holding more than "
+                "tensors, or a damaged file), and mmal never unpickles code; if you trust the "
+                "file, convert it to model.safetensors yourself (torch.load with "
+                "weights_only=False, then safetensors.torch.save_file), else use other weights"),
+    ("empty", "cannot load the local text model (EOFError); replace the damaged file, or point "
+              "it at another model folder"),
+])
+def test_unsafe_or_damaged_text_weights_are_one_line_and_never_unpickled(tmp_path, weights,
+                                                                         error):
+    import pickle
+
+    ws = make_workspace(tmp_path, "manifest", modalities=["text"])
+    bert = tmp_path / "tiny-bert"
+    marker = tmp_path / "payload-ran"
+    data = pickle.dumps({"w": _Payload(marker)}) if weights == "payload" else b""
+    (bert / "pytorch_model.bin").write_bytes(data)
+    result = CliRunner().invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: key 'modalities.text.pretrained' is {str(bert)!r}: {error}\n"
+    assert not marker.exists() and not round_paths(ws, 0).model.exists()
