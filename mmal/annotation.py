@@ -61,6 +61,7 @@ from mmal.workspace import (
     NAMES_KEY,
     Round,
     cache_of_selection,
+    check_labeled_names,
     check_selection_names,
     open_round,
     read_labeled,
@@ -370,7 +371,7 @@ def _check_names(rnd: Round, index_path: Path, index: IndexFile) -> None:
     """
     pool = rnd.pool("train")
     if NAMES_KEY in index.provenance:
-        pool.check_names(index.ids, index.provenance[NAMES_KEY], str(index_path))
+        check_labeled_names(pool, index, str(index_path))
         return
     number = round_of_selection(rnd.workspace, index_path)
     if number is not None and round_paths(rnd.workspace, number).labeled.is_file():

@@ -33,9 +33,10 @@ import numpy as np
 from mmal import seeds
 from mmal.atomic import write_text_atomic
 from mmal.cache import open_cache
-from mmal.cache.index import read_index, write_index
+from mmal.cache.index import IndexFile, read_index, write_index
 from mmal.config import Config, dump_config, load_config
 from mmal.data import Pool, load_pool
+from mmal.data.pool import ids_edited, ids_fingerprint
 from mmal.errors import ConfigError, DataError, IndexFileError, MmalError, WorkspaceError, preview
 from mmal.fingerprint import check_model_fingerprint
 from mmal.labels import apply_labels, has_label, read_labels_file
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "mmal.toml"
 #: Provenance key of a labeled set: its ids' (id, name) fingerprint (see Pool.names_fingerprint).
 NAMES_KEY = "names_fingerprint"
+#: Provenance key of a labeled set: its ids' own fingerprint, which tells a hand edit of the
+#: file from a change of the data when NAMES_KEY no longer matches (see Pool.check_names).
+IDS_KEY = "ids_fingerprint"
 ROUNDS_DIR = "rounds"
 
 
@@ -361,7 +365,7 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
         "round": 0, "source": "random initial draw", "seed": config.al.seed,
         "initial_budget": budget, "pool_size": len(pool), "pool_fingerprint": pool.fingerprint(),
-        NAMES_KEY: pool.names_fingerprint(ids),
+        NAMES_KEY: pool.names_fingerprint(ids), IDS_KEY: ids_fingerprint(ids),
     })
     header = (f"Written by `mmal init` from {Path(config_path).resolve()}.\n"
               "Every key is explicit (defaults filled in) and paths are absolute.")
@@ -401,7 +405,7 @@ def read_labeled(workspace: str | os.PathLike, round: int | None = None, *,
         except DataError as exc:
             raise DataError(f"{path}: {exc}; restore this round's labeled.json or point the "
                             "config at the dataset it was drawn from") from None
-        pool.check_names(index.ids, index.provenance.get(NAMES_KEY), str(path))
+        check_labeled_names(pool, index, str(path))
     return index.ids
 
 
@@ -453,10 +457,16 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
         "round": number + 1, "previous": str(base.paths.labeled.resolve()),
         "previous_count": int(len(labeled)), "selection": str(selection_path.resolve()),
         "strategy": selection.provenance.get("strategy"), "added": int(len(selection.ids)),
-        NAMES_KEY: pool.names_fingerprint(ids),
+        NAMES_KEY: pool.names_fingerprint(ids), IDS_KEY: ids_fingerprint(ids),
     })
     logger.info("round %03d: %d labeled (+%d)", number + 1, len(ids), len(selection.ids))
     return number + 1
+
+
+def check_labeled_names(pool: Pool, index: IndexFile, source: str) -> None:
+    """:meth:`Pool.check_names` of a labeled set, telling a hand edit of it from a data change."""
+    pool.check_names(index.ids, index.provenance.get(NAMES_KEY), source,
+                     edited=ids_edited(index.ids, index.provenance.get(IDS_KEY)))
 
 
 def check_selection_names(pool: Pool, selection_path: Path, provenance: dict,

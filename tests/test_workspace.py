@@ -386,3 +386,35 @@ def test_ids_outside_int64_are_refused_naming_the_file(tmp_path, uci):
     assert result.output == (f"Error: {labels}: field 'labels' holds ids {big}, outside the "
                              "range of sample ids (64-bit integers); the file was edited: "
                              "restore it, or move it away\n")
+
+
+def test_a_hand_edited_labeled_set_is_told_from_renamed_samples(tmp_path, uci):
+    """Edited ids in labeled.json were reported as "samples were renamed"."""
+    ws = init_workspace(tmp_path / "ws", uci)
+    labeled = round_paths(ws, 0).labeled
+    doc = json.loads(labeled.read_text())
+    assert "ids_fingerprint" in doc["provenance"]
+    pool = load_pool(load_workspace_config(ws), "train")
+    spare = int(np.setdiff1d(pool.ids, doc["ids"])[0])
+    edits = {"replaced": [*doc["ids"][:-1], spare], "reordered": doc["ids"][::-1],
+             "added": [*doc["ids"], spare]}
+    runner = CliRunner()
+    for what, ids in edits.items():
+        labeled.write_text(json.dumps({**doc, "ids": ids, "count": len(ids)}))
+        result = runner.invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu"])
+        assert result.exit_code == 1, what
+        assert result.output == (
+            f"Error: {labeled}: its ids were edited (they differ from the ids recorded when mmal "
+            "wrote it); restore the file as mmal wrote it: labeled sets change only through "
+            "`mmal init` and `mmal next`\n"), what
+    # A file from before ids were recorded cannot tell the two apart, and says so.
+    del doc["provenance"]["ids_fingerprint"]
+    labeled.write_text(json.dumps({**doc, "ids": edits["replaced"]}))
+    result = runner.invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {labeled}: its ids no longer name the same samples of {pool.origin} (this "
+        "file's ids were edited, or samples were renamed); restore the data or this file as "
+        "mmal wrote it, or start a new workspace with `mmal init`\n")
+    labeled.write_text(json.dumps(doc))  # restored: fine again
+    assert read_labeled(ws, 0, pool=pool).tolist() == doc["ids"]

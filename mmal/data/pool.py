@@ -138,25 +138,50 @@ class Pool:
         pairs = [[int(self.ids[r]), self.names[r]] for r in rows]
         return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
-    def check_names(self, ids: np.ndarray, recorded: str | None, source: str) -> None:
+    def check_names(self, ids: np.ndarray, recorded: str | None, source: str, *,
+                    edited: bool | None = False) -> None:
         """DataError unless ``ids`` name the samples they named when ``recorded`` was taken.
 
         ``recorded`` is a :meth:`names_fingerprint` read from ``source`` (None:
-        not recorded, nothing to check).
+        not recorded, nothing to check). ``edited`` says whether ``ids`` differ
+        from the ids ``source`` was written with (:func:`ids_edited`): True
+        blames the file, False the data, None (not known: a file from before
+        mmal recorded it) names both.
         """
         if recorded is None:
             return
+        if edited:
+            raise DataError(f"{source}: its ids were edited (they differ from the ids "
+                            "recorded when mmal wrote it); restore the file as mmal wrote it: "
+                            "labeled sets change only through `mmal init` and `mmal next`")
+        restore = "restore that file, or start a new workspace with `mmal init`"
+        if edited is None:
+            restore = ("restore the data or this file as mmal wrote it, or start a new "
+                       "workspace with `mmal init`")
         gone = [int(i) for i in ids if not self.has_id(i)]
         if gone:
+            why = "rows were removed" + (", or this file's ids were edited" if edited is None
+                                         else "")
             raise DataError(f"{source}: ids {self.show_ids(gone)} are no longer in {self.origin} "
-                            "(rows were removed); restore that file, or start a new workspace "
-                            "with `mmal init`")
+                            f"({why}); {restore}")
         if recorded == self.names_fingerprint(ids):
             return
         how = ("its ids are row numbers, and rows were inserted, removed or reordered"
                if not all(is_integer_text(n) for n in self.names) else "samples were renamed")
+        if edited is None:
+            how = f"this file's ids were edited, or {how}"
         raise DataError(f"{source}: its ids no longer name the same samples of {self.origin} "
-                        f"({how}); restore that file, or start a new workspace with `mmal init`")
+                        f"({how}); {restore}")
+
+
+def ids_fingerprint(ids: Iterable[int]) -> str:
+    """sha256 (hex) of ``ids`` in order: recorded with a list of ids to tell later edits apart."""
+    return hashlib.sha256(json.dumps([int(i) for i in ids]).encode()).hexdigest()
+
+
+def ids_edited(ids: Iterable[int], recorded: str | None) -> bool | None:
+    """Whether ``ids`` differ from the ids :func:`ids_fingerprint` ``recorded`` (None: no record)."""
+    return None if recorded is None else ids_fingerprint(ids) != recorded
 
 
 class EncodedSource(Protocol):
