@@ -39,6 +39,14 @@ MODALITY_OPTIONS: dict[str, dict[str, Any]] = {
     "video": {"frames": 5, "image_size": 112},
     "vector": {},
 }
+#: Upper bounds of integer keys: far above any real use, low enough that a typo such as
+#: ``epochs = 9223372036854775807`` is an error instead of a run that never ends.
+MAX_DIM = 65536
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_NUM_WORKERS = 1024
+MAX_BUDGET = 2**31 - 1
+MAX_SEED = 2**63 - 1  # TOML's own integer range; files and HDF5 attributes hold int64
 _OPTION_RANGES = {
     "image_size": (16, 2048), "max_tokens": (1, 8192), "sample_rate": (1000, 192000),
     "clip_seconds": (0.05, 600.0), "frames": (1, 256),
@@ -298,6 +306,7 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         dim = r.get(t, f"{key}.dim", int, default=ModalityConfig.dim)
         if dim < 0:
             raise r.error(f"{key}.dim", dim, "must be >= 0 (0 = encoder default)")
+        r.at_most(f"{key}.dim", dim, MAX_DIM)
         options: dict[str, Any] = {"column": r.get(t, f"{key}.column", str, default=name)}
         for opt, default in opt_defaults.items():
             value = r.number(t, f"{key}.{opt}", default=default,
@@ -336,6 +345,7 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
     fused_dim = r.get(t, "model.fused_dim", int, default=ModelConfig.fused_dim)
     if fused_dim < 0:
         raise r.error("model.fused_dim", fused_dim, "must be >= 0 (0 = widest modality)")
+    r.at_most("model.fused_dim", fused_dim, MAX_DIM)
     return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default=ModelConfig.fusion),
                        fused_dim=fused_dim, dropout=float(dropout))
 
@@ -344,10 +354,12 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
                          "weight_decay", "num_workers", "augment", "tensorboard"))
     vals = {}
-    for key, lo in (("epochs", 1), ("batch_size", 1), ("num_workers", 0)):
+    for key, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH_SIZE),
+                        ("num_workers", 0, MAX_NUM_WORKERS)):
         vals[key] = r.get(t, f"train.{key}", int, default=getattr(TrainConfig, key))
         if vals[key] < lo:
             raise r.error(f"train.{key}", vals[key], f"must be >= {lo}")
+        r.at_most(f"train.{key}", vals[key], hi)
     for key in ("lr", "encoder_lr", "weight_decay"):
         vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
         if vals[key] < 0:
@@ -363,10 +375,12 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
     r.known(t, "al", ("initial_budget", "budget", "seed"))
     vals = {}
-    for key, lo in (("initial_budget", 1), ("budget", 1), ("seed", 0)):
+    for key, lo, hi in (("initial_budget", 1, MAX_BUDGET), ("budget", 1, MAX_BUDGET),
+                        ("seed", 0, MAX_SEED)):
         vals[key] = r.get(t, f"al.{key}", int, default=getattr(ALConfig, key))
         if vals[key] < lo:
             raise r.error(f"al.{key}", vals[key], f"must be >= {lo}")
+        r.at_most(f"al.{key}", vals[key], hi)
     return ALConfig(**vals)
 
 
@@ -392,6 +406,10 @@ class _Reader:
     def type_error(self, key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(f"{self.source}: key '{key}' is {_show(value)} "
                            f"({_toml_type(value)}); expected {expected}")
+
+    def at_most(self, key: str, value: int, hi: int) -> None:
+        if value > hi:
+            raise self.error(key, value, f"must be <= {hi} (see docs/config.md)")
 
     def known(self, t: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> None:
         for k in t:

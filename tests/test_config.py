@@ -169,6 +169,22 @@ BAD = [
     (_replace(MANIFEST, "dropout = 0.2", "dropout = 1.5"),
      "key 'model.dropout' is 1.5; must lie in [0, 1)"),
     (_replace(MANIFEST, "seed = 7", "seed = -1"), "key 'al.seed' is -1; must be >= 0"),
+    (_replace(MANIFEST, "epochs = 3", "epochs = 9223372036854775807"),
+     "key 'train.epochs' is 9223372036854775807; must be <= 100000 (see docs/config.md)"),
+    (_replace(MANIFEST, "epochs = 3", "batch_size = 1000001"),
+     "key 'train.batch_size' is 1000001; must be <= 1000000 (see docs/config.md)"),
+    (_replace(MANIFEST, "epochs = 3", "num_workers = 1025"),
+     "key 'train.num_workers' is 1025; must be <= 1024 (see docs/config.md)"),
+    (_replace(MANIFEST, "budget = 250", "budget = 2147483648"),
+     "key 'al.budget' is 2147483648; must be <= 2147483647 (see docs/config.md)"),
+    (_replace(MANIFEST, "initial_budget = 500", "initial_budget = 10000000000"),
+     "key 'al.initial_budget' is 10000000000; must be <= 2147483647 (see docs/config.md)"),
+    (_replace(MANIFEST, "seed = 7", "seed = 9223372036854775808"),
+     "key 'al.seed' is 9223372036854775808; must be <= 9223372036854775807 (see docs/config.md)"),
+    (_replace(MANIFEST, "fused_dim = 128", "fused_dim = 65537"),
+     "key 'model.fused_dim' is 65537; must be <= 65536 (see docs/config.md)"),
+    (_replace(MANIFEST, "image_size = 64", "image_size = 64\ndim = 100000000"),
+     "key 'modalities.image.dim' is 100000000; must be <= 65536 (see docs/config.md)"),
     (_replace(UCI, '["fac", "fou"]', '["fac", "abc"]'),
      "key 'dataset.views[1]' is 'abc'; choose one of fac, fou, kar, mor, pix, zer"),
     (_replace(UCI, '["fac", "fou"]', '["fac", "fac"]'),
@@ -257,3 +273,17 @@ def test_a_config_that_is_not_utf8_gives_one_line(tmp_path):
                                "UTF-8: save the file as UTF-8, or pass the right file")
     result = CliRunner().invoke(cli, ["init", str(tmp_path / "ws"), "--config", str(path)])
     assert result.exit_code == 1 and result.output == f"Error: {info.value}\n"
+
+
+def test_cli_init_refuses_an_endless_epoch_count(tmp_path):
+    from click.testing import CliRunner
+
+    from mmal.cli import cli
+
+    path = _write(tmp_path, _replace(UCI, "[modalities.strong]",
+                                     "[train]\nepochs = 9223372036854775807\n\n[modalities.strong]"))
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "ws"), "--config", str(path)])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {path}: key 'train.epochs' is 9223372036854775807; must be "
+                             "<= 100000 (see docs/config.md)\n")
+    assert not (tmp_path / "ws").exists()
