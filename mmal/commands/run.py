@@ -14,14 +14,28 @@ from mmal.commands.options import device_option, workspace_option
 
 def _int_list(ctx, param, value: str) -> list[int]:
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers "
                                  "(e.g. 0,1,2)") from None
+    return _once_each(values, "seed")
+
+
+def _name_list(ctx, param, value: str) -> list[str]:
+    return _once_each([v.strip() for v in value.split(",") if v.strip()], "strategy")
+
+
+def _once_each(values: list, what: str) -> list:
+    """``values``, refused when one repeats (it would count as a trajectory it is not)."""
+    twice = list(dict.fromkeys(v for k, v in enumerate(values) if v in values[:k]))
+    if twice:
+        raise click.BadParameter(f"names {', '.join(map(str, twice))} more than once; list "
+                                 f"each {what} once")
+    return values
 
 
 @click.command("run")
-@click.option("--strategies", required=True,
+@click.option("--strategies", required=True, callback=_name_list,
               help="Comma-separated strategy names (see `mmal strategies`), e.g. bmmal,badge,random.")
 @click.option("--rounds", type=click.IntRange(min=1), required=True,
               help="Selection rounds R; rounds 0..R are trained and tested.")
@@ -69,12 +83,11 @@ def run_command(strategies, rounds, budget, initial_budget, seeds, workspace, de
     from mmal.workspace import find_workspace
 
     root = find_workspace(workspace)
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
     printer = _Printer(quiet)
-    result = run_comparison(root, names, rounds=rounds, budget=budget,
+    result = run_comparison(root, strategies, rounds=rounds, budget=budget,
                             initial_budget=initial_budget, seeds=seeds, device=device,
                             mc_dropout=mc_dropout, callback=printer, tensorboard=tensorboard)
-    total = len(names) * len(seeds)
+    total = len(strategies) * len(seeds)
     click.echo(f"finished {len(result.completed)} of {total} trajectories in "
                f"{result.wall_s:.1f} s; results in {result.layout.root}")
     if result.failures:

@@ -240,3 +240,23 @@ def test_killed_mid_round_and_resumed_equals_uninterrupted(tmp_path):
     for key, value in want.items():  # ids and counts exact; float sums may differ in the last bits
         assert got[key] == (pytest.approx(value, rel=1e-7, abs=1e-12)
                             if isinstance(value, float) else value), key
+
+
+@pytest.mark.parametrize("option,value,error", [
+    ("--strategies", "random,random", "Invalid value for '--strategies': names random more than "
+                                      "once; list each strategy once"),
+    ("--strategies", "random, badge,badge,random", "Invalid value for '--strategies': names "
+                                                   "badge, random more than once; list each "
+                                                   "strategy once"),
+    ("--seeds", "0,1,0", "Invalid value for '--seeds': names 0 more than once; list each seed "
+                         "once"),
+])
+def test_cli_refuses_a_strategy_or_seed_listed_twice(tmp_path, option, value, error):
+    """`--strategies random,random` ran one trajectory, then said "finished 1 of 2" and exited 0."""
+    args = {"--strategies": "random", "--seeds": "0", option: value}
+    res = CliRunner().invoke(cli, ["run", "--workspace", str(tmp_path), "--rounds", "1",
+                                   "--budget", "10", "--initial-budget", "20", "--device", "cpu",
+                                   *[x for kv in args.items() for x in kv]])
+    assert res.exit_code == 2
+    assert res.output.splitlines()[-1] == f"Error: {error}"
+    assert not (tmp_path / "runs").exists()
