@@ -423,8 +423,8 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
         If round r+1 already has a labeled set (unless ``force``), or holds a
         model, metrics or cache, or later rounds exist (never replaced).
     IndexFileError
-        If the file is not a selection, repeats labeled ids, or names ids
-        outside the train pool.
+        If the file is not a selection, holds no id, repeats labeled ids, or
+        names ids outside the train pool.
     """
     workspace = workspace.workspace if isinstance(workspace, Round) else Path(workspace)
     selection_path = Path(selection_path)
@@ -432,6 +432,10 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
     if selection.kind != "selection":
         raise IndexFileError(f"{selection_path}: is a {selection.kind} index file; pass a "
                              "selection written by `mmal select`")
+    if not len(selection):
+        raise IndexFileError(f"{selection_path}: field 'ids' is empty, and a round with nothing "
+                             "added would repeat the one before; pass a selection of at least "
+                             "one id (`mmal select --budget N`)")
     number = round_of_selection(workspace, selection_path)
     if number is None:
         number = _round_of_cache(workspace, selection_path, selection.provenance)

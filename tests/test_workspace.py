@@ -418,3 +418,24 @@ def test_a_hand_edited_labeled_set_is_told_from_renamed_samples(tmp_path, uci):
         "mmal wrote it, or start a new workspace with `mmal init`\n")
     labeled.write_text(json.dumps(doc))  # restored: fine again
     assert read_labeled(ws, 0, pool=pool).tolist() == doc["ids"]
+
+
+def test_next_refuses_an_empty_selection(tmp_path, uci):
+    """A selection of 0 ids started a round identical to the one before."""
+    ws = init_workspace(tmp_path / "ws", uci)
+    empty = _selection(round_paths(ws, 0).selections / "empty.json", [])
+    result = CliRunner().invoke(cli, ["next", "--selection", str(empty), "--workspace", str(ws)])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {empty}: field 'ids' is empty, and a round with nothing "
+                             "added would repeat the one before; pass a selection of at least "
+                             "one id (`mmal select --budget N`)\n")
+    assert not round_paths(ws, 1).labeled.exists()
+    # and `mmal select` never writes one: a budget of 0 is refused
+    from mmal.cache.synthetic import make_synthetic_cache
+
+    cache = make_synthetic_cache(tmp_path / "pool.h5", num_samples=30, seed=1)
+    result = CliRunner().invoke(cli, ["select", "-s", "random", "-b", "0", "--cache", str(cache),
+                                      "--out", str(tmp_path / "none.json")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "budget must be at least 1, got 0" in result.output
+    assert not (tmp_path / "none.json").exists()
