@@ -357,7 +357,7 @@ def test_unsafe_or_damaged_text_weights_are_one_line_and_never_unpickled(tmp_pat
     ws = make_workspace(tmp_path, "manifest", modalities=["text"])
     bert = tmp_path / "tiny-bert"
     marker = tmp_path / "payload-ran"
-    data = pickle.dumps({"w": _Payload(marker)}) if weights == "payload" else b""
+    data = pickle.dumps({"w": _Payload(marker)}, protocol=2) if weights == "payload" else b""
     (bert / "pytorch_model.bin").write_bytes(data)
     result = CliRunner().invoke(cli, ["train", "--workspace", str(ws), "--device", "cpu"])
     assert result.exit_code == 1
