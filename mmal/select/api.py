@@ -107,6 +107,10 @@ def select(
 
 def _select_open(cache, strat, budget, seed, device, out, params, overwrite, precision, progress):
     _check_budget(cache, budget)
+    # The head is small and most strategies never read it: check it here, with
+    # the reader's finite check (as `mmal inspect` does), so a NaN is refused
+    # whichever strategy runs. Fields a strategy reads are checked as it reads them.
+    cache.head()
     if strat.needs_mc_dropout and not cache.has_mc_logits:
         raise SelectionError(
             f"{cache.path}: strategy {strat.name!r} needs MC-dropout logits and this cache has "

@@ -28,6 +28,7 @@ chosen k-means++ center has ``D² = 0`` and never wins a draw on noise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +36,13 @@ from typing import Any
 import numpy as np
 
 from mmal.cache.fusion import head_input
-from mmal.errors import SelectionError
+from mmal.errors import SelectionError, preview
+from mmal.select.backend import asnumpy
+from mmal.select.numerics import overflowing_factor_rows
 from mmal.select.params import PRECISIONS
 from mmal.select.scoring import unlabeled_positions
+
+log = logging.getLogger(__name__)
 
 #: Squared distances at most ``ROUNDING_TOLERANCE · eps · (‖g_a‖² + ‖g_b‖²)``
 #: (``eps`` of the working dtype) are taken as exactly 0. The expansion's noise
@@ -130,6 +135,8 @@ class FactorizedEmbedding:
     def __post_init__(self) -> None:
         if self.r.shape[0] != self.u.shape[0]:
             raise ValueError(f"r has {self.r.shape[0]} rows but u has {self.u.shape[0]}")
+        self._r_sq = None
+        self._u_sq = None
         self._sq_norms = None
         self._u_norms = None
 
@@ -141,20 +148,36 @@ class FactorizedEmbedding:
         """``K·D``, the width of the (never stored) embedding."""
         return int(self.r.shape[1] * self.u.shape[1])
 
+    def factor_sq_norms(self) -> tuple[Any, Any]:
+        """(n,) ``‖r‖²`` and (n,) ``‖u‖²`` (computed once; Inf where they overflow)."""
+        if self._u_sq is None:
+            # einsum: no (n, D) temporary, which would double the embedding's memory.
+            xp = _array_module_of(self.r)
+            self._r_sq = xp.einsum("ij,ij->i", self.r, self.r)
+            self._u_sq = xp.einsum("ij,ij->i", self.u, self.u)
+        return self._r_sq, self._u_sq
+
     def sq_norms(self) -> Any:
         """(n,) squared norms ``‖r‖²‖u‖²`` (computed once)."""
         if self._sq_norms is None:
-            # einsum: no (n, D) temporary, which would double the embedding's memory.
-            xp = _array_module_of(self.r)
-            self._sq_norms = xp.einsum("ij,ij->i", self.r, self.r) * xp.einsum("ij,ij->i", self.u, self.u)
+            r_sq, u_sq = self.factor_sq_norms()
+            self._sq_norms = r_sq * u_sq
         return self._sq_norms
 
     def u_norms(self) -> Any:
         """(n,) ``‖u‖`` (computed once)."""
         if self._u_norms is None:
-            xp = _array_module_of(self.u)
-            self._u_norms = xp.sqrt(xp.einsum("ij,ij->i", self.u, self.u))
+            self._u_norms = _array_module_of(self.u).sqrt(self.factor_sq_norms()[1])
         return self._u_norms
+
+    def overflowing_rows(self) -> np.ndarray:
+        """(n,) host bool: rows whose squared distances would overflow this dtype.
+
+        See :func:`mmal.select.numerics.overflowing_factor_rows`; an embedding
+        with none of them gives finite distances everywhere.
+        """
+        r_sq, u_sq = self.factor_sq_norms()
+        return overflowing_factor_rows(asnumpy(r_sq), asnumpy(u_sq), self.r.dtype)
 
     def sq_distances(self, r_b: Any, u_b: Any, sq_norms_b: Any, rows: Any = None) -> Any:
         """Squared distances from rows of this embedding to the points ``(r_b, u_b)``.
@@ -303,6 +326,11 @@ def cache_embedding(
 ) -> tuple[np.ndarray, FactorizedEmbedding]:
     """Factorized embedding of a cache's unlabeled rows, read in contiguous row blocks.
 
+    When a float32 embedding would overflow (squared norms near 3.4e38, i.e.
+    feature values around 1e19 and up), it is read again in float64, with a
+    warning naming the samples; the float64 embedding of a cache, whose values
+    are finite float32 or float16, cannot overflow.
+
     Parameters
     ----------
     cache : mmal.cache.Cache
@@ -314,7 +342,9 @@ def cache_embedding(
         ``modality_weights(rows, keep, logits)`` with ``rows`` the block's slice,
         ``keep`` the (b,) host bool mask of its unlabeled rows and ``logits``
         their (n_b, K) multimodal logits on ``xp``; returns (n_b, M) weights on
-        ``xp`` (BMMAL) or None. Default: unscaled head input (BADGE).
+        ``xp`` (BMMAL) or None. Default: unscaled head input (BADGE). It is
+        called again for every block when the embedding is read a second time
+        in float64, so it must not accumulate across calls for the same block.
     block_rows : int
         Rows per read.
 
@@ -324,8 +354,33 @@ def cache_embedding(
         (n,) int64 cache rows of the unlabeled samples, increasing.
     emb : FactorizedEmbedding
         ``n`` rows in the order of ``positions``.
+
+    Raises
+    ------
+    SelectionError
+        When the embedding overflows even in float64, naming the samples.
     """
     dtype = check_precision(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below
+        positions, emb = _read_embedding(cache, xp, dtype, modality_weights, block_rows)
+    bad = emb.overflowing_rows()
+    if bad.any() and dtype != "float64":
+        log.warning("%s: the %s gradient embedding of sample ids %s overflows; computing it in "
+                    "float64", cache.path, dtype, preview(cache.ids[positions[bad]]))
+        del emb  # not held twice
+        positions, emb = _read_embedding(cache, xp, "float64", modality_weights, block_rows)
+        bad = emb.overflowing_rows()
+    if bad.any():
+        raise SelectionError(
+            f"{cache.path}: the gradient embedding of sample ids "
+            f"{preview(cache.ids[positions[bad]])} is not finite in {emb.r.dtype} (feature values "
+            "too large); re-extract the cache or drop those samples"
+        )
+    return positions, emb
+
+
+def _read_embedding(cache, xp, dtype, modality_weights, block_rows):
+    """``cache_embedding`` in ``dtype`` without the overflow check."""
     meta = cache.meta
     positions = unlabeled_positions(cache)
     n = len(positions)

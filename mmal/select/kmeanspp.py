@@ -14,6 +14,12 @@ probability ``D(x)²/U(x)``, where ``D(x)²`` needs only the few centers added
 since the last refresh. Each accepted draw therefore has probability
 ``U(x)/ΣU · D(x)²/U(x) ∝ D(x)²``: exactly k-means++, not an approximation.
 
+A proposal can be rejected many times in a row when the bound is stale (the
+new centers sit where most of ``U``'s mass is). After ``4·block_size + 16``
+rejections the bound is refreshed, and the next proposal, drawn from the exact
+``U = D²``, is the center: every center takes a bounded number of proposals
+and the draw stays exact (the comment in the loop says why).
+
 A refresh skips the D-wide ``u`` products of samples that no new center can
 come closer to than ``U(x)`` (a Cauchy-Schwarz bound from the K-wide ``r``
 products, :func:`mmal.select.embedding.lower_bound_inplace`); on VGGSound-sized
@@ -23,6 +29,11 @@ Exact duplicates of a chosen center have ``D² = 0`` (the distance expansion's
 rounding noise is snapped to 0, :data:`mmal.select.embedding.ROUNDING_TOLERANCE`),
 so they are never drawn while some sample has ``D² > 0``; once every unchosen
 sample has ``D² = 0`` the next center is uniform among them.
+
+An embedding whose squared distances would overflow its dtype (NaN distances
+that no test accepts) is refused up front
+(:meth:`mmal.select.embedding.FactorizedEmbedding.overflowing_rows`);
+:func:`mmal.select.embedding.cache_embedding` reads such a cache in float64.
 
 All random numbers come from the host NumPy ``Generator`` (two uniforms per
 proposal, or one ``choice`` when no distance mass is left), so NumPy and CuPy
@@ -37,6 +48,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmal.errors import SelectionError, preview
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances, lower_bound_inplace
 from mmal.select.params import int_param
@@ -81,6 +93,12 @@ def kmeans_pp(
     positions : np.ndarray
         (budget,) int64 rows of ``emb`` in pick order, no repeats.
 
+    Raises
+    ------
+    SelectionError
+        When squared distances of some rows would overflow ``emb``'s dtype
+        (:meth:`FactorizedEmbedding.overflowing_rows`).
+
     Examples
     --------
     >>> emb = FactorizedEmbedding(np.eye(3), np.ones((3, 2)))
@@ -92,6 +110,12 @@ def kmeans_pp(
         raise ValueError(f"budget must be in [1, {n}], got {budget}")
     block = DEFAULT_BLOCK_SIZE if block_size is None else int_param("block_size", block_size,
                                                                      minimum=1)
+    bad = emb.overflowing_rows()
+    if bad.any():
+        raise SelectionError(
+            f"the embedding of rows {preview(np.flatnonzero(bad))} is too large for "
+            f"{emb.r.dtype} distances (or not finite); compute it in float64 or scale it down"
+        )
     return _kmeans_pp(emb, budget, rng, xp, block, progress)
 
 
@@ -100,7 +124,13 @@ def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
     sampler.accept(int(xp.argmax(emb.sq_norms())))
     bar = tqdm(total=budget, desc="k-means++", unit="center", disable=not progress, leave=False)
     bar.update(1)
-    while len(sampler.centers) < budget:
+    # Each pass accepts a center or rejects a proposal. After rejection_limit + 1
+    # rejections the bound is refreshed and the next proposal is an exact draw
+    # (below), so a center takes at most rejection_limit + 2 passes and this
+    # bound is never reached: no input makes the loop spin.
+    for _ in range((budget - 1) * (sampler.rejection_limit + 2)):
+        if len(sampler.centers) == budget:
+            break
         if sampler.needs_refresh():
             sampler.refresh()
         if sampler.total <= 0.0:
@@ -111,16 +141,29 @@ def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
             continue
         u_draw, u_accept = rng.random(2)
         x = sampler.propose(u_draw)
-        upper = sampler.bound[x]
-        if u_accept * upper < sampler.exact_sq_distance(x):
+        if not sampler.pending:
+            # Right after a refresh U is D², so the proposal is an exact D² draw:
+            # accept it without the test (which it would pass). Ending a run of
+            # rejections this way keeps the distribution exact: each proposal is
+            # accepted as x with probability U(x)/ΣU · D(x)²/U(x) ∝ D(x)², the
+            # same for every x whatever rejections came before, and the exact
+            # draw is ∝ D(x)² too, so the center is ∝ D(x)² however the run ends.
+            sampler.accept(x)
+            bar.update(1)
+        elif u_accept * sampler.bound[x] < sampler.exact_sq_distance(x):
             sampler.accept(x)
             bar.update(1)
         else:
             sampler.rejections += 1
     bar.close()
-    log.debug("k-means++: %d centers, %d proposals rejected, %d refreshes, u products for "
-              "%.0f%% of rows", budget, sampler.total_rejections + sampler.rejections,
-              sampler.refreshes, 100 * sampler.computed_rows / max(1, sampler.refreshes * len(emb)))
+    if len(sampler.centers) < budget:
+        raise RuntimeError(f"k-means++ stopped at {len(sampler.centers)} of {budget} centers "
+                           "after its bound on proposals; this is a bug")
+    log.debug("k-means++: %d centers, %d proposals rejected, %d refreshes (%d after the "
+              "rejection limit), u products for %.0f%% of rows", budget,
+              sampler.total_rejections + sampler.rejections, sampler.refreshes,
+              sampler.limit_refreshes,
+              100 * sampler.computed_rows / max(1, sampler.refreshes * len(emb)))
     return np.asarray(sampler.centers, dtype=np.int64)
 
 
@@ -142,9 +185,12 @@ class _BoundSampler:
         self.bound = np.full(n, np.inf)  # host float64 copy of U, valid after refresh
         self.cdf = np.zeros(n)
         self.total = 0.0
+        # Rejections since the last refresh; past this many, the bound is refreshed.
+        self.rejection_limit = 4 * block + 16
         self.rejections = 0
         self.total_rejections = 0
         self.refreshes = 0
+        self.limit_refreshes = 0
         self.computed_rows = 0
 
     def accept(self, x: int) -> None:
@@ -161,7 +207,7 @@ class _BoundSampler:
         # A full block, or a stale bound wasting proposals (rejections beyond
         # a few per center): refreshing is cheaper than rejecting on.
         return bool(self.pending) and (
-            len(self.pending) >= self.block or self.rejections > 4 * self.block + 16
+            len(self.pending) >= self.block or self.rejections > self.rejection_limit
             or self.total <= 0.0
         )
 
@@ -169,6 +215,7 @@ class _BoundSampler:
         """Make ``U`` exact against all centers (one pass of matrix products)."""
         p = len(self.pending)
         xp = self.xp
+        self.limit_refreshes += self.rejections > self.rejection_limit
         self.computed_rows += lower_bound_inplace(
             self.emb, self.pend_r[:p], self.pend_u[:p], self.pend_a[:p],
             xp.sqrt(xp.einsum("ij,ij->i", self.pend_u[:p], self.pend_u[:p])),
@@ -186,7 +233,10 @@ class _BoundSampler:
     def propose(self, uniform: float) -> int:
         """Sample index with probability ``U(x)/ΣU`` (zero-bound samples never)."""
         x = int(np.searchsorted(self.cdf, uniform * self.total, side="right"))
-        return min(x, len(self.cdf) - 1)
+        if x < len(self.cdf):
+            return x
+        # uniform·ΣU rounded up to ΣU: the last sample with U > 0
+        return int(np.searchsorted(self.cdf, self.total, side="left"))
 
     def exact_sq_distance(self, x: int) -> float:
         """``D(x)²``: the bound, lowered by the centers added since the last refresh."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from mmal.cache.reader import Cache
 from mmal.select.backend import asnumpy
+from mmal.select.numerics import refuse_overflowing_points
 
 #: Bytes of one field read per block: large enough for efficient HDF5 reads,
 #: small enough that a few float64 temporaries of the block stay cheap.
@@ -73,8 +74,14 @@ def gather_rows(
 
 
 def fused_features(cache: Cache, mask: np.ndarray) -> np.ndarray:
-    """(mask.sum(), D_fused) C-contiguous float32 head inputs ``h`` of the masked rows."""
-    return gather_rows(cache, cache.fused_features, mask, cache.meta.fused_dim, np.float32)
+    """(mask.sum(), D_fused) C-contiguous float32 head inputs ``h`` of the masked rows.
+
+    For FAISS, which computes distances in float32: rows whose squared norm
+    would overflow them are refused with a :class:`SelectionError` naming the ids.
+    """
+    points = gather_rows(cache, cache.fused_features, mask, cache.meta.fused_dim, np.float32)
+    refuse_overflowing_points(points, cache, np.flatnonzero(mask))
+    return points
 
 
 def score_unlabeled(

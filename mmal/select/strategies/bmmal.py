@@ -39,19 +39,20 @@ def select_bmmal(
     ``weights`` (n, M) and ``rho`` (n,); summary: :func:`dominance_summary`.
     """
     meta = cache.meta
-    parts: dict[str, list[np.ndarray]] = {"phi": [], "Phi": [], "weights": [], "rho": []}
+    # keyed by the block's first row: a float64 rereading of the cache calls again per block
+    parts: dict[str, dict[int, np.ndarray]] = {"phi": {}, "Phi": {}, "weights": {}, "rho": {}}
 
     def weights_of_block(rows, keep, logits):
         coalitions = xp.asarray(cache.coalitions(rows)[keep])
         balance = modality_balance(logits, coalitions, multi_label=meta.multi_label, xp=xp)
         for key, values in parts.items():
-            values.append(asnumpy(balance[key]))
+            values[rows.start] = asnumpy(balance[key])
         return balance["weights"]
 
     positions, emb = cache_embedding(cache, xp=xp, dtype=precision,
                                      modality_weights=weights_of_block)
-    diagnostics = {key: np.concatenate(values) if values else np.zeros((0, meta.num_modalities))
-                   for key, values in parts.items()}
+    diagnostics = {key: np.concatenate([values[start] for start in sorted(values)]) if values
+                   else np.zeros((0, meta.num_modalities)) for key, values in parts.items()}
     picks = kmeans_pp(emb, budget, rng=rng, xp=xp, block_size=block_size, progress=progress)
     summary = dominance_summary(diagnostics["Phi"], diagnostics["weights"], list(meta.modalities))
     return Selection(positions=positions[picks], diagnostics=diagnostics, summary=summary)

@@ -122,7 +122,9 @@ class _LazyFarthest:
 
     def pop_farthest(self) -> int:
         """Remove and return the candidate farthest from every center (exact)."""
-        while True:
+        # A popped candidate is either returned or brought up to date and pushed
+        # back, once: at most len(heap) + 1 pops.
+        for _ in range(len(self.heap) + 1):
             _, x = heapq.heappop(self.heap)
             if self.seen[x] < len(self.pending):
                 self.checks += 1
@@ -136,6 +138,7 @@ class _LazyFarthest:
             self.pending.append(x)
             self.seen[x] = len(self.pending)
             return x
+        raise RuntimeError("k-center greedy found no up-to-date candidate; this is a bug")
 
 
 @register("coreset", "k-center greedy on the fused features, from the labeled set")

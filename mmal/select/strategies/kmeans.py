@@ -72,7 +72,11 @@ def nearest_distinct(centroids: np.ndarray, points: np.ndarray, *, xp: Any = np)
     taken = np.zeros(n, dtype=bool)
     picks: list[int] = []
     k = min(FIRST_NEIGHBOURS, n)
-    while len(open_centroids):
+    # k doubles up to n; a round that searches all n points matches every open
+    # centroid (fewer centroids than points), so at most log2(n) + 2 rounds run.
+    for _ in range(max(1, n).bit_length() + 2):
+        if not len(open_centroids):
+            break
         _, rows = index.search(centroids[open_centroids], k)
         owner, rows = np.repeat(open_centroids, k), rows.ravel()
         dist = _pair_sq_distances(centroids, points, owner, rows)
@@ -83,6 +87,9 @@ def nearest_distinct(centroids: np.ndarray, points: np.ndarray, *, xp: Any = np)
                 picks.append(int(rows[i]))
         open_centroids = open_centroids[~matched[open_centroids]]
         k = min(2 * k, n)
+    if len(open_centroids):
+        raise RuntimeError(f"{len(open_centroids)} centroids found no free point after searching "
+                           "all points; this is a bug")
     return np.asarray(picks, dtype=np.int64)
 
 
