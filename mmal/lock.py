@@ -47,6 +47,7 @@ DEFAULT_TIMEOUT_S = 600.0
 #: The lock file of a folder (a round, a workspace, ``runs/``).
 LOCK_NAME = ".lock"
 _POLL_S = (0.05, 0.5)  # first and longest pause between two tries
+_QUIET_S = 1.0  # a wait shorter than this (another writer finishing a small file) goes unsaid
 _held = threading.local()
 
 
@@ -178,7 +179,8 @@ def _acquire(path: Path, command: str, shared: bool, timeout: float) -> int:
     fd = _open(path)
     try:
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         pause, said = _POLL_S[0], False
         while True:
             try:
@@ -190,7 +192,7 @@ def _acquire(path: Path, command: str, shared: bool, timeout: float) -> int:
                 raise LockError(f"{path}: {_describe(path)}; gave up after {timeout:g} s "
                                 f"({TIMEOUT_ENV}); wait for it to finish, or set "
                                 f"{TIMEOUT_ENV}=SECONDS to wait longer")
-            if not said:
+            if not said and time.monotonic() - began >= min(_QUIET_S, timeout / 2):
                 log.warning("waiting for %s %s (up to %g s, %s) ...", path, _describe(path),
                             timeout, TIMEOUT_ENV)
                 said = True

@@ -1,0 +1,155 @@
+"""Two mmal processes on one workspace: the second waits for the first's lock, or fails cleanly.
+
+Real processes: the lock is ``flock``, which only another open file (another
+process, or another thread) contends for.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mmal.cli import cli
+from mmal.lock import TIMEOUT_ENV, output_lock
+from mmal.workspace import round_paths
+from tests.lock_holder import ROOT, Holder
+from tests.models.tiny import make_workspace
+
+UCI = {"train": {"epochs": 1, "batch_size": 16}, "al": {"initial_budget": 20}}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _mmal(*args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mmal", *args], env=_env(**env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_line(stream, needle: str, limit_s: float = 60) -> str:
+    """The first line of ``stream`` holding ``needle`` (the lines before it are dropped)."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        line = stream.readline()
+        if needle in line:
+            return line
+        if not line:
+            break
+    raise AssertionError(f"no line with {needle!r}")
+
+
+@pytest.fixture
+def uci_ws(tmp_path):
+    return make_workspace(tmp_path, "uci", overrides=UCI)
+
+
+def test_train_waits_for_the_rounds_lock_names_its_holder_then_trains(uci_ws):
+    paths = round_paths(uci_ws, 0)
+    other = Holder(paths.lock, "mmal train")
+    proc = _mmal("train", "--workspace", str(uci_ws), "--device", "cpu", "-q",
+                 **{TIMEOUT_ENV: "120"})
+    try:
+        line = _wait_for_line(proc.stderr, "waiting for")
+    finally:
+        time.sleep(0.5)
+        trained_meanwhile = paths.model.exists()
+        other.release()
+    out, err = proc.communicate(timeout=120)
+    assert f"waiting for {paths.lock} held by pid {other.pid} (mmal train) since " in line
+    assert f"(up to 120 s, {TIMEOUT_ENV})" in line
+    assert not trained_meanwhile
+    assert proc.returncode == 0, err
+    assert paths.model.is_file() and f"wrote {paths.model}" in out
+
+
+def test_train_gives_up_after_the_timeout_with_one_line(uci_ws, monkeypatch):
+    lock = round_paths(uci_ws, 0).lock
+    monkeypatch.setenv(TIMEOUT_ENV, "0.3")
+    other = Holder(lock, "mmal extract")
+    try:
+        result = CliRunner().invoke(cli, ["train", "--workspace", str(uci_ws), "--device",
+                                          "cpu", "-q"])
+    finally:
+        other.release()
+    assert result.exit_code == 1
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and error[0].startswith(
+        f"Error: {lock}: held by pid {other.pid} (mmal extract) since ")
+    assert error[0].endswith(f"gave up after 0.3 s ({TIMEOUT_ENV}); wait for it to finish, or "
+                             f"set {TIMEOUT_ENV}=SECONDS to wait longer")
+    assert not round_paths(uci_ws, 0).model.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["extract"], ["select", "-s", "random", "-b", "5"], ["next", "--selection", "{sel}"],
+    ["label", "--round", "1", "{sheet}"], ["export", "{sel}", "--out", "{out}"],
+    ["init", "{ws}", "--config", "{ws}/mmal.toml", "--force"],
+], ids=lambda argv: argv[0])
+def test_every_writing_command_waits_for_the_lock_of_what_it_writes(uci_ws, monkeypatch, argv):
+    runner = CliRunner()
+    common = ["--workspace", str(uci_ws)]
+    if argv[0] != "init":  # which refuses a trained round 0 (under the lock too)
+        assert runner.invoke(cli, ["train", *common, "--device", "cpu", "-q"]).exit_code == 0
+    if argv[0] in ("select", "next", "label", "export"):
+        assert runner.invoke(cli, ["extract", *common, "--device", "cpu", "-q"]).exit_code == 0
+        done = runner.invoke(cli, ["select", *common, "-s", "random", "-b", "3", "--out",
+                                   str(uci_ws / "picked.json")])
+        assert done.exit_code == 0, done.output
+    sel, out, sheet = uci_ws / "picked.json", uci_ws / "to-label.csv", uci_ws / "sheet.csv"
+    if argv[0] == "label":
+        assert runner.invoke(cli, ["next", *common, "--selection", str(sel)]).exit_code == 0
+        sheet.write_text("id,label\n")
+    locks = {"extract": round_paths(uci_ws, 0).lock, "select": round_paths(uci_ws, 0).lock,
+             "next": round_paths(uci_ws, 1).lock, "label": round_paths(uci_ws, 1).lock,
+             "export": output_lock(out), "init": round_paths(uci_ws, 0).lock}
+    args = [a.format(sel=sel, out=out, sheet=sheet, ws=uci_ws) for a in argv]
+    if argv[0] not in ("init", "export"):
+        args += common
+    monkeypatch.setenv(TIMEOUT_ENV, "0.2")
+    other = Holder(locks[argv[0]], "mmal test")  # exclusive: even select's shared lock waits
+    try:
+        result = runner.invoke(cli, args)
+    finally:
+        other.release()
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"Error: {locks[argv[0]]}: held by pid {other.pid} "
+                                    "(mmal test) since "), result.stderr
+
+
+def test_selects_of_one_round_share_its_lock(uci_ws):
+    runner = CliRunner()
+    common = ["--workspace", str(uci_ws)]
+    for step in ("train", "extract"):
+        assert runner.invoke(cli, [step, *common, "--device", "cpu", "-q"]).exit_code == 0
+    other = Holder(round_paths(uci_ws, 0).lock, "mmal select", shared=True)
+    try:
+        result = runner.invoke(cli, ["select", *common, "-s", "random", "-b", "4"],
+                               env={TIMEOUT_ENV: "0"})
+    finally:
+        other.release()
+    assert result.exit_code == 0, result.output
+
+
+def test_a_dead_holder_does_not_block_train(uci_ws):
+    other = Holder(round_paths(uci_ws, 0).lock, "mmal train")
+    other.kill()
+    result = CliRunner().invoke(cli, ["train", "--workspace", str(uci_ws), "--device", "cpu",
+                                      "-q"], env={TIMEOUT_ENV: "0"})
+    assert result.exit_code == 0, result.output
+
+
+def test_lock_files_are_not_results(uci_ws):
+    """A round folder holding only a lock file is no started round, for init --force."""
+    lock = round_paths(uci_ws, 3).lock
+    Holder(lock).release()
+    result = CliRunner().invoke(cli, ["init", str(uci_ws), "--config", str(uci_ws / "mmal.toml"),
+                                      "--force"])
+    assert result.exit_code == 0, result.output
+    assert Path(lock).is_file()
