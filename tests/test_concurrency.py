@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mmal.cache.index import read_index
+from mmal.cache.synthetic import make_synthetic_cache
 from mmal.cli import cli
+from mmal.errors import IndexFileError
 from mmal.lock import TIMEOUT_ENV, output_lock
+from mmal.select.api import _publish, diagnostics_path, select
+from mmal.select.diagnostics import summarize_diagnostics
 from mmal.workspace import round_paths
 from tests.lock_holder import ROOT, Holder
 from tests.models.tiny import make_workspace
@@ -153,3 +158,49 @@ def test_lock_files_are_not_results(uci_ws):
                                       "--force"])
     assert result.exit_code == 0, result.output
     assert Path(lock).is_file()
+
+
+@pytest.mark.parametrize("start", ["together", "at-once"])
+def test_two_selects_with_one_out_publish_one_whole_pair(tmp_path, start):
+    """One wins, the other says "already exists"; the index names diagnostics that exist."""
+    cache, out = tmp_path / "pool.h5", tmp_path / "same.json"
+    make_synthetic_cache(cache, num_samples=400, feature_dims=(8, 6), seed=1)
+    strategies = ("entropy", "bmmal")
+    # "together": both finish selecting while another process holds the pair's lock, so both
+    # reach the publishing step before either publishes (the race of issue 15, item 5)
+    other = Holder(output_lock(out), "mmal test") if start == "together" else None
+    procs = [_mmal("select", "-s", name, "-b", "20", "--cache", str(cache), "--out", str(out))
+             for name in strategies]
+    if other is not None:
+        try:
+            for proc in procs:
+                _wait_for_line(proc.stderr, "waiting for")
+        finally:
+            other.release()
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    done = [(proc.returncode, *output) for proc, output in zip(procs, outputs, strict=True)]
+    codes = sorted(code for code, _, _ in done)
+    assert codes == [0, 1], done
+    winner = strategies[[code for code, _, _ in done].index(0)]
+    loser_err = next(err for code, _, err in done if code == 1)
+    assert f"Error: {out}: already exists; pass --force to replace it" in loser_err
+    assert "Traceback" not in loser_err
+
+    index = read_index(out)
+    diagnostics = diagnostics_path(out)
+    assert index.provenance["strategy"] == winner
+    assert index.provenance["diagnostics"] == diagnostics.name and diagnostics.is_file()
+    assert summarize_diagnostics(diagnostics)["strategy"] == winner
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([cache.name, out.name, diagnostics.name, output_lock(out).name])
+
+
+def test_a_select_that_loses_leaves_the_winners_pair_alone(tmp_path):
+    """The loser checks under the pair's lock, before writing: nothing of the winner's goes."""
+    cache, out = tmp_path / "pool.h5", tmp_path / "same.json"
+    make_synthetic_cache(cache, num_samples=200, feature_dims=(8, 6), seed=1)
+    first = select(cache, "entropy", 10, out=out)
+    before = {p: p.read_bytes() for p in (out, diagnostics_path(out))}
+    with pytest.raises(IndexFileError, match="already exists"):
+        _publish(out, first.ids, {}, None, None, "bmmal", overwrite=False)
+    assert {p: p.read_bytes() for p in before} == before
