@@ -57,6 +57,7 @@ from mmal.labels import (
     write_labels_file,
     write_sheet,
 )
+from mmal.lock import hold, output_lock
 from mmal.workspace import (
     NAMES_KEY,
     Round,
@@ -162,8 +163,10 @@ def export_ids(workspace: str | os.PathLike | Round, index_path: str | os.PathLi
             record[m] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
         records.append(record)
     out = Path(out) if out is not None else index_path.with_suffix(f".{fmt}")
-    _refuse_to_replace(out, index_path, overwrite)
-    write_sheet(out, records, ["id", "name", "label", *sources], fmt)
+    _refuse_to_replace(out, index_path, overwrite)  # the quick answer, before the lock
+    with hold(output_lock(out), "mmal export"):  # a filled-in sheet is never replaced unasked
+        _refuse_to_replace(out, index_path, overwrite)
+        write_sheet(out, records, ["id", "name", "label", *sources], fmt)
     log.info("exported %d ids of %s to %s", len(records), index_path, out)
     return out
 
@@ -258,7 +261,10 @@ def export_label_studio(workspace: str | os.PathLike | Round, index_path: str | 
         for task, prediction in zip(tasks, predictions, strict=True):
             task["predictions"] = [prediction]
     config = label_studio_config(objects, pool.class_names, multi_label=pool.multi_label)
-    write_label_studio(out, tasks, config)
+    with hold(output_lock(out), "mmal export"):  # the task list and its config, as a pair
+        _refuse_to_replace(out, index_path, overwrite)
+        _refuse_to_replace(config_path, index_path, overwrite)
+        write_label_studio(out, tasks, config)
     log.info("exported %d ids of %s as Label Studio tasks to %s", len(tasks), index_path, out)
     served = root is not None and any(kinds[m] != "text" for m in shown)
     return LabelStudioExport(out, config_path, len(tasks), cache, why,
@@ -443,11 +449,12 @@ def import_labels(workspace: str | os.PathLike | Round, round: int | None,
             continue
         new[sid] = parts
     target = rnd.paths.labels
-    old = read_labels_file(target) if target.exists() else {}
-    replaced = sorted(i for i, v in new.items() if i in old and old[i] != v)
-    write_labels_file(target, {**old, **new}, round=number, class_names=pool.class_names,
-                      multi_label=pool.multi_label,
-                      sources=read_label_sources(target) + [str(path.resolve())])
+    with rnd.locked("mmal label"):  # read, merge, write: a concurrent import is not lost
+        old = read_labels_file(target) if target.exists() else {}
+        replaced = sorted(i for i, v in new.items() if i in old and old[i] != v)
+        write_labels_file(target, {**old, **new}, round=number, class_names=pool.class_names,
+                          multi_label=pool.multi_label,
+                          sources=read_label_sources(target) + [str(path.resolve())])
     # from the files as they are: a stale class elsewhere must not fail an import already written
     have = set(rnd.human_labels())
     dataset_has = set(pool.ids[has_label(pool.labels)].tolist())

@@ -38,6 +38,10 @@ class TrainingError(MmalError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
 
 
+class LockError(MmalError):
+    """Another process holds the lock on files this one would write (and kept it too long)."""
+
+
 def one_line(exc: BaseException, limit: int | None = None) -> str:
     """The message of ``exc`` on one line, cut to ``limit`` characters; its type name if empty.
 

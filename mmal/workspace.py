@@ -9,21 +9,25 @@
       rounds/000/metrics.json   test metrics from `mmal train`
       rounds/000/cache.h5       feature cache from `mmal extract`
       rounds/000/selections/    index files from `mmal select`
+      rounds/000/.lock          held by whoever writes into the round (mmal.lock)
 
 Every stage finds its inputs and outputs through this module. A stage opens
 its round once with :func:`open_round`; the :class:`Round` it gets carries the
 round's paths, the config, the pools (loaded once per split), the checked
 labeled set and the labels the learner knows, and the one overwrite rule
-(:meth:`Round.claim`). This module also starts workspaces
-(:func:`init_workspace`: config + round 0's random labeled set) and rounds
-(:func:`next_round`: labeled(r+1) = labeled(r) followed by a selection).
-Nothing is overwritten without ``force`` and every file is written atomically.
+(:meth:`Round.claim`), checked under the round's lock (:meth:`Round.locked`).
+This module also starts workspaces (:func:`init_workspace`: config + round 0's
+random labeled set) and rounds (:func:`next_round`: labeled(r+1) = labeled(r)
+followed by a selection). Nothing is overwritten without ``force``, every file
+is written atomically, and two processes never write one round at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +44,7 @@ from mmal.data.pool import ids_edited, ids_fingerprint
 from mmal.errors import ConfigError, DataError, IndexFileError, MmalError, WorkspaceError, preview
 from mmal.fingerprint import check_model_fingerprint
 from mmal.labels import apply_labels, has_label, read_labels_file
+from mmal.lock import folder_lock, hold, is_lock_file
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +93,11 @@ class RoundPaths:
     def tensorboard(self) -> Path:
         """TensorBoard event files of the round's latest training, when it logged."""
         return self.root / "tensorboard"
+
+    @property
+    def lock(self) -> Path:
+        """The round's lock file (:meth:`Round.locked`)."""
+        return folder_lock(self.root)
 
 
 def find_workspace(start: str | os.PathLike | None = None) -> Path:
@@ -164,8 +174,8 @@ class Round:
     The config, the train and test pools and the labeled set (checked against
     the train pool) are loaded on first use and kept; people's labels
     (:meth:`labels`, :meth:`human_labels`) are read from ``labels.json`` on
-    every call, so they are current after an import. Build it with
-    :func:`open_round`.
+    every call, so they are current after an import. A stage that writes into
+    the round does so inside :meth:`locked`. Build it with :func:`open_round`.
 
     Attributes
     ----------
@@ -273,8 +283,29 @@ class Round:
                 return target
         return self.paths.labels
 
+    @contextmanager
+    def locked(self, command: str, *, shared: bool = False) -> Iterator[Round]:
+        """Hold the round's lock ``rounds/RRR/.lock`` for the ``with`` block.
+
+        Stages that write into the round (train, extract, label) hold it
+        exclusively from :meth:`claim` to their last write; ``mmal select``,
+        which only reads the round, holds it shared. Another process waits
+        (``MMAL_LOCK_TIMEOUT`` seconds, then LockError); this thread may take it
+        again inside (:func:`mmal.lock.hold`).
+
+        Examples
+        --------
+        >>> with rnd.locked("mmal train"):  # doctest: +SKIP
+        ...     rnd.claim(rnd.paths.model, force, "retrain the round")
+        """
+        with hold(self.paths.lock, command, shared=shared):
+            yield self
+
     def claim(self, path: Path, force: bool, fix: str) -> Path:
-        """``path`` (a file of this round) when it is free or ``force``; else WorkspaceError."""
+        """``path`` (a file of this round) when it is free or ``force``; else WorkspaceError.
+
+        Call it inside :meth:`locked`, so that the answer still holds at the write.
+        """
         refuse_overwrite(path, force, fix)
         return path
 
@@ -339,18 +370,11 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
         ``force``).
     ConfigError, DataError
         Bad config or data; nothing is written then.
+    LockError
+        Another process kept round 0 locked too long.
     """
     directory = Path(directory)
-    target = directory / CONFIG_NAME
-    round0 = round_paths(directory, 0)
-    if target.exists() or round0.labeled.exists():
-        if not force:
-            raise WorkspaceError(f"{directory}: is already a workspace ({target.name} or "
-                                 f"{round0.labeled.relative_to(directory)} exists); pass --force "
-                                 "to start it over or choose a new DIR")
-        _refuse_results(directory, [r for r in list_rounds(directory) if r > 0],
-                        _outputs(round0), "--force only replaces mmal.toml and "
-                        "rounds/000/labeled.json")
+    _check_new_workspace(directory, force)  # before the data is read: the quick answer
     config = load_config(config_path)
     pool = load_pool(config, "train")
     load_pool(config, "test")  # its labels and files too, before any round trains
@@ -362,16 +386,34 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
         raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget} but the train "
                           f"split holds {len(pool)} samples; lower it")
     ids = np.sort(seeds.rng(config.al.seed).choice(pool.ids, size=budget, replace=False))
-    write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
-        "round": 0, "source": "random initial draw", "seed": config.al.seed,
-        "initial_budget": budget, "pool_size": len(pool), "pool_fingerprint": pool.fingerprint(),
-        NAMES_KEY: pool.names_fingerprint(ids), IDS_KEY: ids_fingerprint(ids),
-    })
+    round0 = round_paths(directory, 0)
     header = (f"Written by `mmal init` from {Path(config_path).resolve()}.\n"
               "Every key is explicit (defaults filled in) and paths are absolute.")
-    write_text_atomic(target, dump_config(config, header=header))
+    with hold(round0.lock, "mmal init"):  # a train of round 0 must not see half a new start
+        _check_new_workspace(directory, force)  # again: another init may have finished meanwhile
+        write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
+            "round": 0, "source": "random initial draw", "seed": config.al.seed,
+            "initial_budget": budget, "pool_size": len(pool),
+            "pool_fingerprint": pool.fingerprint(), NAMES_KEY: pool.names_fingerprint(ids),
+            IDS_KEY: ids_fingerprint(ids),
+        })
+        write_text_atomic(directory / CONFIG_NAME, dump_config(config, header=header))
     logger.info("workspace %s: round 0 labeled set of %d ids", directory, budget)
     return directory
+
+
+def _check_new_workspace(directory: Path, force: bool) -> None:
+    """WorkspaceError when ``directory`` is a workspace (without ``force``) or holds results."""
+    target = directory / CONFIG_NAME
+    round0 = round_paths(directory, 0)
+    if target.exists() or round0.labeled.exists():
+        if not force:
+            raise WorkspaceError(f"{directory}: is already a workspace ({target.name} or "
+                                 f"{round0.labeled.relative_to(directory)} exists); pass --force "
+                                 "to start it over or choose a new DIR")
+        _refuse_results(directory, _rounds_after(directory, 0),
+                        _outputs(round0), "--force only replaces mmal.toml and "
+                        "rounds/000/labeled.json")
 
 
 def read_labeled(workspace: str | os.PathLike, round: int | None = None, *,
@@ -425,6 +467,8 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
     IndexFileError
         If the file is not a selection, holds no id, repeats labeled ids, or
         names ids outside the train pool.
+    LockError
+        Another process kept round r+1 locked too long.
     """
     workspace = workspace.workspace if isinstance(workspace, Round) else Path(workspace)
     selection_path = Path(selection_path)
@@ -451,18 +495,19 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
         raise IndexFileError(f"{selection_path}: ids {preview(absent)} are not in the train "
                              "pool of this workspace; the selection belongs to another dataset")
     new = round_paths(workspace, number + 1)
-    refuse_overwrite(new.labeled, force, "replace its labeled set",
-                     why=f" (round {number + 1:03d} is started)")
-    if new.labeled.exists():
-        _refuse_results(workspace, [r for r in list_rounds(workspace) if r > number + 1],
-                        _outputs(new), "--force only replaces the labeled set")
     ids = np.concatenate([labeled, selection.ids])
-    write_index(new.labeled, ids, kind="labeled", overwrite=force, provenance={
-        "round": number + 1, "previous": str(base.paths.labeled.resolve()),
-        "previous_count": int(len(labeled)), "selection": str(selection_path.resolve()),
-        "strategy": selection.provenance.get("strategy"), "added": int(len(selection.ids)),
-        NAMES_KEY: pool.names_fingerprint(ids), IDS_KEY: ids_fingerprint(ids),
-    })
+    with hold(new.lock, "mmal next"):  # nobody trains round r+1 while its labeled set changes
+        refuse_overwrite(new.labeled, force, "replace its labeled set",
+                         why=f" (round {number + 1:03d} is started)")
+        if new.labeled.exists():
+            _refuse_results(workspace, _rounds_after(workspace, number + 1),
+                            _outputs(new), "--force only replaces the labeled set")
+        write_index(new.labeled, ids, kind="labeled", overwrite=force, provenance={
+            "round": number + 1, "previous": str(base.paths.labeled.resolve()),
+            "previous_count": int(len(labeled)), "selection": str(selection_path.resolve()),
+            "strategy": selection.provenance.get("strategy"), "added": int(len(selection.ids)),
+            NAMES_KEY: pool.names_fingerprint(ids), IDS_KEY: ids_fingerprint(ids),
+        })
     logger.info("round %03d: %d labeled (+%d)", number + 1, len(ids), len(selection.ids))
     return number + 1
 
@@ -550,9 +595,15 @@ def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> 
 def _outputs(paths: RoundPaths) -> list[Path]:
     # people's labels count: --force must not leave them behind for another draw or class list
     found = [p for p in (paths.model, paths.metrics, paths.cache, paths.labels) if p.exists()]
-    if paths.selections.is_dir() and any(paths.selections.iterdir()):
+    if paths.selections.is_dir() and any(not is_lock_file(p) for p in paths.selections.iterdir()):
         found.append(paths.selections)
     return found
+
+
+def _rounds_after(workspace: Path, number: int) -> list[int]:
+    """Rounds after ``number`` whose folder holds more than a lock file."""
+    return [r for r in list_rounds(workspace) if r > number and any(
+        not is_lock_file(p) for p in round_paths(workspace, r).root.iterdir())]
 
 
 def _refuse_results(workspace: Path, later_rounds: list[int], outputs: list[Path],

@@ -7,7 +7,7 @@ import json
 import click
 
 from mmal.commands.options import FILE_PATH, force_option, json_option, seed_option
-from mmal.errors import CacheError
+from mmal.errors import CacheError, one_line
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
 # commands do not load what these need (NumPy, h5py).
@@ -108,6 +108,11 @@ def inspect_command(path, cache_path, as_json):
         if path.is_file() and not h5py.is_hdf5(path):
             raise CacheError(f"{path}: is not an HDF5 file; mmal inspect takes a cache (.h5), an "
                              "index file (.json) or a selection's diagnostics (.npz)")
-        with open_cache(path) as cache:
-            summary = summarize_cache(cache)
+        try:
+            with open_cache(path) as cache:
+                summary = summarize_cache(cache)
+        except (KeyError, OSError, RuntimeError, ValueError) as exc:
+            # h5py reports a damaged file by the HDF5 error it hit, as one of these types
+            raise CacheError(f"{path}: cannot be read, the file is corrupted "
+                             f"({one_line(exc, 200)}); extract or write it again") from None
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -35,12 +36,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
     return params
 
 
-def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | None) -> Path:
-    """The cache to read: --cache, or the workspace round (--round, default the newest with one)."""
+def _round_to_read(cache: Path | None, round_: int | None, workspace: Path | None):
+    """The workspace round (--round, default the newest with a cache), or None for --cache."""
     if cache is not None:
         if round_ is not None or workspace is not None:
             raise click.UsageError("pass either --cache or --round/--workspace, not both")
-        return cache
+        return None
     from mmal.workspace import find_workspace, latest_round, open_round
 
     root = workspace if workspace is not None else find_workspace()
@@ -49,7 +50,7 @@ def _resolve_cache(cache: Path | None, round_: int | None, workspace: Path | Non
     if round_ is None and newest > chosen.number:
         click.echo(f"note: round {newest:03d} has no cache.h5 yet (`mmal train`, `mmal extract`); "
                    f"selecting from round {chosen.number:03d}'s", err=True)
-    return chosen.checked_cache()  # a workspace cache must come from the round's checkpoint
+    return chosen
 
 
 @click.command("select")
@@ -93,10 +94,14 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
     from mmal.select.registry import get_strategy
 
     get_strategy(strategy)  # an unknown name is the one error, before anything else is said
-    path = _resolve_cache(cache, round_, workspace)
-    index = select(path, strategy, budget, seed=seed, device=device, out=out,
-                   params=_parse_params(params), overwrite=force, precision=precision,
-                   progress=sys.stderr.isatty())
+    rnd = _round_to_read(cache, round_, workspace)
+    # a round is read under its shared lock: selects run together, a train or extract waits
+    with rnd.locked("mmal select", shared=True) if rnd is not None else nullcontext():
+        # a workspace cache must come from the round's checkpoint
+        path = cache if rnd is None else rnd.checked_cache()
+        index = select(path, strategy, budget, seed=seed, device=device, out=out,
+                       params=_parse_params(params), overwrite=force, precision=precision,
+                       progress=sys.stderr.isatty())
     prov = index.provenance
     click.echo(f"selected {len(index)} samples with {prov['strategy']} on {prov['backend']} "
                f"in {prov['wall_time_s']:.2f} s -> {index.path}")

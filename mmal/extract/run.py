@@ -105,16 +105,18 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
     if batch_size < 1 or mc_dropout < 0 or (num_workers is not None and num_workers < 0):
         raise ConfigError("--batch-size must be >= 1, --mc-dropout and --num-workers >= 0")
     env = setup(device, distributed=distributed)
-    job = _prepare(workspace, round, env.device, dtype=dtype, mc_dropout=mc_dropout,
-                   batch_size=batch_size, force=force)
-    workers = job.config.train.num_workers if num_workers is None else num_workers
-    run = dict(batch_size=batch_size, num_workers=workers, queue_size=queue_size)
-    if not env.enabled:
-        writer = CacheWriter(job.paths.cache, job.meta, len(job.pool), overwrite=force,
-                             resume=resume)
-        return _fill(writer, job, range(len(job.pool)), progress=progress, **run)
-    return _extract_sharded(job, env, force=force, resume=resume, keep_shards=keep_shards,
-                            progress=progress and env.is_main, **run)
+    rnd = open_round(workspace, round, having="model.pt")
+    with rnd.locked("mmal extract"):  # one writer of cache.h5.partial: a second one waits
+        job = _prepare(rnd, env.device, dtype=dtype, mc_dropout=mc_dropout,
+                       batch_size=batch_size, force=force)
+        workers = job.config.train.num_workers if num_workers is None else num_workers
+        run = dict(batch_size=batch_size, num_workers=workers, queue_size=queue_size)
+        if not env.enabled:
+            writer = CacheWriter(job.paths.cache, job.meta, len(job.pool), overwrite=force,
+                                 resume=resume)
+            return _fill(writer, job, range(len(job.pool)), progress=progress, **run)
+        return _extract_sharded(job, env, force=force, resume=resume, keep_shards=keep_shards,
+                                progress=progress and env.is_main, **run)
 
 
 @dataclass
@@ -131,9 +133,8 @@ class _Job:
     device: torch.device
 
 
-def _prepare(workspace, round, dev: torch.device, *, dtype: str, mc_dropout: int,
+def _prepare(rnd: Round, dev: torch.device, *, dtype: str, mc_dropout: int,
              batch_size: int, force: bool) -> _Job:
-    rnd = open_round(workspace, round, having="model.pt")
     rnd.claim(rnd.paths.cache, force, f"extract round {rnd.number:03d} again")
     paths = rnd.paths
     config = rnd.config

@@ -5,12 +5,15 @@
     workspace/
       mmal.toml                       the base config (from `mmal init`)
       runs/
+        .lock                         held while plan.json or status.json is written
         plan.json                     strategies, seeds, rounds, budgets of every `mmal run`
         status.json                   outcome of the last `mmal run` per trajectory
         configs/seed<k>.toml          the base config with al.seed = k and the run's budgets
         round0/seed<k>/               round 0 of seed k, computed once: a workspace of its own
+                                      (its .lock is held while round 0 is made or checked)
         <strategy>/seed<k>/           one trajectory: a workspace whose rounds/000 files are
-                                      hard links (or copies) of round0/seed<k>'s
+                                      hard links (or copies) of round0/seed<k>'s (its .lock is
+                                      held for each round the run works on)
         tensorboard/<strategy>-seed<k>/   `mmal run --tensorboard`: one TensorBoard run per
                                       trajectory, rewritten from its metrics.json files
 
@@ -30,6 +33,7 @@ from typing import Any
 
 from mmal import atomic
 from mmal.errors import WorkspaceError
+from mmal.lock import folder_lock
 from mmal.stamp import RUN_PLAN, RUN_STATUS, check_stamp, read_stamped_json
 
 RUNS_DIR = "runs"
@@ -59,6 +63,11 @@ class RunLayout:
     @property
     def status(self) -> Path:
         return self.root / STATUS_NAME
+
+    @property
+    def lock(self) -> Path:
+        """Held while ``plan.json`` or ``status.json`` is read and written (:mod:`mmal.lock`)."""
+        return folder_lock(self.root)
 
     def config(self, seed: int) -> Path:
         return self.root / "configs" / f"seed{seed}.toml"

@@ -18,6 +18,13 @@ extraction themselves continue from their ``.partial`` files. So a rerun after a
 kill recomputes nothing that finished, and ends with the same files as an
 uninterrupted run.
 
+Concurrency: work on a workspace goes under its lock (:mod:`mmal.lock`): round 0
+of seed k under ``runs/round0/seed<k>/.lock``, each round of a trajectory under
+``runs/<strategy>/seed<k>/.lock``, and ``runs/plan.json`` and ``status.json``
+under ``runs/.lock``. Every skip decision is made under the lock, so a second
+``mmal run`` on the same workspace waits where the first is working and then
+skips what it finished; parallel trajectories share round 0 the same way.
+
 Failures: an ``Exception`` in one trajectory is recorded (strategy, seed,
 round, step, one-line message) and that trajectory stops for this run; the
 others go on. ``KeyboardInterrupt`` and other ``BaseException`` stop
@@ -40,6 +47,7 @@ from mmal.cache.index import read_index
 from mmal.config import dump_config, load_config
 from mmal.data import load_pool
 from mmal.errors import ConfigError, WorkspaceError, one_line
+from mmal.lock import folder_lock, hold
 from mmal.loop.layout import RESERVED, RunLayout, link_or_copy, write_json_atomic
 from mmal.loop.tensorboard import require_tensorboard, write_trajectory_events
 from mmal.seeds import selection_seed
@@ -173,10 +181,11 @@ def run_comparison(
     _check_feasible(workspace, base, chosen, rounds, budget, initial_budget, mc_dropout)
     if tensorboard:
         require_tensorboard()  # the fix, before anything trains
-    plan = _check_plan(layout, budget, initial_budget, mc_dropout)
-    for seed in seeds:
-        check_seed_config(layout, base, seed, budget, initial_budget)
-    _write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
+    with hold(layout.lock, "mmal run"):  # the plan is read, merged and written as one step
+        plan = _check_plan(layout, budget, initial_budget, mc_dropout)
+        for seed in seeds:
+            check_seed_config(layout, base, seed, budget, initial_budget)
+        _write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
     emit = callback or (lambda event: None)
     failures: list[Failure] = []
     steps = _Steps(layout, device, mc_dropout, budget, params or {}, emit, tensorboard)
@@ -199,10 +208,12 @@ def run_comparison(
                 if not live.get((name, seed)):
                     continue
                 try:
-                    steps.advance(name, seed, r, rounds)
-                    if tensorboard:
-                        steps.current = "tensorboard"
-                        write_trajectory_events(layout, name, seed)
+                    steps.current = "lock"
+                    with hold(folder_lock(layout.trajectory(name, seed)), "mmal run"):
+                        steps.advance(name, seed, r, rounds)
+                        if tensorboard:
+                            steps.current = "tensorboard"
+                            write_trajectory_events(layout, name, seed)
                 except Exception as exc:  # noqa: BLE001 - isolate trajectories
                     live[(name, seed)] = False
                     failure = Failure(name, seed, r, steps.current, _one_line(exc))
@@ -210,11 +221,12 @@ def run_comparison(
                     emit(Event("failed", name, seed, r, steps.current, message=failure.message))
                     log.debug("trajectory %s seed %d failed", name, seed, exc_info=True)
     completed = sorted(k for k, ok in live.items() if ok)
-    write_json_atomic(layout.status, stamped(RUN_STATUS, {
-        "completed": [{"strategy": s, "seed": k} for s, k in completed],
-        "failures": [dataclasses.asdict(f) for f in failures],
-        "rounds": rounds,
-    }))
+    with hold(layout.lock, "mmal run"):
+        write_json_atomic(layout.status, stamped(RUN_STATUS, {
+            "completed": [{"strategy": s, "seed": k} for s, k in completed],
+            "failures": [dataclasses.asdict(f) for f in failures],
+            "rounds": rounds,
+        }))
     return RunResult(layout, completed, failures, time.perf_counter() - start)
 
 
@@ -233,10 +245,14 @@ class _Steps:
     def shared_round0(self, base, seed: int, budget: int, initial_budget: int) -> None:
         folder = self.layout.shared(seed)
         config_file = self.layout.config(seed)
-        self._step(None, seed, 0, "init", (folder / CONFIG_NAME).is_file(), lambda: (
-            _write_seed_config(base, config_file, seed, budget, initial_budget),
-            init_workspace(folder, config_file, force=round_paths(folder, 0).labeled.exists())))
-        self._train_extract(None, folder, seed, 0, extract=True)
+        self.current = "lock"
+        # one process computes round 0 of a seed; the others wait, then find it done
+        with hold(folder_lock(folder), "mmal run"):
+            self._step(None, seed, 0, "init", (folder / CONFIG_NAME).is_file(), lambda: (
+                _write_seed_config(base, config_file, seed, budget, initial_budget),
+                init_workspace(folder, config_file,
+                               force=round_paths(folder, 0).labeled.exists())))
+            self._train_extract(None, folder, seed, 0, extract=True)
 
     # -- one trajectory, one round ------------------------------------------------
     def advance(self, name: str, seed: int, r: int, rounds: int) -> None:

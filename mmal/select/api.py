@@ -4,7 +4,9 @@ This is the one entry point behind ``mmal select``: it validates the request,
 creates the random generator and picks the array module once, runs the
 strategy, checks its answer (no labeled or repeated sample) and writes the
 index file plus, when the strategy reports any, its per-sample diagnostics
-(``docs/index-files.md``, section "Diagnostics").
+(``docs/index-files.md``, section "Diagnostics"). The two are published as a
+pair under the output's lock (``.<name>.lock`` beside it, :mod:`mmal.lock`):
+a second ``select`` with the same output waits, then finds the pair complete.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mmal.atomic import atomic_open
 from mmal.cache.index import IndexFile, read_index, write_index
 from mmal.cache.reader import Cache, open_cache
 from mmal.errors import IndexFileError, SelectionError
+from mmal.lock import hold, output_lock
 from mmal.select.backend import array_module, asnumpy, backend_name
 from mmal.select.balance import unlabeled_balance
 from mmal.select.registry import Selection, Strategy, available_strategies, get_strategy
@@ -80,7 +83,9 @@ def select(
     params : mapping, optional
         Strategy keyword parameters (e.g. ``{"block_size": 64}``).
     overwrite : bool
-        Replace an existing ``out`` (and its diagnostics).
+        Replace an existing ``out`` (and its diagnostics). Without it, a
+        concurrent ``select`` that publishes ``out`` first wins, and this one
+        raises IndexFileError, leaving the winner's files alone.
     precision : {"float32", "float64"}, optional
         Embedding precision for strategies that have one (badge, bmmal);
         float64 makes NumPy and CuPy pick the same ids.
@@ -153,16 +158,25 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
         # every selection gets the balance diagnostics, so strategies can be compared by them
         selection.diagnostics, balance_summary = unlabeled_balance(cache, xp=xp)
         selection.summary = {**balance_summary, **selection.summary}
-    diag = _write_diagnostics(diagnostics_path(out), selection, cache, strat.name)
-    provenance["diagnostics"] = diag.name
+    provenance["diagnostics"] = diagnostics_path(out).name
     provenance["summary"] = selection.summary
+    with hold(output_lock(out), "mmal select"):
+        _publish(out, cache.ids[positions], provenance, selection, cache, strat.name, overwrite)
+        return read_index(out)
+
+
+def _publish(out: Path, ids: np.ndarray, provenance: dict, selection: Selection, cache: Cache,
+             name: str, overwrite: bool) -> None:
+    """Write the diagnostics, then the index file that names them; under the output's lock."""
+    if out.exists() and not overwrite:  # again: a concurrent select may have won meanwhile
+        raise IndexFileError(f"{out}: already exists; pass --force to replace it")
+    diag = _write_diagnostics(diagnostics_path(out), selection, cache, name)
     try:
-        write_index(out, cache.ids[positions], kind="selection", provenance=provenance,
-                    overwrite=overwrite)
+        write_index(out, ids, kind="selection", provenance=provenance, overwrite=overwrite)
     except BaseException:
-        diag.unlink(missing_ok=True)
+        if not out.exists():  # an older index (--force) still names a diagnostics file: keep it
+            diag.unlink(missing_ok=True)
         raise
-    return read_index(out)
 
 
 def _check_budget(cache: Cache, budget: Any) -> None:

@@ -101,8 +101,16 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     >>> metrics = train_round("uci-run", 0, device="cpu")  # doctest: +SKIP
     >>> metrics["test"]["top1"]["mm"]  # doctest: +SKIP
     """
-    # -- settings ---------------------------------------------------------------
     rnd = open_round(workspace, round)
+    with rnd.locked("mmal train"):  # another train or extract of this round waits
+        return _train(rnd, device=device, resume=resume, force=force, progress=progress,
+                      distributed=distributed, tensorboard=tensorboard)
+
+
+def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool,
+           distributed: bool | None, tensorboard: bool | None) -> dict[str, Any]:
+    """:func:`train_round`'s work, under the round's lock."""
+    # -- settings ---------------------------------------------------------------
     round, paths = rnd.number, rnd.paths
     partial = paths.model.with_name(paths.model.name + ".partial")
     rnd.claim(paths.model, force, f"retrain round {round:03d}")
