@@ -8,7 +8,10 @@ one-line ``Error: ...`` messages with exit code 1, never tracebacks.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import signal
 
 import click
 
@@ -32,8 +35,12 @@ class _Group(click.Group):
             raise click.ClickException(one_line(exc)) from None
         except OSError as exc:  # unwritable output folder, full disk, ...
             where = exc.filename or "output"
-            raise click.ClickException(f"{where}: {exc.strerror or exc}; check the path "
-                                       "and its permissions") from None
+            fix = ("free some space and rerun" if exc.errno in _DISK_FULL
+                   else "check the path and its permissions")
+            raise click.ClickException(f"{where}: {exc.strerror or exc}; {fix}") from None
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -72,4 +79,27 @@ cli.add_command(label_command)
 
 def main() -> None:
     """Console-script entry point."""
+    _exit_on_sigterm()
     cli(prog_name="mmal")
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, torchrun stopping its workers) end mmal like an error does.
+
+    By default SIGTERM kills the process on the spot and its temporary and
+    partial files stay half-written. The handler raises ``SystemExit(143)``
+    instead, so every ``except``/``finally`` runs: temporary files are removed,
+    the cache writer closes its partial file for a resume. Processes forked
+    from this one (DataLoader workers) get the default back: they are stopped,
+    not cleaned.
+    """
+    owner = os.getpid()
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        if os.getpid() != owner:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
