@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from mmal import seeds
-from mmal.atomic import write_text_atomic
+from mmal.atomic import check_replaceable, write_text_atomic
 from mmal.cache import open_cache
-from mmal.cache.index import read_index, write_index
+from mmal.cache.index import INDEX_WHAT, is_index_file, read_index, write_index
 from mmal.config import Config, dump_config, load_config
 from mmal.data import Pool, load_pool
 from mmal.errors import ConfigError, DataError, IndexFileError, MmalError, WorkspaceError, preview
@@ -142,13 +143,21 @@ def load_workspace_config(workspace: str | os.PathLike) -> Config:
 
 
 def refuse_overwrite(path: Path, force: bool, fix: str, *,
-                     error: type[MmalError] = WorkspaceError, why: str = "") -> None:
-    """The overwrite rule: ``path`` may be replaced only with ``force``.
+                     error: type[MmalError] = WorkspaceError, why: str = "",
+                     what: str = "a file mmal does not stamp",
+                     is_kind: Callable[[Path], bool] | None = None) -> None:
+    """The overwrite rule: ``path`` may be replaced only with ``force``, and only by its kind.
 
-    Raises ``error``: "<path>: already exists<why>; pass --force to <fix>".
+    Raises ``error``: "<path>: already exists<why>; pass --force to <fix>";
+    with ``force``, :func:`mmal.atomic.check_replaceable`'s errors for a link,
+    folder, device or a file that is not ``what`` (``is_kind``; default: no
+    file mmal stamps).
     """
-    if path.exists() and not force:
+    if not os.path.lexists(path):
+        return
+    if not force:
         raise error(f"{path}: already exists{why}; pass --force to {fix}")
+    check_replaceable(path, what=what, error=error, is_kind=is_kind)
 
 
 # ----------------------------------------------------------------------------- the round handle
@@ -269,9 +278,11 @@ class Round:
                 return target
         return self.paths.labels
 
-    def claim(self, path: Path, force: bool, fix: str) -> Path:
-        """``path`` (a file of this round) when it is free or ``force``; else WorkspaceError."""
-        refuse_overwrite(path, force, fix)
+    def claim(self, path: Path, force: bool, fix: str, *, what: str,
+              is_kind: Callable[[Path], bool]) -> Path:
+        """``path`` (a file of this round, ``what``) when it is free, or with ``force`` when
+        it is a regular file of that kind (``is_kind``); else WorkspaceError."""
+        refuse_overwrite(path, force, fix, what=what, is_kind=is_kind)
         return path
 
     def checked_cache(self) -> Path:
@@ -444,7 +455,8 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
                              "pool of this workspace; the selection belongs to another dataset")
     new = round_paths(workspace, number + 1)
     refuse_overwrite(new.labeled, force, "replace its labeled set",
-                     why=f" (round {number + 1:03d} is started)")
+                     why=f" (round {number + 1:03d} is started)", what=INDEX_WHAT,
+                     is_kind=is_index_file)
     if new.labeled.exists():
         _refuse_results(workspace, [r for r in list_rounds(workspace) if r > number + 1],
                         _outputs(new), "--force only replaces the labeled set")
