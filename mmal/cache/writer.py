@@ -104,6 +104,7 @@ class CacheWriter:
         self._head_specs = {s.path: s for s in head_specs(meta)}
         self._disk: _DiskFile | None = None
         self._file: h5py.File | None = None
+        self._chunk_rows: dict[str, int] | None = None  # rows per chunk, for the room check
         self._file = self._open_partial(resume)
 
     # -- opening -----------------------------------------------------------------
@@ -321,12 +322,13 @@ class CacheWriter:
         Stopping here, before any byte of the batch is written, leaves the
         partial file as it was after the last batch: a rerun resumes from it.
         """
+        if self._chunk_rows is None:
+            self._chunk_rows = {p: self._file[p].chunks[0] for p in self._specs}
         need = _METADATA_SLACK_BYTES
-        for spec in self._specs.values():
-            ds = self._file[spec.path]
-            rows = ds.chunks[0]
-            new_chunks = len(range(-(-start // rows) * rows, start + b, rows))
-            need += new_chunks * rows * int(np.prod(ds.chunks[1:], dtype=np.int64)) * ds.dtype.itemsize
+        for p, spec in self._specs.items():
+            rows = self._chunk_rows[p]
+            first = -(-start // rows) * rows  # chunks starting in the batch are new on disk
+            need += len(range(first, start + b, rows)) * rows * _row_bytes(spec)
         free = _free_bytes(self.partial.parent)
         if free is not None and free < need:
             raise CacheError(
@@ -357,6 +359,10 @@ def content_fingerprint(f: h5py.File, block_rows: int = 65536) -> str:
         for start in range(0, n, block_rows):
             digest.update(np.ascontiguousarray(ds[start:start + block_rows]).tobytes())
     return digest.hexdigest()[:32]
+
+
+def _row_bytes(spec) -> int:
+    return int(np.prod(spec.row_shape, dtype=np.int64)) * spec.dtype.itemsize
 
 
 def _chunk_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
@@ -396,17 +402,14 @@ class _DiskFile(io.RawIOBase):
     """
 
     def __init__(self, fd: int, path: Path):
+        try:
+            _lock(fd, path)
+        except CacheError:
+            os.close(fd)
+            raise
         super().__init__()
         self.fd, self.path, self.pos = fd, path, 0
         self.error: OSError | None = None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CacheError(f"{path}: another process is writing this cache; wait for it to "
-                             "finish or stop it") from None
-        except OSError:
-            pass  # a filesystem without locks (some network mounts): go on unlocked
 
     @classmethod
     def open_existing(cls, path: Path) -> _DiskFile:
@@ -497,16 +500,21 @@ def _discard(partial: Path) -> None:
                 raise CacheError(f"{partial}: is a folder; move it away, mmal writes the "
                                  "unfinished cache under that name")
             if stat.S_ISREG(os.fstat(fd).st_mode):
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise CacheError(f"{partial}: another process is writing this cache; wait "
-                                     "for it to finish or stop it") from None
-                except OSError:
-                    pass
+                _lock(fd, partial)  # refused while another writer holds it
         finally:
             os.close(fd)
     partial.unlink(missing_ok=True)
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Take ``fd``'s exclusive ``flock``; CacheError when another writer holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CacheError(f"{path}: another process is writing this cache; wait for it to "
+                         "finish or stop it") from None
+    except OSError:
+        pass  # a filesystem without locks (some network mounts): go on unlocked
 
 
 def _damage(f: h5py.File, disk: _DiskFile, specs, heads, num_samples: int) -> str | None:
@@ -522,8 +530,7 @@ def _damage(f: h5py.File, disk: _DiskFile, specs, heads, num_samples: int) -> st
         ds = f[spec.path]
         if ds.shape != (num_samples, *spec.row_shape):
             return f"has field '{spec.path}' of shape {ds.shape}"
-        ends = []
-        ds.id.chunk_iter(lambda chunk, ends=ends: ends.append(chunk.byte_offset + chunk.size))
+        ends = _chunk_ends(ds)
         if ends and max(ends) > size:
             return f"is damaged (field '{spec.path}' has chunks past the end of the file)"
     for spec in heads:
@@ -533,6 +540,18 @@ def _damage(f: h5py.File, disk: _DiskFile, specs, heads, num_samples: int) -> st
     if not 0 <= rows <= num_samples:
         return f"says {rows} rows were written of {num_samples}"
     return None
+
+
+def _chunk_ends(ds: h5py.Dataset) -> list[int]:
+    """Where each stored chunk of ``ds`` ends in the file (reads the whole chunk index)."""
+    ends: list[int] = []
+    try:
+        ds.id.chunk_iter(lambda chunk: ends.append(chunk.byte_offset + chunk.size))
+    except AttributeError:  # HDF5 before 1.12.3 has no chunk iteration: one at a time
+        for i in range(ds.id.get_num_chunks()):
+            info = ds.id.get_chunk_info(i)
+            ends.append(info.byte_offset + info.size)
+    return ends
 
 
 def _free_bytes(folder: Path) -> int | None:
