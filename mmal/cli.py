@@ -12,6 +12,8 @@ import errno
 import logging
 import os
 import signal
+import threading
+import time
 
 import click
 
@@ -92,14 +94,40 @@ def _exit_on_sigterm() -> None:
     the cache writer closes its partial file for a resume. Processes forked
     from this one (DataLoader workers) get the default back: they are stopped,
     not cleaned.
+
+    An exception raised inside a finalizer is ignored, and one raised while
+    torch's DataLoader starts or stops its workers leaves it half-built, so
+    while the main thread is in such code the signal is sent again a moment
+    later (for at most :data:`_SIGTERM_PATIENCE_S`) instead of raising there.
     """
     owner = os.getpid()
+    first: list[float] = []
 
     def stop(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
         if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        first.append(first[0] if first else time.monotonic())
+        if _unsafe_to_raise(frame) and time.monotonic() - first[0] < _SIGTERM_PATIENCE_S:
+            threading.Timer(0.05, os.kill, (owner, signum)).start()
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+
+
+#: How long SIGTERM waits for the main thread to leave code it must not interrupt.
+_SIGTERM_PATIENCE_S = 10.0
+_UNSAFE_FILES = (f"torch{os.sep}utils{os.sep}data{os.sep}", f"{os.sep}multiprocessing{os.sep}")
+
+
+def _unsafe_to_raise(frame) -> bool:
+    """True inside a ``__del__`` or torch's DataLoader / multiprocessing machinery."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or any(part in code.co_filename for part in _UNSAFE_FILES):
+            return True
+        frame = frame.f_back
+    return False
