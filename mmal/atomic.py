@@ -241,7 +241,7 @@ def check_replaceable(path: str | os.PathLike, *, what: str, error: type[Excepti
     --------
     >>> check_replaceable("/dev/null", what="an mmal index file", error=ValueError)
     Traceback (most recent call last):
-    ValueError: /dev/null: is a device or other special file; --force replaces only ...
+    ValueError: /dev/null: is a device node; --force replaces only an mmal index file; ...
     """
     path = Path(path)
     fix = f"--force replaces only {what}"
@@ -281,7 +281,13 @@ def _special(path: Path) -> str | None:
         return None
     if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
         return None
-    return "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device node"
 
 
 def _owner() -> str:

@@ -144,7 +144,7 @@ def load_workspace_config(workspace: str | os.PathLike) -> Config:
 
 def refuse_overwrite(path: Path, force: bool, fix: str, *,
                      error: type[MmalError] = WorkspaceError, why: str = "",
-                     what: str = "a file mmal does not stamp",
+                     what: str = "an output of its kind",
                      is_kind: Callable[[Path], bool] | None = None) -> None:
     """The overwrite rule: ``path`` may be replaced only with ``force``, and only by its kind.
 

@@ -186,7 +186,7 @@ def test_a_write_error_a_library_swallows_still_ends_as_the_oserror(small_disk):
 def test_a_folder_or_fifo_is_never_replaced(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "folder").mkdir()
-    for name, what in (("fifo", "a device or other special file"), ("folder", "a folder")):
+    for name, what in (("fifo", r"a named pipe \(FIFO\)"), ("folder", "a folder")):
         with pytest.raises(OSError, match=f"is {what}, not a file mmal may replace") as info:
             write_text_atomic(tmp_path / name, "x")
         assert info.value.filename == str(tmp_path / name)
@@ -212,10 +212,10 @@ def _special_files(tmp_path):
     (tmp_path / "folder").mkdir()
     os.mkfifo(tmp_path / "fifo")
     out = [(tmp_path / "link", "is a symbolic link"), (tmp_path / "folder", "is a folder"),
-           (tmp_path / "fifo", "is a device or other special file")]
+           (tmp_path / "fifo", "is a named pipe (FIFO)")]
     try:
         os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        out.append((tmp_path / "null", "is a device or other special file"))
+        out.append((tmp_path / "null", "is a device node"))
     except PermissionError:
         pass  # not root: the FIFO stands in for a device
     return out

@@ -105,13 +105,13 @@ def _make(kind: str, path: Path, ws: Path) -> str:
     """Put a ``kind`` at ``path``; what the refusal says it is."""
     if kind == "fifo":
         os.mkfifo(path)
-        return "is a device or other special file"
+        return "is a named pipe (FIFO)"
     if kind == "device":
         try:
             os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # what /dev/full is
         except PermissionError:
             pytest.skip("creating a device node needs root")
-        return "is a device or other special file"
+        return "is a device node"
     if kind == "folder":
         path.mkdir()
         return "is a folder"
@@ -190,7 +190,7 @@ def test_export_force_refuses_files_mmal_stamps_and_devices(ws, kind):
     out = ws / "sheet.csv"
     said = _make(kind, out, ws)
     _refused(_invoke("export", _selection(ws), "--workspace", ws, "--out", out, "--force"),
-             out, said, "a file mmal does not stamp")
+             out, said, "an exported annotation file")
 
 
 # -- full disks --------------------------------------------------------------------------------
