@@ -294,7 +294,8 @@ def _refuse_to_replace(out: Path, index_path: Path, overwrite: bool) -> None:
     if out.resolve() == index_path.resolve():
         raise DataError(f"{out}: is the index file being exported; pass --out another file")
     refuse_overwrite(out, overwrite, "replace it or --out to write elsewhere", error=DataError,
-                     why=" (it may hold labels filled in already)")
+                     why=" (it may hold labels filled in already)",
+                     what="an exported annotation file")
 
 
 def _task_value(source: Any, kind: str, root: Path | None, sample: str) -> str:

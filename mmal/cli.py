@@ -8,7 +8,12 @@ one-line ``Error: ...`` messages with exit code 1, never tracebacks.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import signal
+import threading
+import time
 
 import click
 
@@ -32,8 +37,12 @@ class _Group(click.Group):
             raise click.ClickException(one_line(exc)) from None
         except OSError as exc:  # unwritable output folder, full disk, ...
             where = exc.filename or "output"
-            raise click.ClickException(f"{where}: {exc.strerror or exc}; check the path "
-                                       "and its permissions") from None
+            fix = ("free some space and rerun" if exc.errno in _DISK_FULL
+                   else "check the path and its permissions")
+            raise click.ClickException(f"{where}: {exc.strerror or exc}; {fix}") from None
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -72,4 +81,53 @@ cli.add_command(label_command)
 
 def main() -> None:
     """Console-script entry point."""
+    _exit_on_sigterm()
     cli(prog_name="mmal")
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, torchrun stopping its workers) end mmal like an error does.
+
+    By default SIGTERM kills the process on the spot and its temporary and
+    partial files stay half-written. The handler raises ``SystemExit(143)``
+    instead, so every ``except``/``finally`` runs: temporary files are removed,
+    the cache writer closes its partial file for a resume. Processes forked
+    from this one (DataLoader workers) get the default back: they are stopped,
+    not cleaned.
+
+    An exception raised inside a finalizer is ignored, and one raised while
+    torch's DataLoader starts or stops its workers leaves it half-built, so
+    while the main thread is in such code the signal is sent again a moment
+    later (for at most :data:`_SIGTERM_PATIENCE_S`) instead of raising there.
+    """
+    owner = os.getpid()
+    first: list[float] = []
+
+    def stop(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        first.append(first[0] if first else time.monotonic())
+        if _unsafe_to_raise(frame) and time.monotonic() - first[0] < _SIGTERM_PATIENCE_S:
+            threading.Timer(0.05, os.kill, (owner, signum)).start()
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+#: How long SIGTERM waits for the main thread to leave code it must not interrupt.
+_SIGTERM_PATIENCE_S = 10.0
+_UNSAFE_FILES = (f"torch{os.sep}utils{os.sep}data{os.sep}", f"{os.sep}multiprocessing{os.sep}")
+
+
+def _unsafe_to_raise(frame) -> bool:
+    """True inside a ``__del__`` or torch's DataLoader / multiprocessing machinery."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or any(part in code.co_filename for part in _UNSAFE_FILES):
+            return True
+        frame = frame.f_back
+    return False

@@ -146,6 +146,31 @@ def check_stamp(
     return version
 
 
+def carries(attrs: Any, kind: str) -> bool:
+    """True when ``attrs`` name ``kind`` by its stamp or its pre-stamp form, at any version.
+
+    What ``--force`` asks before replacing a file: is it of the kind being
+    written? A kind whose old files carry nothing (:data:`UNSTAMPED`) needs
+    the stamp here, since an unstamped file could be anything.
+    """
+    legacy = FILE_KINDS[kind].legacy
+    keys = ["mmal_type"] + ([legacy] if legacy not in (None, UNSTAMPED) else [])
+    for key in keys:
+        value = _plain(attrs.get(key))
+        if isinstance(value, str) and value == kind:
+            return True
+    return False
+
+
+def json_carries(path: str | os.PathLike, kind: str) -> bool:
+    """True when ``path`` holds a JSON object that :func:`carries` ``kind``."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and carries(document, kind)
+
+
 def read_stamped_json(path: str | os.PathLike, file_type: str, *, error: type[Exception],
                       fix: str) -> dict[str, Any]:
     """The JSON object in ``path``, its stamp checked by :func:`check_stamp`.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from mmal import seeds
-from mmal.atomic import write_text_atomic
+from mmal.atomic import check_replaceable, write_text_atomic
 from mmal.cache import open_cache
-from mmal.cache.index import IndexFile, read_index, write_index
+from mmal.cache.index import INDEX_WHAT, IndexFile, is_index_file, read_index, write_index
 from mmal.config import Config, dump_config, load_config
 from mmal.data import Pool, load_pool
 from mmal.data.pool import ids_edited, ids_fingerprint
@@ -156,13 +156,21 @@ def load_workspace_config(workspace: str | os.PathLike) -> Config:
 
 
 def refuse_overwrite(path: Path, force: bool, fix: str, *,
-                     error: type[MmalError] = WorkspaceError, why: str = "") -> None:
-    """The overwrite rule: ``path`` may be replaced only with ``force``.
+                     error: type[MmalError] = WorkspaceError, why: str = "",
+                     what: str = "an output of its kind",
+                     is_kind: Callable[[Path], bool] | None = None) -> None:
+    """The overwrite rule: ``path`` may be replaced only with ``force``, and only by its kind.
 
-    Raises ``error``: "<path>: already exists<why>; pass --force to <fix>".
+    Raises ``error``: "<path>: already exists<why>; pass --force to <fix>";
+    with ``force``, :func:`mmal.atomic.check_replaceable`'s errors for a link,
+    folder, device or a file that is not ``what`` (``is_kind``; default: no
+    file mmal stamps).
     """
-    if path.exists() and not force:
+    if not os.path.lexists(path):
+        return
+    if not force:
         raise error(f"{path}: already exists{why}; pass --force to {fix}")
+    check_replaceable(path, what=what, error=error, is_kind=is_kind)
 
 
 # ----------------------------------------------------------------------------- the round handle
@@ -296,17 +304,19 @@ class Round:
         Examples
         --------
         >>> with rnd.locked("mmal train"):  # doctest: +SKIP
-        ...     rnd.claim(rnd.paths.model, force, "retrain the round")
+        ...     rnd.claim(rnd.paths.model, force, "retrain the round", what=..., is_kind=...)
         """
         with hold(self.paths.lock, command, shared=shared):
             yield self
 
-    def claim(self, path: Path, force: bool, fix: str) -> Path:
-        """``path`` (a file of this round) when it is free or ``force``; else WorkspaceError.
+    def claim(self, path: Path, force: bool, fix: str, *, what: str,
+              is_kind: Callable[[Path], bool]) -> Path:
+        """``path`` (a file of this round, ``what``) when it is free, or with ``force`` when
+        it is a regular file of that kind (``is_kind``); else WorkspaceError.
 
         Call it inside :meth:`locked`, so that the answer still holds at the write.
         """
-        refuse_overwrite(path, force, fix)
+        refuse_overwrite(path, force, fix, what=what, is_kind=is_kind)
         return path
 
     def checked_cache(self) -> Path:
@@ -498,7 +508,8 @@ def next_round(workspace: str | os.PathLike | Round, selection_path: str | os.Pa
     ids = np.concatenate([labeled, selection.ids])
     with hold(new.lock, "mmal next"):  # nobody trains round r+1 while its labeled set changes
         refuse_overwrite(new.labeled, force, "replace its labeled set",
-                         why=f" (round {number + 1:03d} is started)")
+                         why=f" (round {number + 1:03d} is started)", what=INDEX_WHAT,
+                         is_kind=is_index_file)
         if new.labeled.exists():
             _refuse_results(workspace, _rounds_after(workspace, number + 1),
                             _outputs(new), "--force only replaces the labeled set")

@@ -10,6 +10,7 @@ from mmal.annotation import import_labels
 from mmal.cli import cli
 from mmal.errors import CacheError, WorkspaceError
 from mmal.extract import extract_round
+from mmal.models.checkpoint import is_checkpoint
 from mmal.select import select
 from mmal.train import train_round
 from mmal.workspace import CONFIG_NAME, Round, next_round, open_round, read_labeled, round_paths
@@ -63,11 +64,14 @@ def test_a_round_loads_its_pools_once_and_checks_its_labeled_set(two_rounds, mon
 
 def test_claim_is_the_one_overwrite_rule(two_rounds):
     r0 = open_round(two_rounds, 0)
+    model = dict(what="an mmal model checkpoint", is_kind=is_checkpoint)
     with pytest.raises(WorkspaceError) as info:
-        r0.claim(r0.paths.model, False, "retrain round 000")
+        r0.claim(r0.paths.model, False, "retrain round 000", **model)
     assert str(info.value) == f"{r0.paths.model}: already exists; pass --force to retrain round 000"
-    assert r0.claim(r0.paths.model, True, "retrain round 000") == r0.paths.model
-    assert r0.claim(r0.paths.root / "new.txt", False, "x") == r0.paths.root / "new.txt"
+    assert r0.claim(r0.paths.model, True, "retrain round 000", **model) == r0.paths.model
+    assert r0.claim(r0.paths.root / "new.txt", False, "x", **model) == r0.paths.root / "new.txt"
+    with pytest.raises(WorkspaceError, match="is not an mmal model checkpoint; --force replaces"):
+        r0.claim(r0.paths.labeled, True, "x", **model)
 
 
 def test_checked_cache_refuses_a_cache_of_another_model(two_rounds, tmp_path):

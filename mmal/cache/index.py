@@ -16,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from mmal.atomic import write_json_atomic
+from mmal.atomic import check_replaceable, write_json_atomic
 from mmal.cache.writer import _duplicates
 from mmal.errors import IndexFileError, preview
-from mmal.stamp import check_stamp, stamp
+from mmal.stamp import check_stamp, json_carries, stamp
 
 INDEX_TYPE = "mmal-index-file"
 INDEX_VERSION = 1
 KINDS = ("selection", "labeled")
+#: What an index file is called in ``--force``'s refusals.
+INDEX_WHAT = "an mmal index file"
 SELECTION_PROVENANCE = (
     "strategy", "params", "seed", "budget", "cache", "cache_fingerprint", "backend", "wall_time_s",
 )
@@ -72,8 +74,10 @@ def write_index(
     ids = ids if isinstance(ids, np.ndarray) else _int64_ids(list(ids), f"{path}: ids")
     ids = np.asarray(ids, dtype=np.int64)
     _check_content(ids, kind, provenance, str(path))
-    if path.exists() and not overwrite:
-        raise IndexFileError(f"{path}: already exists; pass --force to replace it")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise IndexFileError(f"{path}: already exists; pass --force to replace it")
+        check_replaceable(path, what=INDEX_WHAT, error=IndexFileError, is_kind=is_index_file)
     header = stamp(INDEX_TYPE, INDEX_VERSION)
     document = {
         **header,
@@ -84,6 +88,11 @@ def write_index(
         "ids": [int(i) for i in ids],
     }
     return write_json_atomic(path, document, indent=1, default=_json_default)
+
+
+def is_index_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a JSON file stamped as an index file (any version)."""
+    return json_carries(path, INDEX_TYPE)
 
 
 def read_index(path: str | os.PathLike) -> IndexFile:

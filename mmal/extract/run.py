@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 import mmal.extract.shards as shards
 from mmal.cache import CacheMeta, CacheWriter
+from mmal.cache.writer import is_cache_file
 from mmal.config import Config
 from mmal.data import MultimodalDataset, Pool, collate
 from mmal.distributed import setup
@@ -135,7 +136,8 @@ class _Job:
 
 def _prepare(rnd: Round, dev: torch.device, *, dtype: str, mc_dropout: int,
              batch_size: int, force: bool) -> _Job:
-    rnd.claim(rnd.paths.cache, force, f"extract round {rnd.number:03d} again")
+    rnd.claim(rnd.paths.cache, force, f"extract round {rnd.number:03d} again",
+              what="an mmal feature cache", is_kind=is_cache_file)
     paths = rnd.paths
     config = rnd.config
     if mc_dropout and config.model.dropout == 0:

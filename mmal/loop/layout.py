@@ -136,15 +136,21 @@ def link_or_copy(source: Path, target: Path) -> str:
     Returns "link" or "copy". Safe to share: every mmal stage replaces files
     by rename and never writes into an existing one.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.link.tmp")
-    tmp.unlink(missing_ok=True)
+    fd, tmp = atomic.make_temp(target)  # a fresh name no one else can have planted
+    os.close(fd)
     try:
-        os.link(source, tmp)
-        how = "link"
-    except OSError:
-        shutil.copy2(source, tmp)
-        how = "copy"
-    os.replace(tmp, target)
+        try:
+            tmp.unlink()
+            os.link(source, tmp)  # fails rather than follow anything put at tmp meanwhile
+            how = "link"
+        except OSError:
+            with open(source, "rb") as src, atomic.atomic_open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            shutil.copystat(source, target)
+            return "copy"
+        atomic.publish(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return how
 

@@ -15,6 +15,7 @@ Checkpoints written before the common stamp carry ``format`` ("mmal-model") and
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from mmal.atomic import atomic_open
 from mmal.config import Config
 from mmal.errors import WorkspaceError, one_line
 from mmal.models import input_dims
-from mmal.stamp import MODEL, check_stamp, stamp
+from mmal.stamp import MODEL, carries, check_stamp, stamp
 
 _RETRAIN = "retrain with `mmal train --force`"
 # Sections of the config that decide the model's architecture.
@@ -42,10 +43,31 @@ def checkpoint_header() -> dict[str, Any]:
     return header
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *,
+                    before_publish: Callable[[Path], None] | None = None) -> None:
+    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    ``before_publish(temp)`` runs once the checkpoint is complete in its
+    temporary file, before it takes ``path``'s name: training writes
+    ``metrics.json`` (with the checkpoint's fingerprint) there, so ``model.pt``,
+    which marks a round as trained, appears last. A full disk raises
+    ``OSError`` naming ``path`` (not torch's ``RuntimeError``).
+    """
     with atomic_open(path, "wb") as out:
         torch.save(payload, out)
+        if before_publish is not None:
+            out.flush()
+            before_publish(out.temp)
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an mmal model checkpoint (stamped, or from before the stamp)."""
+    try:
+        # mmap: only the small pickle is read, not the tensors
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises many types for files that are not checkpoints
+        return False
+    return isinstance(ckpt, dict) and carries(ckpt, MODEL)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 
 from mmal import __version__
-from mmal.atomic import atomic_open
-from mmal.cache.index import IndexFile, read_index, write_index
+from mmal.atomic import atomic_open, check_replaceable
+from mmal.cache.index import INDEX_WHAT, IndexFile, is_index_file, read_index, write_index
 from mmal.cache.reader import Cache, open_cache
 from mmal.errors import IndexFileError, SelectionError
 from mmal.lock import hold, output_lock
 from mmal.select.backend import array_module, asnumpy, backend_name
 from mmal.select.balance import unlabeled_balance
 from mmal.select.registry import Selection, Strategy, available_strategies, get_strategy
-from mmal.stamp import DIAGNOSTICS, stamp
+from mmal.stamp import DIAGNOSTICS, carries, stamp
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,12 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
             f"{cache.path}: strategy {strat.name!r} needs MC-dropout logits and this cache has "
             "none; rerun `mmal extract --mc-dropout T` (e.g. T=20) or pick another strategy")
     out = Path(out) if out is not None else default_output(cache.path, strat.name, budget, seed)
-    if out.exists() and not overwrite:
+    if os.path.lexists(out) and not overwrite:
         raise IndexFileError(f"{out}: already exists; pass --force to replace it")
+    # --force's rule, checked before the strategy runs (write_index checks again)
+    check_replaceable(out, what=INDEX_WHAT, error=IndexFileError, is_kind=is_index_file)
+    check_replaceable(diagnostics_path(out), what="an mmal selection diagnostics file",
+                      error=IndexFileError, is_kind=is_diagnostics_file)
     kwargs = dict(params or {})
     given_params = dict(kwargs)
     if precision is not None:
@@ -249,6 +253,17 @@ def _checked_positions(selection: Selection, cache: Cache, budget: int, name: st
     if problem:
         raise SelectionError(f"strategy {name!r} {problem}; this is a bug in the strategy")
     return positions
+
+
+def is_diagnostics_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a selection's ``.diagnostics.npz`` (stamped, or from before the stamp)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "mmal_type" in archive.files:
+                return carries(archive, DIAGNOSTICS)
+            return {"ids", "strategy"} <= set(archive.files)
+    except Exception:  # not an .npz archive, or unreadable: not diagnostics
+        return False
 
 
 def _write_diagnostics(path: Path, selection: Selection, cache: Cache, name: str) -> Path:

@@ -44,7 +44,12 @@ from mmal.distributed import setup
 from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import build_model, input_dims
-from mmal.models.checkpoint import checkpoint_header, load_checkpoint, save_checkpoint
+from mmal.models.checkpoint import (
+    checkpoint_header,
+    is_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mmal.models.runtime import inputs_to
 from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
@@ -113,7 +118,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # -- settings ---------------------------------------------------------------
     round, paths = rnd.number, rnd.paths
     partial = paths.model.with_name(paths.model.name + ".partial")
-    rnd.claim(paths.model, force, f"retrain round {round:03d}")
+    rnd.claim(paths.model, force, f"retrain round {round:03d}", what="an mmal model checkpoint",
+              is_kind=is_checkpoint)
     config = rnd.config
     tc, seed = config.train, config.al.seed
     env = setup(device, distributed=distributed)
@@ -193,15 +199,17 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
                     progress=progress)
 
     # -- write: metrics, then model.pt, whose presence marks the round as trained --
-    staged = paths.model.with_name(paths.model.name + ".new")
-    save_checkpoint(staged, _payload(model, config, pool, round, tc.epochs, num_labeled))
     metrics = {"round": round, "num_labeled": int(num_labeled), "epochs": tc.epochs,
-               "device": dev.type, "train_loss": losses, "test": test,
-               "model_fingerprint": file_fingerprint(staged)}
-    if world_size is not None:
-        metrics["world_size"] = int(world_size)
-    write_json_atomic(paths.metrics, stamped(METRICS, metrics), allow_nan=True)
-    os.replace(staged, paths.model)
+               "device": dev.type, "train_loss": losses, "test": test}
+
+    def write_metrics(staged: Path) -> None:  # model.pt complete, not yet under its name
+        metrics["model_fingerprint"] = file_fingerprint(staged)
+        if world_size is not None:
+            metrics["world_size"] = int(world_size)
+        write_json_atomic(paths.metrics, stamped(METRICS, metrics), allow_nan=True)
+
+    save_checkpoint(paths.model, _payload(model, config, pool, round, tc.epochs, num_labeled),
+                    before_publish=write_metrics)
     partial.unlink(missing_ok=True)
     return metrics
 
