@@ -1,7 +1,8 @@
 """Lazy, validating reader of feature caches.
 
-:func:`open_cache` checks the stamp, the metadata and every field's shape and
-dtype without reading the data. Arrays are read on request; finite-valued
+:func:`open_cache` refuses links and outside storage
+(:func:`~mmal.cache.integrity.check_structure`), then checks the stamp, the
+metadata and every field's shape and dtype without reading the data. Arrays are read on request; finite-valued
 fields (features, logits, coalitions) are checked for NaN and Inf as they are
 read, and the error names the sample ids that carry them.
 """
@@ -17,6 +18,7 @@ import h5py
 import numpy as np
 
 from mmal.cache.fusion import head_input
+from mmal.cache.integrity import check_structure, damaged_file
 from mmal.cache.schema import (
     CACHE_TYPE,
     SCHEMA_VERSION,
@@ -51,6 +53,8 @@ def open_cache(path: str | os.PathLike) -> Cache:
             "wrote it to resume" if partial_path(path).exists() else "; run `mmal extract` first"
         )
         raise CacheError(f"{path}: no such cache file{hint}")
+    if not path.is_file():  # a FIFO or device would block or never end; a folder is no cache
+        raise CacheError(f"{path}: is not a regular file; pass a cache written by mmal")
     if not h5py.is_hdf5(path):
         raise CacheError(f"{path}: is not an HDF5 file; pass a cache written by mmal")
     try:
@@ -61,7 +65,8 @@ def open_cache(path: str | os.PathLike) -> Cache:
             f"({str(exc).splitlines()[0]}); rewrite it"
         ) from None
     try:
-        return Cache(f, path)
+        with damaged_file(path):
+            return Cache(f, path)
     except BaseException:
         f.close()
         raise
@@ -83,6 +88,7 @@ class Cache:
     def __init__(self, f: h5py.File, path: Path) -> None:
         self._f = f
         self.path = path
+        check_structure(f, path)  # first: every read below stays inside this file
         attrs = f.attrs
         self.schema_version = check_stamp(
             attrs, expected_type=CACHE_TYPE, supported=SCHEMA_VERSION,
