@@ -1,16 +1,21 @@
 """Guards that keep a damaged or foreign HDF5 file from being read as a feature cache.
 
 mmal's writer makes plain files: every object is reached through hard links
-only and every dataset is stored inside the file. :func:`check_structure`
-holds a file to that before anything reads data: soft links, external links,
-virtual datasets and datasets stored in external raw files are refused, since
-each makes a read fetch bytes from somewhere other than this file
-(``/etc/passwd``, a FIFO that blocks forever, another user's cache).
+only, every dataset is stored inside the file, and (since the fletcher32
+checksums) every chunk of every field carries a checksum. Two guards hold a
+file to that:
 
-Damage to HDF5's own structures (object headers, heaps, B-trees) has no
-checksum in the files h5py writes by default; h5py meets it with OSError,
-RuntimeError or KeyError, which :func:`damaged_file` turns into a one-line
-:class:`CacheError`.
+- :func:`check_structure`, before anything reads data: soft links, external
+  links, virtual datasets and datasets stored in external raw files are
+  refused, since each makes a read fetch bytes from somewhere other than this
+  file (``/etc/passwd``, a FIFO that blocks forever, another user's cache);
+- :func:`read_dataset`, on every read: HDF5's read error, which is what a chunk
+  failing its checksum raises, becomes a one-line :class:`CacheError` naming
+  the file and the field.
+
+Damage outside the data (object headers, heaps, B-trees) has no checksum in
+the files h5py writes by default; h5py meets it with OSError, RuntimeError or
+KeyError, which :func:`damaged_file` turns into the same kind of one line.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import h5py
+import numpy as np
 
 from mmal.errors import CacheError
 
@@ -56,6 +63,19 @@ def check_structure(f: h5py.File, path: str | os.PathLike) -> None:
             raise _foreign(path, name, "a virtual dataset (its data lives in other files)")
         if obj.id.get_create_plist().get_external_count():
             raise _foreign(path, name, "a dataset stored in an external raw file")
+
+
+def read_dataset(ds: h5py.Dataset, selection: Any, path: str | os.PathLike,
+                 field: str) -> np.ndarray:
+    """``ds[selection]``, with a read failure as a :class:`CacheError` naming ``field``."""
+    try:
+        return ds[selection]
+    except OSError as exc:
+        detail = _first_line(exc)
+        # mmal writes no filter but fletcher32, so a filter failure is a checksum failure
+        why = ("a chunk fails its checksum, the file changed after mmal wrote it"
+               if ds.fletcher32 and "filter" in detail else f"the file is damaged ({detail})")
+        raise CacheError(f"{path}: field '{field}' cannot be read: {why}; {REEXTRACT}") from None
 
 
 @contextmanager

@@ -2,9 +2,10 @@
 
 :func:`open_cache` refuses links and outside storage
 (:func:`~mmal.cache.integrity.check_structure`), then checks the stamp, the
-metadata and every field's shape and dtype without reading the data. Arrays are read on request; finite-valued
+metadata and every field's shape and dtype without reading the data. Arrays
+are read on request; a chunk that fails its checksum raises, and finite-valued
 fields (features, logits, coalitions) are checked for NaN and Inf as they are
-read, and the error names the sample ids that carry them.
+read, the error naming the sample ids that carry them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import h5py
 import numpy as np
 
 from mmal.cache.fusion import head_input
-from mmal.cache.integrity import check_structure, damaged_file
+from mmal.cache.integrity import REEXTRACT, check_structure, damaged_file, read_dataset
 from mmal.cache.schema import (
     CACHE_TYPE,
     SCHEMA_VERSION,
@@ -27,7 +28,7 @@ from mmal.cache.schema import (
     field_specs,
     head_specs,
 )
-from mmal.cache.writer import _duplicates, partial_path
+from mmal.cache.writer import _duplicates, content_fingerprint, partial_path
 from mmal.errors import CacheError, preview
 from mmal.stamp import check_stamp
 
@@ -157,17 +158,21 @@ class Cache:
     @cached_property
     def ids(self) -> np.ndarray:
         """(N,) int64 sample ids."""
-        return self._f["ids"][:]
+        return self._read_raw("ids", slice(None))
 
     @cached_property
     def labeled(self) -> np.ndarray:
         """(N,) bool, True where the learner knows the label."""
-        return self._f["labeled"][:]
+        return self._read_raw("labeled", slice(None))
 
     @cached_property
     def labels(self) -> np.ndarray:
         """(N,) int64 class, or (N, K) int8 for multi-label; -1 where unlabeled."""
-        return self._f["labels"][:]
+        return self._read_raw("labels", slice(None))
+
+    def _read_raw(self, field: str, selection: Any) -> np.ndarray:
+        """``field`` at ``selection``, unchecked but for damage (one-line error)."""
+        return read_dataset(self._f[field], selection, self.path, field)
 
     @property
     def num_labeled(self) -> int:
@@ -188,14 +193,7 @@ class Cache:
             hint = " (the cache has no MC-dropout logits; rerun `mmal extract --mc-dropout T`)" \
                 if field == "mc_logits" else ""
             raise CacheError(f"{self.path}: field '{field}' is not in this cache{hint}")
-        ds = self._f[field]
-        try:
-            data = ds[()] if ds.ndim == 0 else ds[_as_selection(rows)]
-        except OSError as exc:
-            raise CacheError(
-                f"{self.path}: field '{field}' cannot be read, the file is damaged "
-                f"({str(exc).splitlines()[0]}); rewrite the cache"
-            ) from None
+        data = self._read_raw(field, () if self._f[field].ndim == 0 else _as_selection(rows))
         if spec.finite:
             finite = np.isfinite(data)
             if not finite.all():
@@ -253,6 +251,33 @@ class Cache:
                 continue
             for rows in self.row_blocks(block_rows):
                 self.read(spec.path, rows)
+
+    def verify(self) -> str:
+        """Recompute the content fingerprint as the writer did and compare it with the stored one.
+
+        Reads every field once. Catches any change to the data or the metadata
+        since the writer stamped the file, checksummed or not (caches written
+        before the checksums have none).
+
+        Returns
+        -------
+        str
+            The fingerprint, when it matches.
+
+        Raises
+        ------
+        CacheError
+            When the fingerprints differ, or a field cannot be read.
+        """
+        if not self.fingerprint:
+            raise CacheError(f"{self.path}: has no content_fingerprint to verify; {REEXTRACT}")
+        computed = content_fingerprint(self._f)
+        if computed != self.fingerprint:
+            raise CacheError(
+                f"{self.path}: content fingerprint mismatch (stored {self.fingerprint}, "
+                f"recomputed {computed}): the data changed after mmal wrote it; {REEXTRACT}"
+            )
+        return computed
 
     @property
     def has_mc_logits(self) -> bool:

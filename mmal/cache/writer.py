@@ -19,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mmal.cache.integrity import read_dataset
 from mmal.cache.schema import (
     CACHE_TYPE,
     SCHEMA_VERSION,
@@ -101,9 +102,9 @@ class CacheWriter:
         for spec in self._specs.values():
             shape = (self.num_samples, *spec.row_shape)
             f.create_dataset(spec.path, shape=shape, dtype=spec.dtype,
-                             chunks=_chunk_shape(shape, spec.dtype))
-        for spec in self._head_specs.values():
-            f.create_dataset(spec.path, shape=spec.row_shape, dtype=spec.dtype)
+                             chunks=_chunk_shape(shape, spec.dtype), fletcher32=True)
+        for spec in self._head_specs.values():  # chunked by h5py, as a checksum needs chunks
+            f.create_dataset(spec.path, shape=spec.row_shape, dtype=spec.dtype, fletcher32=True)
         f.flush()
         return f
 
@@ -237,7 +238,8 @@ def content_fingerprint(f: h5py.File, block_rows: int = 65536) -> str:
         digest.update(spec.path.encode())
         n = ds.shape[0] if ds.ndim else 1
         for start in range(0, n, block_rows):
-            digest.update(np.ascontiguousarray(ds[start:start + block_rows]).tobytes())
+            block = read_dataset(ds, slice(start, start + block_rows), f.filename, spec.path)
+            digest.update(np.ascontiguousarray(block).tobytes())
     return digest.hexdigest()[:32]
 
 

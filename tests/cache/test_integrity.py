@@ -1,18 +1,20 @@
-"""Hostile caches: refused links and outside storage.
+"""Damaged and hostile caches: checksummed chunks, `inspect --verify`, refused links and storage.
 
-Reproduces issue 15's items 8 (links and external storage were followed) and
-3b (external storage in a FIFO hung).
+Reproduces issue 15's items 7 (scrambled bytes went unnoticed), 8 (links and
+external storage were followed) and 3b (external storage in a FIFO hung).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -24,6 +26,8 @@ from mmal.errors import CacheError
 from mmal.extract.shards import join_shards
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+V1_FINGERPRINT = "10542fa768bb86e37ff6b7dfcd5ac2da"
 
 
 def _one_line_error(result, path: Path, pattern: str) -> str:
@@ -39,6 +43,121 @@ def _one_line_error(result, path: Path, pattern: str) -> str:
 def _select(path: Path, tmp_path: Path, strategy: str = "bmmal"):
     return CliRunner().invoke(cli, ["select", "-s", strategy, "-b", "5", "--cache", str(path),
                                     "--out", str(tmp_path / "picks.json")])
+
+
+def _scramble_chunk(path: Path, field: str, chunk: int = 0, nbytes: int = 64) -> None:
+    """Overwrite ``nbytes`` inside one stored chunk of ``field`` with other bytes."""
+    with h5py.File(path, "r") as f:
+        info = f[field].id.get_chunk_info(chunk)
+    start = info.byte_offset + info.size // 2
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        old = fh.read(nbytes)
+        fh.seek(start)
+        fh.write(bytes(b ^ 0x5A for b in old))
+
+
+# -- checksums -------------------------------------------------------------------------
+
+
+def test_writer_checksums_every_dataset(small_cache):
+    with h5py.File(small_cache, "r") as f:
+        datasets = []
+        f.visititems(lambda name, obj: datasets.append(obj)
+                     if isinstance(obj, h5py.Dataset) else None)
+        assert len(datasets) == 12  # ids, labeled, labels, 2 features, 3 logits, coalitions,
+        # mc_logits, head/weight, head/bias
+        assert all(ds.fletcher32 and ds.chunks for ds in datasets)
+
+
+@pytest.mark.parametrize("field", ["features/m0", "coalitions", "head/weight"])
+def test_scrambled_chunk_is_a_one_line_error_on_read(small_cache, field):
+    _scramble_chunk(small_cache, field)
+    with open_cache(small_cache) as cache:
+        with pytest.raises(CacheError, match=rf"field '{field}' cannot be read: a chunk fails its "
+                                             r"checksum.*`mmal extract --force`"):
+            cache.read(field)
+
+
+def test_scrambled_ids_are_refused_at_open(small_cache):
+    _scramble_chunk(small_cache, "ids")
+    with pytest.raises(CacheError, match="field 'ids' cannot be read: a chunk fails its checksum"):
+        open_cache(small_cache)
+
+
+def test_scrambled_features_fail_select_inspect_and_verify(small_cache, tmp_path):
+    _scramble_chunk(small_cache, "features/m1")
+    pattern = "field 'features/m1' cannot be read: a chunk fails its checksum"
+    _one_line_error(_select(small_cache, tmp_path), small_cache, pattern)
+    assert not (tmp_path / "picks.json").exists()
+    for extra in ([], ["--verify"]):
+        result = CliRunner().invoke(cli, ["inspect", str(small_cache), *extra])
+        _one_line_error(result, small_cache, pattern)
+
+
+def test_four_thousand_scrambled_bytes_never_pass(tmp_path):
+    """The issue's trial: 4,000 random bytes in the middle of a cache changed 718 values."""
+    path = make_synthetic_cache(tmp_path / "cache.h5", num_samples=2000, num_classes=10,
+                                feature_dims=(64, 32), seed=0)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4000] = np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    _one_line_error(result, path, r"field '[a-z/0-9]+' cannot be read: a chunk fails its checksum")
+
+
+# -- inspect --verify ------------------------------------------------------------------
+
+
+def test_verify_passes_a_good_cache(small_cache):
+    with open_cache(small_cache) as cache:
+        stored = cache.fingerprint
+        assert cache.verify() == stored
+    result = CliRunner().invoke(cli, ["inspect", str(small_cache), "--verify"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{small_cache}: content fingerprint ok ({stored})\n"
+
+
+def test_verify_passes_the_frozen_v1_cache_without_checksums():
+    with h5py.File(DATA / "cache-v1.h5", "r") as f:
+        assert not f["features/image"].fletcher32  # written before the checksums
+    result = CliRunner().invoke(cli, ["inspect", str(DATA / "cache-v1.h5"), "--verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"content_fingerprint": "' + V1_FINGERPRINT in result.output
+
+
+def _changed_v1(tmp_path: Path) -> Path:
+    path = tmp_path / "cache-v1.h5"
+    shutil.copy(DATA / "cache-v1.h5", path)
+    with h5py.File(path, "r+") as f:
+        f["features/text"][5, 1] += 0.25
+    return path
+
+
+def test_verify_detects_a_changed_value_in_a_v1_cache(tmp_path):
+    path = _changed_v1(tmp_path)
+    # without a checksum the plain reader cannot tell: that is what --verify is for
+    assert CliRunner().invoke(cli, ["inspect", str(path)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["inspect", str(path), "--verify"])
+    line = _one_line_error(result, path, "content fingerprint mismatch")
+    assert f"stored {V1_FINGERPRINT}, recomputed " in line
+    assert "`mmal extract --force`" in line
+
+
+def test_verify_detects_changed_metadata(small_cache):
+    with h5py.File(small_cache, "r+") as f:
+        f.attrs["round"] = 7
+    result = CliRunner().invoke(cli, ["inspect", str(small_cache), "--verify"])
+    _one_line_error(result, small_cache, "content fingerprint mismatch")
+
+
+def test_verify_takes_only_caches(tmp_path):
+    path = tmp_path / "labeled.json"
+    path.write_text("{}")
+    result = CliRunner().invoke(cli, ["inspect", str(path), "--verify"])
+    assert result.exit_code == 2
+    assert "--verify checks a feature cache (.h5), not a .json file" in result.output
 
 
 # -- links and outside storage ---------------------------------------------------------
