@@ -1,9 +1,11 @@
 """Lazy, validating reader of feature caches.
 
-:func:`open_cache` checks the stamp, the metadata and every field's shape and
-dtype without reading the data. Arrays are read on request; finite-valued
+:func:`open_cache` refuses links and outside storage
+(:func:`~mmal.cache.integrity.check_structure`), then checks the stamp, the
+metadata and every field's shape and dtype without reading the data. Arrays
+are read on request; a chunk that fails its checksum raises, and finite-valued
 fields (features, logits, coalitions) are checked for NaN and Inf as they are
-read, and the error names the sample ids that carry them.
+read, the error naming the sample ids that carry them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import h5py
 import numpy as np
 
 from mmal.cache.fusion import head_input
+from mmal.cache.integrity import REEXTRACT, check_structure, damaged_file, read_dataset
 from mmal.cache.schema import (
     CACHE_TYPE,
     SCHEMA_VERSION,
@@ -25,7 +28,7 @@ from mmal.cache.schema import (
     field_specs,
     head_specs,
 )
-from mmal.cache.writer import _duplicates, partial_path
+from mmal.cache.writer import _duplicates, content_fingerprint, partial_path
 from mmal.errors import CacheError, preview
 from mmal.stamp import check_stamp
 
@@ -51,6 +54,8 @@ def open_cache(path: str | os.PathLike) -> Cache:
             "wrote it to resume" if partial_path(path).exists() else "; run `mmal extract` first"
         )
         raise CacheError(f"{path}: no such cache file{hint}")
+    if not path.is_file():  # a FIFO or device would block or never end; a folder is no cache
+        raise CacheError(f"{path}: is not a regular file; pass a cache written by mmal")
     if not h5py.is_hdf5(path):
         raise CacheError(f"{path}: is not an HDF5 file; pass a cache written by mmal")
     try:
@@ -61,7 +66,8 @@ def open_cache(path: str | os.PathLike) -> Cache:
             f"({str(exc).splitlines()[0]}); rewrite it"
         ) from None
     try:
-        return Cache(f, path)
+        with damaged_file(path):
+            return Cache(f, path)
     except BaseException:
         f.close()
         raise
@@ -83,6 +89,7 @@ class Cache:
     def __init__(self, f: h5py.File, path: Path) -> None:
         self._f = f
         self.path = path
+        check_structure(f, path)  # first: every read below stays inside this file
         attrs = f.attrs
         self.schema_version = check_stamp(
             attrs, expected_type=CACHE_TYPE, supported=SCHEMA_VERSION,
@@ -151,17 +158,21 @@ class Cache:
     @cached_property
     def ids(self) -> np.ndarray:
         """(N,) int64 sample ids."""
-        return self._f["ids"][:]
+        return self._read_raw("ids", slice(None))
 
     @cached_property
     def labeled(self) -> np.ndarray:
         """(N,) bool, True where the learner knows the label."""
-        return self._f["labeled"][:]
+        return self._read_raw("labeled", slice(None))
 
     @cached_property
     def labels(self) -> np.ndarray:
         """(N,) int64 class, or (N, K) int8 for multi-label; -1 where unlabeled."""
-        return self._f["labels"][:]
+        return self._read_raw("labels", slice(None))
+
+    def _read_raw(self, field: str, selection: Any) -> np.ndarray:
+        """``field`` at ``selection``, unchecked but for damage (one-line error)."""
+        return read_dataset(self._f[field], selection, self.path, field)
 
     @property
     def num_labeled(self) -> int:
@@ -182,14 +193,7 @@ class Cache:
             hint = " (the cache has no MC-dropout logits; rerun `mmal extract --mc-dropout T`)" \
                 if field == "mc_logits" else ""
             raise CacheError(f"{self.path}: field '{field}' is not in this cache{hint}")
-        ds = self._f[field]
-        try:
-            data = ds[()] if ds.ndim == 0 else ds[_as_selection(rows)]
-        except OSError as exc:
-            raise CacheError(
-                f"{self.path}: field '{field}' cannot be read, the file is damaged "
-                f"({str(exc).splitlines()[0]}); rewrite the cache"
-            ) from None
+        data = self._read_raw(field, () if self._f[field].ndim == 0 else _as_selection(rows))
         if spec.finite:
             finite = np.isfinite(data)
             if not finite.all():
@@ -247,6 +251,33 @@ class Cache:
                 continue
             for rows in self.row_blocks(block_rows):
                 self.read(spec.path, rows)
+
+    def verify(self) -> str:
+        """Recompute the content fingerprint as the writer did and compare it with the stored one.
+
+        Reads every field once. Catches any change to the data or the metadata
+        since the writer stamped the file, checksummed or not (caches written
+        before the checksums have none).
+
+        Returns
+        -------
+        str
+            The fingerprint, when it matches.
+
+        Raises
+        ------
+        CacheError
+            When the fingerprints differ, or a field cannot be read.
+        """
+        if not self.fingerprint:
+            raise CacheError(f"{self.path}: has no content_fingerprint to verify; {REEXTRACT}")
+        computed = content_fingerprint(self._f)
+        if computed != self.fingerprint:
+            raise CacheError(
+                f"{self.path}: content fingerprint mismatch (stored {self.fingerprint}, "
+                f"recomputed {computed}): the data changed after mmal wrote it; {REEXTRACT}"
+            )
+        return computed
 
     @property
     def has_mc_logits(self) -> bool:

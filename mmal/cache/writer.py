@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from mmal.atomic import check_replaceable, publish
+from mmal.cache.integrity import check_structure, read_dataset
 from mmal.cache.schema import (
     CACHE_TYPE,
     SCHEMA_VERSION,
@@ -131,9 +132,9 @@ class CacheWriter:
         for spec in self._specs.values():
             shape = (self.num_samples, *spec.row_shape)
             f.create_dataset(spec.path, shape=shape, dtype=spec.dtype,
-                             chunks=_chunk_shape(shape, spec.dtype))
-        for spec in self._head_specs.values():
-            f.create_dataset(spec.path, shape=spec.row_shape, dtype=spec.dtype)
+                             chunks=_chunk_shape(shape, spec.dtype), fletcher32=True)
+        for spec in self._head_specs.values():  # chunked by h5py, as a checksum needs chunks
+            f.create_dataset(spec.path, shape=spec.row_shape, dtype=spec.dtype, fletcher32=True)
         self._flush()
         return f
 
@@ -168,6 +169,7 @@ class CacheWriter:
     def _resume_problem(self, f: h5py.File, disk: _DiskFile) -> str | None:
         """Why ``f`` cannot be continued ("was written for other settings"), or None."""
         try:
+            check_structure(f, self.partial)  # a planted partial may link elsewhere: never write there
             same = (
                 f.attrs.get("mmal_type") == CACHE_TYPE
                 and int(f.attrs.get("schema_version", -1)) == SCHEMA_VERSION
@@ -357,7 +359,8 @@ def content_fingerprint(f: h5py.File, block_rows: int = 65536) -> str:
         digest.update(spec.path.encode())
         n = ds.shape[0] if ds.ndim else 1
         for start in range(0, n, block_rows):
-            digest.update(np.ascontiguousarray(ds[start:start + block_rows]).tobytes())
+            block = read_dataset(ds, slice(start, start + block_rows), f.filename, spec.path)
+            digest.update(np.ascontiguousarray(block).tobytes())
     return digest.hexdigest()[:32]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -70,8 +71,11 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
 @click.argument("path", type=FILE_PATH)
 @click.option("--cache", "cache_path", type=FILE_PATH,
               default=None, help="For an index file: also check its ids exist in this cache.")
+@click.option("--verify", is_flag=True, default=False,
+              help="For a cache: recompute its content fingerprint and compare it with the stored "
+                   "one (reads every field); exit 1 on a mismatch.")
 @json_option
-def inspect_command(path, cache_path, as_json):
+def inspect_command(path, cache_path, verify, as_json):
     """Summarize a feature cache (.h5), an index file (.json) or a selection's diagnostics (.npz).
 
     For a cache: pool size, labeled and unlabeled counts, classes, modalities
@@ -82,9 +86,13 @@ def inspect_command(path, cache_path, as_json):
     array names with shapes and dtypes, and the mean contribution Phi of each
     modality (load the arrays with numpy.load).
 
+    With --verify, for a cache: only one line, whether its data and metadata
+    still hash to the content fingerprint mmal stamped when it wrote the file.
+
     \b
     Example:
       mmal inspect rounds/003/cache.h5 --json
+      mmal inspect rounds/003/cache.h5 --verify
       mmal inspect rounds/003/selections/bmmal-b500-s0.json --cache rounds/003/cache.h5
       mmal inspect rounds/003/selections/bmmal-b500-s0.diagnostics.npz
     """
@@ -93,6 +101,9 @@ def inspect_command(path, cache_path, as_json):
     from mmal.cache import check_ids_in_cache, open_cache, read_index
     from mmal.cache.summary import format_summary, summarize_cache, summarize_index
 
+    if verify and path.suffix in (".npz", ".json"):
+        raise click.BadParameter(f"{path}: --verify checks a feature cache (.h5), not a "
+                                 f"{path.suffix} file", param_hint="--verify")
     if path.suffix == ".npz":
         from mmal.select.diagnostics import summarize_diagnostics
 
@@ -110,9 +121,20 @@ def inspect_command(path, cache_path, as_json):
                              "index file (.json) or a selection's diagnostics (.npz)")
         try:
             with open_cache(path) as cache:
+                if verify:  # a mismatch raises CacheError: one Error line, exit 1
+                    _echo_verified(path, cache.verify(), as_json)
+                    return
                 summary = summarize_cache(cache)
         except (KeyError, OSError, RuntimeError, ValueError) as exc:
             # h5py reports a damaged file by the HDF5 error it hit, as one of these types
             raise CacheError(f"{path}: cannot be read, the file is corrupted "
                              f"({one_line(exc, 200)}); extract or write it again") from None
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+def _echo_verified(path: Path, fingerprint: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"file": str(path), "content_fingerprint": fingerprint,
+                               "verify": "ok"}, indent=2))
+    else:
+        click.echo(f"{path}: content fingerprint ok ({fingerprint})")

@@ -69,6 +69,27 @@ def test_a_link_planted_at_the_partial_name_is_replaced_not_followed(tmp_path, r
         assert "starting the cache over" in caplog.text
 
 
+def test_a_partial_holding_an_external_link_is_started_over_not_written_through(tmp_path,
+                                                                                 caplog):
+    path = tmp_path / "cache.h5"
+    writer = CacheWriter(path, META, N)
+    for batch in list(random_batches(META, N, ROWS))[:2]:
+        writer.append(batch)
+    writer.close()  # interrupted: a partial with 20 rows
+    target = tmp_path / "elsewhere.h5"
+    with h5py.File(target, "w") as f:
+        f["x"] = np.arange(3)
+    before = target.read_bytes()
+    with h5py.File(partial_path(path), "r+") as f:
+        f["planted"] = h5py.ExternalLink(str(target), "/x")
+    with caplog.at_level(logging.WARNING, logger="mmal.cache.writer"):
+        assert _write(path) == 0  # started over, not resumed
+    assert "is damaged" in caplog.text and "external link" in caplog.text
+    assert target.read_bytes() == before
+    with h5py.File(path, "r") as f:
+        assert "planted" not in f
+
+
 def test_a_fifo_at_the_partial_name_is_replaced_without_hanging(tmp_path):
     path = tmp_path / "cache.h5"
     os.mkfifo(partial_path(path))
