@@ -50,8 +50,16 @@ def check_structure(f: h5py.File, path: str | os.PathLike) -> None:
         Naming the HDF5 path of the first soft or external link, virtual
         dataset or dataset with external raw storage.
     """
+    raw: list[tuple[bytes, int]] = []
+    # the callback must not raise: h5py's C callback turns that into a SystemError
+    f.id.links.visit(lambda name, info: raw.append((name, info.type)), info=True)
     links: list[tuple[str, int]] = []
-    f.id.links.visit(lambda name, info: links.append((name.decode(), info.type)), info=True)
+    for name, kind in raw:
+        try:
+            links.append((name.decode(), kind))
+        except UnicodeDecodeError:  # mmal names every object in ASCII
+            raise _foreign(path, name.decode("utf-8", "backslashreplace"),
+                           "a name that is not UTF-8 (a damaged or foreign file)") from None
     for name, kind in links:
         if kind != h5py.h5l.TYPE_HARD:
             raise _foreign(path, name, _LINK_KINDS.get(kind, f"a user-defined link (type {kind})"))

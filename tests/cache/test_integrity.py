@@ -280,6 +280,15 @@ def test_link_names_from_the_file_are_quoted(small_cache):
     assert "'/evil\\nline\\x1b[31m' is a soft link" in str(info.value)
 
 
+def test_a_link_name_that_is_not_utf8_is_one_line_not_a_system_error(small_cache):
+    with h5py.File(small_cache, "r+") as f:
+        f.id.links.create_hard(b"bad\x8fname", f.id, b"ids")  # as scrambled bytes leave it
+    with pytest.raises(CacheError) as info:
+        open_cache(small_cache)
+    assert "x8fname' is a name that is not UTF-8" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_joining_shards_checks_each_shard(small_cache, tmp_path):
     external_link_to_text(small_cache, tmp_path)
     with h5py.File(small_cache, "r") as f:
