@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from mmal.errors import ConfigError
 from mmal.models.runtime import resolve_device
+from mmal.settings import env_seconds
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +159,7 @@ def split_rows(num_rows: int, world_size: int, rank: int, *, align: int = 1) -> 
 
 def timeout_seconds() -> float:
     """Collective timeout: ``MMAL_DIST_TIMEOUT_S`` or 1800 s."""
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ConfigError(f"environment variable {TIMEOUT_ENV}={raw!r}: expected a positive "
-                          "number of seconds, e.g. 1800")
-    return value
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, zero_ok=False)
 
 
 def _init_group(dev: torch.device, rank: int, world: int) -> None:

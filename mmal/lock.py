@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mmal.errors import ConfigError, LockError
+from mmal.errors import LockError
+from mmal.settings import env_seconds
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,7 @@ def is_lock_file(path: str | os.PathLike) -> bool:
 
 def lock_timeout() -> float:
     """Seconds to wait for a lock: ``$MMAL_LOCK_TIMEOUT``, default 600; 0 fails at once."""
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also NaN
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds >= 0; set it to "
-                          f"e.g. {DEFAULT_TIMEOUT_S:g} (0: do not wait), or unset it")
-    return value
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, zero_ok=True)
 
 
 @contextmanager

@@ -47,10 +47,15 @@ def _pool(ws):
     return load_pool(load_workspace_config(ws), "train")
 
 
+def _records(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV sheet, cells as written."""
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _fill(path: Path, pool, *, skip=(), rows=None) -> Path:
     """Fill the label column of an exported CSV with the dataset's labels."""
-    with path.open(newline="") as fh:
-        records = list(csv.DictReader(fh))
+    records = _records(path)
     for rec in records:
         i = int(rec["id"])
         if i not in skip:
@@ -394,18 +399,10 @@ def test_an_exported_file_imports_even_when_a_sample_is_named_like_another_id(tm
     rename_train_ids(config, lambda k, old: "1" if k == 9 else f"clip{k}")  # "1" is id 9
     blank_train_labels(config)
     ws = init_workspace(tmp_path / "ws", config)
-    out = export_ids(ws, round_paths(ws, 0).labeled)
-    with out.open(newline="") as fh:
-        records = list(csv.DictReader(fh))
-    for rec in records:
-        rec["label"] = truth.class_names[truth.labels[int(rec["id"])]]
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    out = _fill(export_ids(ws, round_paths(ws, 0).labeled), truth)
     import_labels(ws, 0, out)
     got = open_round(ws, 0).human_labels()
-    assert got == {int(r["id"]): [r["label"]] for r in records}
+    assert got == {int(r["id"]): [r["label"]] for r in _records(out)}
 
 
 def test_an_import_succeeds_and_reports_while_another_label_names_a_dropped_class(blank_ws,
@@ -440,8 +437,7 @@ def test_csv_export_neutralises_formula_cells_and_label_reads_them_back(tmp_path
     pool = _pool(ws)
     assert set(HOSTILE_NAMES) <= set(pool.names)  # the data itself keeps them as they are
     out = export_ids(ws, round_paths(ws, 0).labeled)
-    with out.open(newline="") as fh:
-        records = list(csv.DictReader(fh))
+    records = _records(out)
     names = {int(r["id"]): r["name"] for r in records}
     for k, name in enumerate(HOSTILE_NAMES):
         guarded = "'" + name if name.lstrip("'")[:1] in ("=", "+", "-", "@", "\t") else name
@@ -449,12 +445,7 @@ def test_csv_export_neutralises_formula_cells_and_label_reads_them_back(tmp_path
     assert names[len(HOSTILE_NAMES)] == f"clip{len(HOSTILE_NAMES)}"
     assert all(not r[c].startswith(("=", "+", "-", "@", "\t", "\r"))
                for r in records for c in r)  # no cell a spreadsheet would evaluate
-    for rec in records:
-        rec["label"] = truth.class_names[truth.labels[int(rec["id"])]]
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    records = _records(_fill(out, truth))
     from mmal.labels import read_sheet
 
     assert {int(i): name for _, i, _, name in read_sheet(out)} == {

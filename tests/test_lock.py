@@ -122,8 +122,8 @@ def test_timeout_from_the_environment(monkeypatch, lock):
     assert lock_timeout() == 2.5
     for bad in ("soon", "-1", "nan"):
         monkeypatch.setenv(TIMEOUT_ENV, bad)
-        with pytest.raises(ConfigError, match=f"^{TIMEOUT_ENV}='{bad}' is not a number of "
-                                              "seconds >= 0; set it to e.g. 600"):
+        with pytest.raises(ConfigError, match=f"^environment variable {TIMEOUT_ENV}='{bad}': "
+                                              "expected a number of seconds >= 0"):
             lock_timeout()
     monkeypatch.setenv(TIMEOUT_ENV, "0")
     other = Holder(lock)

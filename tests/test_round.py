@@ -9,26 +9,18 @@ from click.testing import CliRunner
 from mmal.annotation import import_labels
 from mmal.cli import cli
 from mmal.errors import CacheError, WorkspaceError
-from mmal.extract import extract_round
 from mmal.models.checkpoint import is_checkpoint
-from mmal.select import select
-from mmal.train import train_round
 from mmal.workspace import CONFIG_NAME, Round, next_round, open_round, read_labeled, round_paths
 from tests.fixtures_data import CLASSES, blank_train_labels, make_tiny_dataset
-from tests.models.tiny import make_workspace
-
-UCI = {"train": {"epochs": 1, "batch_size": 16}, "al": {"initial_budget": 20}}
+from tests.models.tiny import selected_workspace
 
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory):
     """A UCI workspace: round 0 trained, extracted and selected from; round 1 started."""
-    ws = make_workspace(tmp_path_factory.mktemp("round"), "uci", overrides=UCI)
+    ws, selection = selected_workspace(tmp_path_factory.mktemp("round"))
     r0 = open_round(ws, 0)
-    train_round(r0, progress=False, device="cpu")
-    extract_round(r0, progress=False, device="cpu")
-    index = select(r0.paths.cache, "random", 5, seed=0)
-    assert next_round(r0, index.path) == 1
+    assert next_round(r0, selection) == 1
     return ws
 
 

@@ -22,28 +22,18 @@ from click.testing import CliRunner
 
 from mmal.cache import open_cache, partial_path
 from mmal.cli import cli
-from mmal.extract import extract_round
-from mmal.select import select
-from mmal.train import train_round
-from mmal.workspace import open_round
 from tests import diskfull
-from tests.models.tiny import make_workspace
+from tests.models.tiny import selected_workspace
 
 small_disk = diskfull.small_disk  # a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-UCI = {"train": {"epochs": 1, "batch_size": 16}, "al": {"initial_budget": 20}}
 
 
 @pytest.fixture(scope="module")
 def round0(tmp_path_factory):
     """A UCI workspace whose round 0 is trained, extracted and has one selection."""
-    ws = make_workspace(tmp_path_factory.mktemp("safe"), "uci", overrides=UCI)
-    r0 = open_round(ws, 0)
-    train_round(r0, progress=False, device="cpu")
-    extract_round(r0, progress=False, device="cpu")
-    select(r0.paths.cache, "random", 5, seed=0)
-    return ws
+    return selected_workspace(tmp_path_factory.mktemp("safe"))[0]
 
 
 @pytest.fixture

@@ -60,5 +60,6 @@ def test_timeout_from_environment(monkeypatch):
     monkeypatch.setenv("MMAL_DIST_TIMEOUT_S", "90")
     assert timeout_seconds() == 90
     monkeypatch.setenv("MMAL_DIST_TIMEOUT_S", "soon")
-    with pytest.raises(ConfigError, match="MMAL_DIST_TIMEOUT_S='soon': expected a positive"):
+    with pytest.raises(ConfigError, match="MMAL_DIST_TIMEOUT_S='soon': expected a number of "
+                                          "seconds > 0"):
         timeout_seconds()

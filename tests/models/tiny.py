@@ -52,3 +52,22 @@ def make_workspace(tmp_path: Path, layout: str, *, overrides: Mapping[str, Mappi
         tables[key] = {**tables.get(key, {}), **extra}
     config = make_tiny_dataset(tmp_path, layout, overrides=tables, **kwargs)
     return init_workspace(tmp_path / "ws", config)
+
+
+#: One epoch on 20 labeled UCI samples: a round in about a second.
+TINY_UCI = {"train": {"epochs": 1, "batch_size": 16}, "al": {"initial_budget": 20}}
+
+
+def selected_workspace(tmp_path: Path) -> tuple[Path, Path]:
+    """(workspace, selection): a tiny UCI workspace whose round 0 is trained, extracted and
+    has one selection of 5 random ids."""
+    from mmal.extract import extract_round
+    from mmal.select import select
+    from mmal.train import train_round
+    from mmal.workspace import open_round
+
+    ws = make_workspace(tmp_path, "uci", overrides=TINY_UCI)
+    r0 = open_round(ws, 0)
+    train_round(r0, progress=False, device="cpu")
+    extract_round(r0, progress=False, device="cpu")
+    return ws, select(r0.paths.cache, "random", 5, seed=0).path
