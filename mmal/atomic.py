@@ -160,6 +160,14 @@ def make_temp(path: str | os.PathLike) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
+_ANY_TEMP = re.compile(r"\..+\.[0-9a-f]{8}-\d+\.\w+\.tmp")
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like one of :func:`make_temp`'s files (never a result)."""
+    return _ANY_TEMP.fullmatch(Path(path).name) is not None
+
+
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files of ``path`` whose process has died; return them.
 

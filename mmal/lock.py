@@ -50,6 +50,23 @@ LOCK_NAME = ".lock"
 _POLL_S = (0.05, 0.5)  # first and longest pause between two tries
 _QUIET_S = 1.0  # a wait shorter than this (another writer finishing a small file) goes unsaid
 _held = threading.local()
+_process_fds: set[int] = set()  # every lock descriptor this process holds, in any thread
+
+
+def _forget_in_child() -> None:
+    # A forked child (a DataLoader worker) inherits the descriptors, and a flock belongs to
+    # the open file: the child would keep the lock after this process is killed. The parent
+    # still holds its own descriptor, so closing the child's copies releases nothing.
+    for fd in _process_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _process_fds.clear()
+    _held.table = {}
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @dataclass
@@ -192,6 +209,7 @@ def _acquire(path: Path, command: str, shared: bool, timeout: float) -> int:
         if said:
             log.info("got %s", path)
         _record(fd, command)
+        _process_fds.add(fd)
         return fd
     except BaseException:
         os.close(fd)
@@ -232,6 +250,7 @@ def _release(fd: int, shared: bool) -> None:
     except OSError:
         pass
     finally:
+        _process_fds.discard(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mmal import seeds
-from mmal.atomic import check_replaceable, write_text_atomic
+from mmal.atomic import check_replaceable, is_temp_file, write_text_atomic
 from mmal.cache import open_cache
 from mmal.cache.index import INDEX_WHAT, IndexFile, is_index_file, read_index, write_index
 from mmal.config import Config, dump_config, load_config
@@ -606,15 +606,20 @@ def _round_of_cache(workspace: Path, selection_path: Path, provenance: dict) -> 
 def _outputs(paths: RoundPaths) -> list[Path]:
     # people's labels count: --force must not leave them behind for another draw or class list
     found = [p for p in (paths.model, paths.metrics, paths.cache, paths.labels) if p.exists()]
-    if paths.selections.is_dir() and any(not is_lock_file(p) for p in paths.selections.iterdir()):
+    if paths.selections.is_dir() and any(not _scratch(p) for p in paths.selections.iterdir()):
         found.append(paths.selections)
     return found
 
 
+def _scratch(path: Path) -> bool:
+    """A lock file or a temporary file: bookkeeping, never a result someone would lose."""
+    return is_lock_file(path) or is_temp_file(path)
+
+
 def _rounds_after(workspace: Path, number: int) -> list[int]:
-    """Rounds after ``number`` whose folder holds more than a lock file."""
+    """Rounds after ``number`` whose folder holds more than lock and temporary files."""
     return [r for r in list_rounds(workspace) if r > number and any(
-        not is_lock_file(p) for p in round_paths(workspace, r).root.iterdir())]
+        not _scratch(p) for p in round_paths(workspace, r).root.iterdir())]
 
 
 def _refuse_results(workspace: Path, later_rounds: list[int], outputs: list[Path],

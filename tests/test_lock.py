@@ -76,6 +76,33 @@ def test_a_killed_holder_leaves_no_lock_behind(lock, caplog):
     assert not caplog.records
 
 
+FORKS_THEN_DIES = """
+import os, sys, time
+from mmal.lock import hold
+with hold(sys.argv[1], "mmal extract"):
+    if os.fork() == 0:  # a DataLoader worker, forked while the lock is held
+        os.close(1), os.close(2)  # so that the test does not wait for its pipes
+        time.sleep(5)
+        os._exit(0)
+    print("held", flush=True)
+    os._exit(9)  # killed: no release
+"""
+
+
+def test_a_killed_holder_s_forked_children_do_not_keep_its_lock(lock):
+    import subprocess
+    import sys
+
+    from tests.lock_holder import ROOT
+
+    done = subprocess.run([sys.executable, "-c", FORKS_THEN_DIES, str(lock)], timeout=60,
+                          capture_output=True, text=True, env={**os.environ,
+                                                               "PYTHONPATH": str(ROOT)})
+    assert done.stdout.strip() == "held", done.stderr
+    with hold(lock, "mmal extract", timeout=0):  # the child still sleeps, the lock is free
+        pass
+
+
 def test_the_same_thread_takes_a_lock_again_and_keeps_it_until_the_outer_block_ends(lock):
     with hold(lock, "mmal run"), hold(lock, "mmal train"), hold(lock, "mmal select",
                                                                 shared=True):

@@ -76,6 +76,18 @@ def test_init_refuses_existing_workspace_unless_force(tmp_path, uci):
                                "workspace")
 
 
+def test_init_force_is_not_stopped_by_lock_or_dead_temp_files(tmp_path, uci):
+    ws = init_workspace(tmp_path / "ws", uci)
+    later = round_paths(ws, 1).root
+    later.mkdir(parents=True)
+    (later / ".lock").touch()
+    (later / ".labeled.json.5bce98f7-999999.abcdefgh.tmp").write_text("{")  # a killed write
+    assert init_workspace(ws, uci, force=True) == ws
+    (later / "model.pt").write_bytes(b"x")  # a result is still protected
+    with pytest.raises(WorkspaceError, match="holds results built on what would be replaced"):
+        init_workspace(ws, uci, force=True)
+
+
 def test_init_with_bad_input_writes_nothing(tmp_path, uci):
     bad = tmp_path / "bad.toml"
     bad.write_text(uci.read_text().replace('encoder = "mlp"', 'encoder = "transformer"', 1))

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.atomic import write_text_atomic
+from mmal.atomic import check_replaceable, write_text_atomic
+from mmal.errors import WorkspaceError
 from mmal.report import plots
 from mmal.report.collect import RunData, collect
 from mmal.report.page import render_page
+from mmal.report.plots import REPORT_FILE
 from mmal.report.tables import (
     RESULTS_NOTE,
     TTEST_NOTE,
@@ -108,4 +110,5 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
 
 
 def _write(path: Path, text: str) -> Path:
+    check_replaceable(path, what=REPORT_FILE, error=WorkspaceError)  # never a file mmal stamps
     return write_text_atomic(path, text)

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.atomic import atomic_open
+from mmal.atomic import atomic_open, check_replaceable
+from mmal.errors import WorkspaceError
 from mmal.report.collect import RunData
 from mmal.report.tables import PairwiseTTests, Row, mean_std
+
+#: What a report writes, for the message when its name is taken by another kind of file.
+REPORT_FILE = "an mmal report file (tables, plots, index.html)"
 
 FIXED_COLORS = {"bmmal": "#d62728", "badge": "#1f77b4", "random": "#7f7f7f"}
 _TAB10 = ["#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -182,6 +186,7 @@ def _integer_rounds(ax) -> None:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
+    check_replaceable(path, what=REPORT_FILE, error=WorkspaceError)  # never a file mmal stamps
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     _pyplot().close(fig)

@@ -174,13 +174,26 @@ def _publish(out: Path, ids: np.ndarray, provenance: dict, selection: Selection,
     """Write the diagnostics, then the index file that names them; under the output's lock."""
     if out.exists() and not overwrite:  # again: a concurrent select may have won meanwhile
         raise IndexFileError(f"{out}: already exists; pass --force to replace it")
-    diag = _write_diagnostics(diagnostics_path(out), selection, cache, name)
+    target = diagnostics_path(out)
+    # An older pair (--force) must stay a pair if the new index cannot be written: keep the
+    # old diagnostics under a second name until the new index is in place.
+    backup = target.with_name(f".{target.name}.{os.getpid()}.previous")
+    kept = out.exists() and target.is_file() and not target.is_symlink()
+    if kept:
+        backup.unlink(missing_ok=True)
+        os.link(target, backup)
     try:
-        write_index(out, ids, kind="selection", provenance=provenance, overwrite=overwrite)
-    except BaseException:
-        if not out.exists():  # an older index (--force) still names a diagnostics file: keep it
-            diag.unlink(missing_ok=True)
-        raise
+        diag = _write_diagnostics(target, selection, cache, name)
+        try:
+            write_index(out, ids, kind="selection", provenance=provenance, overwrite=overwrite)
+        except BaseException:
+            if kept:
+                os.replace(backup, target)  # the older index names these again
+            else:
+                diag.unlink(missing_ok=True)
+            raise
+    finally:
+        backup.unlink(missing_ok=True)
 
 
 def _check_budget(cache: Cache, budget: Any) -> None:

@@ -214,6 +214,17 @@ def test_no_balance_summary_no_weaker_weight_plot(tmp_path):
     assert any("weaker_weight.png not written" in w for w in report.warnings)
 
 
+@pytest.mark.parametrize("name", ["results.csv", "accuracy.png"])
+def test_a_report_never_overwrites_a_file_mmal_stamps(tmp_path, name):
+    _write_run(tmp_path)
+    out = tmp_path / "out"
+    taken = write_index(out / name, np.array([1, 2]), kind="labeled", provenance={})
+    before = taken.read_bytes()
+    with pytest.raises(WorkspaceError, match=f"{name}: .*an mmal report file"):
+        make_report(tmp_path, out)
+    assert taken.read_bytes() == before
+
+
 def test_report_without_a_run_is_a_one_line_error(tmp_path):
     (tmp_path / "mmal.toml").write_text("")
     with pytest.raises(WorkspaceError, match="has no runs/ folder; run `mmal run"):

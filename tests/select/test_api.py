@@ -68,6 +68,27 @@ def test_provenance_records_the_effective_defaults(cache_factory, tmp_path, stra
     assert DEFAULT_BLOCK_SIZE == 128  # the default docs/selection.md states
 
 
+def test_a_forced_select_whose_index_cannot_be_written_leaves_the_older_pair(
+        cache_factory, tmp_path, monkeypatch):
+    import errno
+
+    import mmal.select.api as api
+
+    path, out = cache_factory("concat2"), tmp_path / "pick.json"
+    select(path, "bmmal", 4, out=out)
+    before = (out.read_bytes(), diagnostics_path(out).read_bytes())
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(api, "write_index", full_disk)
+    with pytest.raises(OSError):
+        select(path, "badge", 4, out=out, overwrite=True)
+    assert (out.read_bytes(), diagnostics_path(out).read_bytes()) == before  # still a pair
+    assert sorted(p.name for p in tmp_path.iterdir() if "pick" in p.name) == [
+        ".pick.json.lock", "pick.diagnostics.npz", "pick.json"]  # and no backup left behind
+
+
 def test_diagnostics_file_is_aligned_with_unlabeled_ids(cache_factory, tmp_path):
     path = cache_factory("concat2")
     index = select(path, "bmmal", 4, out=tmp_path / "pick.json")
