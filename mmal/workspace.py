@@ -45,6 +45,7 @@ from mmal.errors import ConfigError, DataError, IndexFileError, MmalError, Works
 from mmal.fingerprint import check_model_fingerprint
 from mmal.labels import apply_labels, has_label, read_labels_file
 from mmal.lock import folder_lock, hold, is_lock_file
+from mmal.stamp import METRICS, read_stamped_json
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,15 @@ def load_workspace_config(workspace: str | os.PathLike) -> Config:
     return load_config(path)
 
 
+def read_metrics(path: str | os.PathLike) -> dict:
+    """A round's ``metrics.json`` (written by ``mmal train``), its stamp checked.
+
+    WorkspaceError naming the file, and to retrain, when it is not one.
+    """
+    return read_stamped_json(path, METRICS, error=WorkspaceError,
+                             fix="retrain the round with `mmal train --force`")
+
+
 def refuse_overwrite(path: Path, force: bool, fix: str, *,
                      error: type[MmalError] = WorkspaceError, why: str = "",
                      what: str = "an output of its kind",
@@ -227,9 +237,9 @@ class Round:
         """
         return read_labeled(self.workspace, self.number, pool=self.pool("train"))
 
-    @property
+    @cached_property
     def labeled_rows(self) -> np.ndarray:
-        """(n,) int64 train-pool rows of :attr:`labeled`."""
+        """(n,) int64 train-pool rows of :attr:`labeled` (computed once, like it)."""
         return self.pool("train").rows(self.labeled)
 
     def human_labels(self) -> dict[int, list[str]]:

@@ -53,13 +53,14 @@ from mmal.loop.tensorboard import require_tensorboard, write_trajectory_events
 from mmal.seeds import selection_seed
 from mmal.select.api import select
 from mmal.select.registry import get_strategy
-from mmal.stamp import METRICS, RUN_PLAN, RUN_STATUS, read_stamped_json, stamped
+from mmal.stamp import RUN_PLAN, RUN_STATUS, stamped
 from mmal.workspace import (
     CONFIG_NAME,
     find_workspace,
     init_workspace,
     load_workspace_config,
     next_round,
+    read_metrics,
     round_paths,
 )
 
@@ -327,8 +328,7 @@ def round_paths_cache(folder: Path, r: int) -> Path:
 
 
 def _round_info(folder: Path, r: int) -> dict[str, Any]:
-    metrics = read_stamped_json(round_paths(folder, r).metrics, METRICS, error=WorkspaceError,
-                                fix="retrain the round with `mmal train --force`")
+    metrics = read_metrics(round_paths(folder, r).metrics)
     return {"top1": metrics["test"]["top1"], "num_labeled": metrics["num_labeled"]}
 
 

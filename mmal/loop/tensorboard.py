@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmal.errors import WorkspaceError
 from mmal.loop.layout import RunLayout
-from mmal.stamp import METRICS, read_stamped_json
-from mmal.workspace import list_rounds, round_paths
+from mmal.workspace import list_rounds, read_metrics, round_paths
 
 # mmal.train is imported inside the functions: it loads torch, and `mmal report` imports
 # this package without training anything.
@@ -42,8 +40,7 @@ def write_trajectory_events(layout: RunLayout, strategy: str, seed: int) -> Path
     for r in list_rounds(folder):
         path = round_paths(folder, r).metrics
         if path.is_file():
-            metrics = read_stamped_json(path, METRICS, error=WorkspaceError,
-                                        fix="retrain the round with `mmal train --force`")
+            metrics = read_metrics(path)
             points.append((int(metrics["num_labeled"]), metric_scalars(metrics["test"])))
     out = layout.tensorboard(strategy, seed)
     writer = fresh_writer(out)

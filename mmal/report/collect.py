@@ -18,8 +18,7 @@ from typing import Any
 from mmal.cache.index import read_index
 from mmal.errors import IndexFileError, WorkspaceError
 from mmal.loop.layout import RunLayout
-from mmal.stamp import METRICS, read_stamped_json
-from mmal.workspace import list_rounds, round_paths
+from mmal.workspace import list_rounds, read_metrics, round_paths
 
 log = logging.getLogger(__name__)
 _RETRAIN = "retrain the round with `mmal train --force`"
@@ -139,7 +138,7 @@ def collect(workspace: str | os.PathLike) -> RunData:
 
 
 def _record(strategy: str, seed: int, r: int, paths, after) -> RoundRecord:
-    metrics = read_stamped_json(paths.metrics, METRICS, error=WorkspaceError, fix=_RETRAIN)
+    metrics = read_metrics(paths.metrics)
     try:
         test = metrics["test"]
         top1 = {k: float(v) for k, v in test["top1"].items()}

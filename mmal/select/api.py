@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -181,7 +182,10 @@ def _publish(out: Path, ids: np.ndarray, provenance: dict, selection: Selection,
     kept = out.exists() and target.is_file() and not target.is_symlink()
     if kept:
         backup.unlink(missing_ok=True)
-        os.link(target, backup)
+        try:
+            os.link(target, backup)
+        except OSError:  # a file system without hard links: keep a copy instead
+            shutil.copyfile(target, backup)
     try:
         diag = _write_diagnostics(target, selection, cache, name)
         try:
