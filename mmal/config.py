@@ -89,6 +89,11 @@ class ModalityConfig:
     dim: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def waveform(self) -> bool:
+        """Audio: the encoder takes (1, n) waveforms rather than (1, 257, T) spectrograms."""
+        return ENCODER_KINDS[self.encoder].waveform
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -296,6 +301,10 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
                          *opt_defaults))
         encoder = r.choice(t, f"{key}.encoder", encoder_names(kind), required=True)
         pretrained = r.get(t, f"{key}.pretrained", str, default=ModalityConfig.pretrained)
+        if not pretrained and ENCODER_KINDS[encoder].needs_pretrained:
+            raise r.error(f"{key}.pretrained", pretrained, f"the {encoder} encoder reads its "
+                          "architecture from a local model folder: point it at a folder "
+                          "holding config.json (and weights to start from them)")
         if pretrained:
             resolved = r.resolve(pretrained)
             if resolved.exists():

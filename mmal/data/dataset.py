@@ -43,7 +43,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
     - ``"label"``: int64 scalar tensor, or (K,) float32 multi-hot;
     - ``"inputs"``: modality name -> value: image (3, H, W) float32 ImageNet-
       normalized; text str; audio (1, 257, T) float32 log-magnitude
-      spectrogram; video (3, frames, H, W) float32; vector (D,) float32.
+      spectrogram, or (1, n) float32 waveform for encoders that take one
+      (``ModalityConfig.waveform``); video (3, frames, H, W) float32; vector (D,) float32.
 
     Call :meth:`set_epoch` before each training epoch (before creating the
     DataLoader iterator, so worker processes see it).
@@ -110,8 +111,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if m.kind == "image":
             return loaders.load_image(value, opt["image_size"], rng, sample=sample)
         if m.kind == "audio":
-            return loaders.load_audio(value, opt["sample_rate"], opt["clip_seconds"], rng,
-                                      sample=sample)
+            load = loaders.load_waveform if m.waveform else loaders.load_audio
+            return load(value, opt["sample_rate"], opt["clip_seconds"], rng, sample=sample)
         if m.kind == "video":
             return loaders.load_clip(value, opt["frames"], opt["image_size"], rng, sample=sample)
         raise DataError(f"modality {m.name!r}: unknown kind {m.kind!r}")

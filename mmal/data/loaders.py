@@ -246,8 +246,19 @@ def spectrogram(signal: np.ndarray) -> torch.Tensor:
 def load_audio(path: Path | EncodedSource, sample_rate: int, clip_seconds: float,
                rng: np.random.Generator | None, *, sample: str) -> torch.Tensor:
     """(1, 257, T) spectrogram of a ``clip_seconds`` window (random crop when ``rng`` is given)."""
+    return spectrogram(load_waveform(path, sample_rate, clip_seconds, rng, sample=sample)[0].numpy())
+
+
+def load_waveform(path: Path | EncodedSource, sample_rate: int, clip_seconds: float,
+                  rng: np.random.Generator | None, *, sample: str) -> torch.Tensor:
+    """(1, n) float32 waveform of a ``clip_seconds`` window, n = round(clip_seconds * sample_rate).
+
+    The window of :func:`load_audio` (random crop when ``rng`` is given), before
+    any spectrogram: for encoders that compute their own features.
+    """
     signal = read_wav(path, sample_rate, sample=sample)
-    return spectrogram(crop_audio(signal, int(round(clip_seconds * sample_rate)), rng))
+    window = crop_audio(signal, int(round(clip_seconds * sample_rate)), rng)
+    return torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).unsqueeze(0)
 
 
 # ----------------------------------------------------------------------------- text, vectors

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mmal.data import vector_dim
+from mmal.models.kinds import ENCODER_KINDS, MODEL
 
 if TYPE_CHECKING:
     from mmal.config import Config
@@ -47,16 +48,17 @@ def model_from_checkpoint(ckpt: dict[str, Any], config: Config) -> MultimodalMod
     are built without reading pretrained files and, where the state dict covers
     every tensor, on the meta device (no random initialisation: that costs about
     as much as a forward pass over a few hundred samples for a ResNet-101) with
-    the checkpoint's tensors assigned in place. Models with a text encoder are
-    built normally: transformers refuses to load weights under the meta device,
-    and its models hold non-persistent buffers a state dict does not carry.
+    the checkpoint's tensors assigned in place. Models with a transformers
+    encoder (text, ``vit``, ``ast``, ...) are built normally: transformers
+    refuses to load weights under the meta device, and its models hold
+    non-persistent buffers a state dict does not carry.
     """
     import torch  # deferred like MultimodalModel: see __getattr__
 
     from mmal.models.model import MultimodalModel
 
     args = (config, int(ckpt["num_classes"]), ckpt["input_dims"])
-    if not any(m.kind == "text" for m in config.modalities):
+    if not any(ENCODER_KINDS[m.encoder].pretrained == MODEL for m in config.modalities):
         with torch.device("meta"):
             model = MultimodalModel(*args, load_weights=False)
         if _state_covers_everything(model):

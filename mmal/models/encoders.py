@@ -11,6 +11,13 @@ here; :func:`build_encoder` dispatches through it. Every encoder has an
   input (B, 1, F, T) spectrograms; ``pretrained`` = a state dict.
 - video ``r2plus1d_18``: torchvision R(2+1)D-18 without its classifier, input
   (B, 3, T, H, W); ``pretrained`` = a state dict.
+- image ``vit|clip-vision``: a transformers ViT or CLIP vision tower from a
+  local model folder, input (B, 3, S, S) like the ResNets (renormalized
+  inside); features = ViT's CLS token, CLIP's pooled output
+  (:class:`HFImageEncoder`).
+- audio ``ast|wav2vec2``: a transformers AST or wav2vec2-style model from a
+  local model folder, input (B, 1, n) waveforms; features = AST's pooled
+  output, wav2vec2's mean over time frames (:class:`HFAudioEncoder`).
 - text ``bert``: a transformers encoder (BERT-style) with its tokenizer, input a
   list of B strings, features = mean of the last hidden states over real tokens.
   ``pretrained`` = a local model folder (weights loaded when the folder has them,
@@ -22,8 +29,11 @@ here; :func:`build_encoder` dispatches through it. Every encoder has an
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +41,16 @@ import torch
 from torch import nn
 
 from mmal.config import ModalityConfig
+from mmal.data.loaders import IMAGENET_MEAN, IMAGENET_STD
 from mmal.errors import ConfigError, one_line
-from mmal.models.kinds import ENCODER_KINDS, STATE_DICT
+from mmal.models.kinds import ENCODER_KINDS, STATE_DICT, has_hf_weights
 
 MLP_DEFAULT_DIM = 128
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                 "pytorch_model.bin.index.json")
+# (image_mean, image_std) of each transformers vision family, for a folder without
+# preprocessor_config.json: what ViTImageProcessor and CLIPImageProcessor default to.
+_IMAGE_STATS = {"vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                "clip-vision": ((0.48145466, 0.4578275, 0.40821073),
+                                (0.26862954, 0.26130258, 0.27577711))}
 
 
 def build_encoder(modality: ModalityConfig, *, input_dim: int | None = None,
@@ -88,6 +102,16 @@ def build_text(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
                        name=modality.name)
 
 
+def build_hf_image(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Image: a transformers vision model from ``pretrained`` (see :class:`HFImageEncoder`)."""
+    return HFImageEncoder(modality)
+
+
+def build_hf_audio(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
+    """Audio: a transformers audio model from ``pretrained`` (see :class:`HFAudioEncoder`)."""
+    return HFAudioEncoder(modality)
+
+
 def build_mlp(modality: ModalityConfig, input_dim: int | None) -> nn.Module:
     """Vector: :class:`MLPEncoder` of width ``dim`` (default 128)."""
     if input_dim is None:
@@ -113,35 +137,14 @@ class TextEncoder(nn.Module):
     def __init__(self, pretrained: str, *, max_tokens: int, name: str):
         super().__init__()
         # deferred: transformers takes seconds to import and only text modalities need it
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         source = pretrained or str(bundled_minilm())
-        key = f"modalities.{name}.pretrained"
-        try:
+        with _loading(f"modalities.{name}.pretrained", pretrained, "text model and tokenizer",
+                      "text model", "a folder with config.json and the tokenizer files"):
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-            if pretrained and _has_weights(source):
-                self.model = AutoModel.from_pretrained(source, local_files_only=True)
-            elif pretrained and not Path(source).is_dir():  # a name in the local HF cache
-                self.model = AutoModel.from_pretrained(source, local_files_only=True)
-            else:
-                self.model = AutoModel.from_config(AutoConfig.from_pretrained(source,
-                                                                              local_files_only=True))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load a local text model "
-                              f"and tokenizer ({one_line(exc, limit=200)}); point it at a folder with config.json "
-                              "and the tokenizer files") from None
-        except pickle.UnpicklingError:
-            # torch's weights-only unpickler refused the file; never retry it unsafely
-            raise ConfigError(f"key '{key}' is {pretrained!r}: torch will not load its "
-                              "pytorch_model.bin safely (a pickle holding more than tensors, or "
-                              "a damaged file), and mmal never unpickles code; if you trust the "
-                              "file, convert it to model.safetensors yourself (torch.load with "
-                              "weights_only=False, then safetensors.torch.save_file), else use "
-                              "other weights") from None
-        except Exception as exc:  # torch, safetensors and tokenizers raise many types
-            raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load the local text model "
-                              f"({_described(exc)}); replace the damaged file, or point it at "
-                              "another model folder") from None
+            # "" = the bundled MiniLM's architecture only, whatever files its folder holds
+            self.model = _hf_model(AutoModel, source, weights=bool(pretrained))
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
 
@@ -154,6 +157,114 @@ class TextEncoder(nn.Module):
         hidden = self.model(**tok).last_hidden_state
         mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class HFImageEncoder(nn.Module):
+    """(B, 3, S, S) ImageNet-normalized images -> (B, hidden): a transformers vision model.
+
+    ``vit``: a ``ViTModel`` (no pooler), features = the CLS token of the last
+    hidden state after the final layer norm, what ViT's classifier reads.
+    ``clip-vision``: a ``CLIPVisionModel`` (the folder of a whole CLIP model
+    works too), features = its pooled output, the post-layer-norm CLS token
+    that CLIP projects into its joint space. The images arrive normalized
+    with ImageNet statistics (the image pipeline's); they are renormalized
+    here with the model's own ``image_mean`` and ``image_std`` (from the
+    folder's ``preprocessor_config.json``, else the family's defaults), an
+    exact affine map. S must be the model's ``image_size``.
+    """
+
+    def __init__(self, modality: ModalityConfig):
+        super().__init__()
+        # deferred: transformers takes seconds to import; see TextEncoder
+        from transformers import CLIPVisionModel, ViTModel
+
+        key = f"modalities.{modality.name}.pretrained"
+        cls, kwargs = ((ViTModel, {"add_pooling_layer": False}) if modality.encoder == "vit"
+                       else (CLIPVisionModel, {}))
+        with _loading(key, modality.pretrained, f"{modality.encoder} model", "vision model",
+                      "a model folder with config.json"):
+            self.model = _hf_model(cls, modality.pretrained, **kwargs)
+        self.pooled = modality.encoder != "vit"
+        size = int(self.model.config.image_size)
+        if modality.options["image_size"] != size:
+            raise ConfigError(f"key 'modalities.{modality.name}.image_size' is "
+                              f"{modality.options['image_size']}; the model in "
+                              f"{modality.pretrained} takes {size}-pixel images: set it to {size}")
+        pre = _preprocessor_config(modality.pretrained)
+        mean, std = _IMAGE_STATS[modality.encoder]
+        # x_model = (x_raw - mean) / std with x_raw = x * imagenet_std + imagenet_mean
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(pre.get("image_std", std))
+        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(pre.get("image_mean", mean))) \
+            / torch.tensor(pre.get("image_std", std))
+        self.register_buffer("scale", scale.view(1, 3, 1, 1).float(), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1).float(), persistent=False)
+        self.out_dim = int(self.model.config.hidden_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=images * self.scale + self.shift)
+        return out.pooler_output if self.pooled else out.last_hidden_state[:, 0]
+
+
+class HFAudioEncoder(nn.Module):
+    """(B, 1, n) waveforms at ``sample_rate`` -> (B, hidden): a transformers audio model.
+
+    ``ast``: an ``ASTModel``; each waveform becomes the model's log-mel
+    filterbank with the folder's feature extractor (``ASTFeatureExtractor``:
+    Kaldi-style fbank, padded or cut to ``max_length`` frames, normalized),
+    features = its pooled output, the mean of the CLS and distillation tokens
+    after the final layer norm (what AST's classifier reads). ``wav2vec2``:
+    any model ``AutoModel`` reads from the folder that takes raw audio
+    (wav2vec2, HuBERT, WavLM), each waveform normalized to zero mean and unit
+    variance when the feature extractor says ``do_normalize``, features = the
+    mean of the last hidden state over time frames. ``sample_rate`` must be the
+    feature extractor's ``sampling_rate``.
+    """
+
+    def __init__(self, modality: ModalityConfig):
+        super().__init__()
+        # deferred: transformers takes seconds to import; see TextEncoder
+        from transformers import (
+            ASTFeatureExtractor,
+            ASTModel,
+            AutoFeatureExtractor,
+            AutoModel,
+            Wav2Vec2FeatureExtractor,
+        )
+
+        key = f"modalities.{modality.name}.pretrained"
+        is_ast = modality.encoder == "ast"
+        with _loading(key, modality.pretrained, f"{modality.encoder} model", "audio model",
+                      "a model folder with config.json"):
+            self.model = _hf_model(ASTModel if is_ast else AutoModel, modality.pretrained)
+            if (Path(modality.pretrained) / "preprocessor_config.json").is_file():
+                extractor = AutoFeatureExtractor.from_pretrained(modality.pretrained,
+                                                                 local_files_only=True)
+            elif is_ast:  # the family's defaults, sized like the model
+                cfg = self.model.config
+                extractor = ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins,
+                                                max_length=cfg.max_length)
+            else:
+                extractor = Wav2Vec2FeatureExtractor()
+        rate = int(extractor.sampling_rate)
+        if modality.options["sample_rate"] != rate:
+            raise ConfigError(f"key 'modalities.{modality.name}.sample_rate' is "
+                              f"{modality.options['sample_rate']}; the model in "
+                              f"{modality.pretrained} takes audio at {rate} Hz: set it to {rate}")
+        self.extractor = extractor if is_ast else None
+        self.normalize = bool(getattr(extractor, "do_normalize", False))
+        self.rate = rate
+        self.out_dim = int(self.model.config.hidden_size)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        x = waves.reshape(waves.shape[0], -1)
+        if self.extractor is not None:  # AST: fbank features on the CPU, per waveform
+            feats = self.extractor([w for w in x.detach().float().cpu().numpy()],
+                                   sampling_rate=self.rate, return_tensors="pt")
+            return self.model(input_values=feats["input_values"].to(x.device)).pooler_output
+        if self.normalize:  # as Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+            x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False,
+                                                                keepdim=True) + 1e-7)
+        return self.model(input_values=x).last_hidden_state.mean(1)
 
 
 def bundled_minilm() -> Path:
@@ -216,13 +327,62 @@ def _described(exc: BaseException) -> str:
     return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
-def _has_weights(folder: str) -> bool:
-    return Path(folder).is_dir() and any((Path(folder) / f).exists() for f in _WEIGHT_FILES)
+@contextlib.contextmanager
+def _loading(key: str, pretrained: str, what: str, short: str, fix: str) -> Iterator[None]:
+    """Turn what loading a local transformers model raises into one-line ConfigErrors."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load a local {what} "
+                          f"({one_line(exc, limit=200)}); point it at {fix}") from None
+    except pickle.UnpicklingError:
+        # torch's weights-only unpickler refused the file; never retry it unsafely
+        raise ConfigError(f"key '{key}' is {pretrained!r}: torch will not load its "
+                          "pytorch_model.bin safely (a pickle holding more than tensors, or "
+                          "a damaged file), and mmal never unpickles code; if you trust the "
+                          "file, convert it to model.safetensors yourself (torch.load with "
+                          "weights_only=False, then safetensors.torch.save_file), else use "
+                          "other weights") from None
+    except Exception as exc:  # torch, safetensors and tokenizers raise many types
+        raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load the local {short} "
+                          f"({_described(exc)}); replace the damaged file, or point it at "
+                          "another model folder") from None
+
+
+def _hf_model(cls: Any, source: str, *, weights: bool = True, **kwargs: Any) -> nn.Module:
+    """A transformers model from a local folder or cached name, offline.
+
+    The folder's weights when it has them (and ``weights``), else its
+    architecture (``config.json``) with random weights; a name that is not a
+    folder is read from the local Hugging Face cache.
+    """
+    from transformers import AutoConfig  # deferred: see TextEncoder
+
+    if weights and (has_hf_weights(source) or not Path(source).is_dir()):
+        return cls.from_pretrained(source, local_files_only=True, **kwargs)
+    config_cls = getattr(cls, "config_class", None) or AutoConfig
+    config = config_cls.from_pretrained(source, local_files_only=True)
+    build = getattr(cls, "from_config", None) or cls._from_config  # Auto* or a model class
+    return build(config, **kwargs)
+
+
+def _preprocessor_config(folder: str) -> dict[str, Any]:
+    """The folder's ``preprocessor_config.json`` (image statistics), or {} without one."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({one_line(exc, limit=200)}); fix or "
+                          "remove the file") from None
 
 
 # The builders ENCODER_KINDS rows name (by name: that table stays torch-free for mmal.config).
 _BUILDERS = {f.__name__: f for f in (build_resnet, build_audio_resnet, build_r2plus1d, build_text,
-                                     build_mlp)}
+                                     build_hf_image, build_hf_audio, build_mlp)}
 
 
 def describe(modality: ModalityConfig) -> dict[str, Any]:

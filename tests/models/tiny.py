@@ -34,6 +34,57 @@ def tiny_bert(folder: Path) -> Path:
     return folder
 
 
+#: Sizes of the tiny transformers models below: width 16, one layer, two heads.
+TINY_HF = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "intermediate_size": 32}
+
+
+def tiny_hf(folder: Path, encoder: str, *, image_size: int = 32, sample_rate: int = 8000,
+            weights: bool = True) -> Path:
+    """Write a random-weight tiny model for ``encoder`` (vit, clip-vision, ast, wav2vec2).
+
+    ``weights=False`` writes the configs only (config.json and, for audio,
+    preprocessor_config.json): a folder that gives the architecture alone.
+    """
+    import torch
+    from transformers import (
+        ASTConfig,
+        ASTFeatureExtractor,
+        ASTModel,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        ViTConfig,
+        ViTModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
+
+    torch.manual_seed(sum(map(ord, encoder)))
+    vision = {"image_size": image_size, "patch_size": 8, **TINY_HF}
+    if encoder == "vit":
+        model = ViTModel(ViTConfig(**vision), add_pooling_layer=False)
+    elif encoder == "clip-vision":
+        model = CLIPVisionModel(CLIPVisionConfig(**vision, projection_dim=8))
+    elif encoder == "ast":
+        model = ASTModel(ASTConfig(**TINY_HF, num_mel_bins=16, max_length=48, frequency_stride=10,
+                                   time_stride=10))
+        ASTFeatureExtractor(num_mel_bins=16, max_length=48,
+                            sampling_rate=sample_rate).save_pretrained(folder)
+    elif encoder == "wav2vec2":
+        model = Wav2Vec2Model(Wav2Vec2Config(**TINY_HF, conv_dim=(8, 8), conv_stride=(5, 4),
+                                             conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+                                             num_conv_pos_embedding_groups=2))
+        Wav2Vec2FeatureExtractor(sampling_rate=sample_rate).save_pretrained(folder)
+    else:
+        raise ValueError(encoder)
+    if weights:
+        model.save_pretrained(folder)
+    else:
+        model.config.save_pretrained(folder)
+    return folder
+
+
 def make_workspace(tmp_path: Path, layout: str, *, overrides: Mapping[str, Mapping[str, Any]]
                    | None = None, **kwargs: Any) -> Path:
     """A workspace ``tmp_path/ws`` over a tiny ``layout`` dataset; returns its path.
