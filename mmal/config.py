@@ -17,12 +17,13 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmal.cache.schema import FUSED_NAME, FUSIONS
 from mmal.data.kinds import DATASET_KINDS
+from mmal.data.pool import DatasetKind
 from mmal.errors import ConfigError
 from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
 
@@ -39,6 +40,17 @@ MODALITY_OPTIONS: dict[str, dict[str, Any]] = {
     "video": {"frames": 5, "image_size": 112},
     "vector": {},
 }
+#: The random augmentations of each modality kind while training, in the order they are
+#: drawn (``modalities.<name>.augment`` picks among them; docs/config.md says what each does).
+AUGMENTATIONS: dict[str, tuple[str, ...]] = {
+    "image": ("crop", "flip"),
+    "video": ("frames", "crop", "flip"),
+    "audio": ("crop",),
+    "text": (),
+    "vector": (),
+}
+#: The [dataset] keys every kind has, and those a kind may not (DatasetKind.keys).
+DATASET_KEYS = ("kind", "root", "train", "test", "classes", "multi_label")
 #: Upper bounds of integer keys: far above any real use, low enough that a typo such as
 #: ``epochs = 9223372036854775807`` is an error instead of a run that never ends.
 MAX_DIM = 65536
@@ -78,7 +90,10 @@ class ModalityConfig:
     ``options`` holds the kind-specific keys with defaults filled in:
     image ``image_size``; text ``max_tokens``; audio ``sample_rate``,
     ``clip_seconds``; video ``frames``, ``image_size``; plus ``column``
-    (manifest column, default the modality name).
+    (default the modality name) where the dataset kind reads columns
+    (manifest, hf). ``augment`` is the modality's own choice among
+    :data:`AUGMENTATIONS` of its kind, or None: as ``train.augment`` says
+    (see :meth:`Config.augmentations`).
     """
 
     name: str
@@ -88,6 +103,7 @@ class ModalityConfig:
     freeze: bool = False
     dim: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    augment: tuple[str, ...] | None = None
 
     @property
     def waveform(self) -> bool:
@@ -112,7 +128,7 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adamw"
     lr: float = 1e-3
-    encoder_lr: float = 1e-4
+    encoder_lr: float | None = None  # None: per encoder, see mmal.models.kinds.encoder_lr
     weight_decay: float = 1e-4
     num_workers: int = 0
     augment: bool = True
@@ -152,6 +168,16 @@ class Config:
             if m.name == name:
                 return m
         raise KeyError(name)
+
+    def augmentations(self) -> dict[str, tuple[str, ...]]:
+        """Modality name -> the random augmentations training applies to it.
+
+        ``modalities.<name>.augment`` when set, else every augmentation of the
+        modality's kind (:data:`AUGMENTATIONS`) if ``train.augment``, else none.
+        """
+        return {m.name: m.augment if m.augment is not None
+                else AUGMENTATIONS[m.kind] if self.train.augment else ()
+                for m in self.modalities}
 
     def to_dict(self, *, logging: bool = True) -> dict[str, Any]:
         """Plain nested dict of str/int/float/bool/list (TOML- and checkpoint-safe).
@@ -217,20 +243,23 @@ def dump_config(config: Config, *, header: str = "") -> str:
     """TOML text of ``config`` with every key explicit; ``load_config`` reads it back equal."""
     data = config.to_dict()
     lines = [f"# {line}" for line in header.splitlines()] if header else []
+    # TOML has no null: a key left unset (None, e.g. train.encoder_lr) is left out
     for section in ("dataset", "model", "train", "al"):
-        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}"
+                                         for k, v in data[section].items() if v is not None]
     for name, table in data["modalities"].items():
         lines += ["", f"[modalities.{_toml_key(name)}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
 # ----------------------------------------------------------------------------- sections
 
 def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
-    fixed = tuple(f.name for f in fields(DatasetConfig) if f.name != "options")
-    r.known(t, "dataset", fixed + tuple(k for kind in DATASET_KINDS.values() for k in kind.options))
+    options = tuple(dict.fromkeys(k for kind in DATASET_KINDS.values() for k in kind.options))
+    r.known(t, "dataset", DATASET_KEYS + options)
     kind = DATASET_KINDS[r.choice(t, "dataset.kind", tuple(DATASET_KINDS), required=True)]
+    t = _without_foreign_keys(r, t, kind)
     root = r.get(t, "dataset.root", str, required=kind.needs_root)
     root_path = None
     if root is not None:
@@ -249,7 +278,7 @@ def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
         classes = tuple(classes)
     elif not isinstance(classes, str):
         raise r.type_error("dataset.classes", classes, "a string (file name) or a list of strings")
-    options = _dataset_options(r, t)
+    options = _dataset_options(r, t, kind)
     return DatasetConfig(
         kind=kind.name, root=root_path,
         train=r.get(t, "dataset.train", str, default=train),
@@ -260,17 +289,51 @@ def _dataset(r: _Reader, t: dict[str, Any]) -> DatasetConfig:
     )
 
 
-def _dataset_options(r: _Reader, t: dict[str, Any]) -> dict[str, Any]:
-    """Every kind's extra ``[dataset]`` keys, checked by their kind, typed like their defaults."""
-    out: dict[str, Any] = {}
-    for kind in DATASET_KINDS.values():
-        values = {key: _option(r, t, f"dataset.{key}", default)
-                  for key, default in kind.options.items()}
-        problem = kind.check_options(values) if kind.check_options else None
-        if problem:
-            raise r.error(*problem)
-        out.update({key: type(kind.options[key])(v) for key, v in values.items()})
-    return out
+def _dataset_options(r: _Reader, t: dict[str, Any], kind: DatasetKind) -> dict[str, Any]:
+    """The kind's extra ``[dataset]`` keys, checked by the kind, typed like their defaults."""
+    values = {key: _option(r, t, f"dataset.{key}", default)
+              for key, default in kind.options.items()}
+    problem = kind.check_options(values) if kind.check_options else None
+    if problem:
+        raise r.error(*problem)
+    return {key: type(kind.options[key])(v) for key, v in values.items()}
+
+
+def _without_foreign_keys(r: _Reader, t: dict[str, Any], kind: DatasetKind) -> dict[str, Any]:
+    """``[dataset]`` less the keys of other kinds, which must hold their default.
+
+    A key that does not apply to ``kind`` is an error unless it holds its
+    default: what ``mmal init`` wrote into every workspace before it wrote only
+    the kind's keys, so those workspaces keep loading (to the same config).
+    """
+    own = set(kind.keys) | set(kind.options) | {"kind"}
+    kept = {}
+    for key, value in t.items():
+        if key in own:
+            kept[key] = value
+            continue
+        owners = [k for k in DATASET_KINDS.values() if key in k.keys or key in k.options]
+        defaults = ([_common_default(kind, key)] if key in DATASET_KEYS
+                    else [_plain(k.options[key]) for k in owners])
+        if value not in defaults:
+            raise r.error(f"dataset.{key}", value, f"applies to dataset "
+                          f"{_kinds_named([k.name for k in owners])} only, not {kind.name}; "
+                          "remove it")
+    return kept
+
+
+def _common_default(kind: DatasetKind, key: str) -> Any:
+    """Default of the common ``[dataset]`` key ``key`` for ``kind`` (its files, or False)."""
+    files = dict(zip(("train", "test", "classes"), kind.files, strict=True))
+    return files.get(key, False if key == "multi_label" else None)
+
+
+def _kinds_named(names: list[str]) -> str:
+    return ("kind " if len(names) == 1 else "kinds ") + ", ".join(names)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _option(r: _Reader, t: dict[str, Any], key: str, default: Any) -> Any:
@@ -297,7 +360,7 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
             raise r.error(key, name, f"'{FUSED_NAME}' names the fused logits; rename the modality")
         kind = r.choice(t, f"{key}.kind", MODALITY_KINDS, required=True)
         opt_defaults = dict(MODALITY_OPTIONS[kind])
-        r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column",
+        r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column", "augment",
                          *opt_defaults))
         encoder = r.choice(t, f"{key}.encoder", encoder_names(kind), required=True)
         pretrained = r.get(t, f"{key}.pretrained", str, default=ModalityConfig.pretrained)
@@ -316,7 +379,14 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         if dim < 0:
             raise r.error(f"{key}.dim", dim, "must be >= 0 (0 = encoder default)")
         r.at_most(f"{key}.dim", dim, MAX_DIM)
-        options: dict[str, Any] = {"column": r.get(t, f"{key}.column", str, default=name)}
+        options: dict[str, Any] = {}
+        column = r.get(t, f"{key}.column", str, default=name)
+        if DATASET_KINDS[dataset.kind].columns:
+            options["column"] = column
+        elif column != name:  # the default: what mmal init wrote whatever the kind
+            owners = [k.name for k in DATASET_KINDS.values() if k.columns]
+            raise r.error(f"{key}.column", column, f"applies to dataset {_kinds_named(owners)} "
+                          f"only, not {dataset.kind}; remove it")
         for opt, default in opt_defaults.items():
             value = r.number(t, f"{key}.{opt}", default=default,
                              integer=isinstance(default, int))
@@ -327,9 +397,27 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         out.append(ModalityConfig(name=name, kind=kind, encoder=encoder, pretrained=pretrained,
                                   freeze=r.get(t, f"{key}.freeze", bool,
                                                default=ModalityConfig.freeze),
-                                  dim=dim, options=options))
+                                  dim=dim, options=options,
+                                  augment=_augment(r, t, f"{key}.augment", kind)))
     _check_modalities_fit_dataset(r, dataset, out)
     return tuple(out)
+
+
+def _augment(r: _Reader, t: dict[str, Any], key: str, kind: str) -> tuple[str, ...] | None:
+    """``modalities.<name>.augment``: None (unset), or the chosen augmentations in draw order."""
+    value = t.get("augment")
+    if value is None:
+        return None
+    names = AUGMENTATIONS[kind]
+    if isinstance(value, bool):
+        return names if value else ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise r.type_error(key, value, "true, false or a list of augmentation names")
+    for v in value:
+        if v not in names:
+            choose = f"choose among {', '.join(names)}" if names else "use false"
+            raise r.error(key, value, f"{kind} modalities have no augmentation {v!r}; {choose}")
+    return tuple(n for n in names if n in value)
 
 
 def _check_modalities_fit_dataset(r: _Reader, dataset: DatasetConfig,
@@ -370,6 +458,9 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
             raise r.error(f"train.{key}", vals[key], f"must be >= {lo}")
         r.at_most(f"train.{key}", vals[key], hi)
     for key in ("lr", "encoder_lr", "weight_decay"):
+        if key == "encoder_lr" and t.get(key) is None:
+            vals[key] = None  # per encoder: lr from scratch, a fraction of it when pretrained
+            continue
         vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
         if vals[key] < 0:
             raise r.error(f"train.{key}", vals[key], "must be >= 0")
@@ -484,17 +575,21 @@ def _toml_type(value: Any) -> str:
 
 def _to_dict(config: Config) -> dict[str, Any]:
     d = config.dataset
+    applies = DATASET_KINDS[d.kind].keys  # only the kind's keys: nothing it would ignore
     dataset: dict[str, Any] = {"kind": d.kind}
     if d.root is not None:
         dataset["root"] = str(d.root)
-    dataset.update(train=d.train, test=d.test,
-                   classes=list(d.classes) if isinstance(d.classes, tuple) else d.classes,
-                   multi_label=d.multi_label)
-    dataset.update({k: list(v) if isinstance(v, tuple) else v for k, v in d.options.items()})
+    common = dict(train=d.train, test=d.test,
+                  classes=list(d.classes) if isinstance(d.classes, tuple) else d.classes,
+                  multi_label=d.multi_label)
+    dataset.update({k: v for k, v in common.items() if k in applies})
+    dataset.update({k: _plain(v) for k, v in d.options.items()})
     mods = {}
     for m in config.modalities:
         mods[m.name] = {"kind": m.kind, "encoder": m.encoder, "pretrained": m.pretrained,
                         "freeze": m.freeze, "dim": m.dim, **m.options}
+        if m.augment is not None:
+            mods[m.name]["augment"] = list(m.augment)
     return {
         "dataset": dataset,
         "modalities": mods,

@@ -67,15 +67,14 @@ def test_defaults_fill_every_optional_key(tmp_path):
     assert config.modality_names == ["strong", "weak"]
     assert config.dataset.kind == "uci-mfeat" and config.dataset.root is None
     assert config.dataset.options == {"views": ("fac", "fou"), "test_fraction": 0.2,
-                                      "standardize": True, "hf_name": "", "hf_config": "",
-                                      "label_column": "label", "id_column": ""}
+                                      "standardize": True}
     assert config.model.fusion == "concat" and config.model.dropout == 0.0
     assert (config.train.epochs, config.train.batch_size, config.train.optimizer) == (10, 32, "adamw")
     assert (config.al.initial_budget, config.al.budget, config.al.seed) == (100, 50, 0)
     weak = config.modality("weak")
     assert (weak.kind, weak.encoder, weak.dim, weak.freeze, weak.pretrained) == (
         "vector", "mlp", 32, False, "")
-    assert weak.options == {"column": "weak"}
+    assert weak.options == {} and weak.augment is None  # uci-mfeat reads no columns
 
 
 def test_values_and_kind_defaults(tmp_path):
@@ -88,7 +87,7 @@ def test_values_and_kind_defaults(tmp_path):
     assert text.options == {"column": "text", "max_tokens": 64}
     assert text.pretrained == "bert-base-uncased"  # not a path here: kept as a model name
     assert (config.model.fusion, config.model.fused_dim, config.model.dropout) == ("sum", 128, 0.2)
-    assert (config.train.epochs, config.train.lr, config.train.encoder_lr) == (3, 0.01, 1e-4)
+    assert (config.train.epochs, config.train.lr, config.train.encoder_lr) == (3, 0.01, None)
     assert (config.al.initial_budget, config.al.budget, config.al.seed) == (500, 250, 7)
 
 
@@ -133,7 +132,7 @@ BAD = [
     (_replace(UCI, 'kind = "uci-mfeat"\n', ""),
      "key 'dataset.kind' is missing; add it (see docs/config.md)"),
     (_replace(MANIFEST, 'encoder = "resnet50"', 'encoder = "resnet7"'),
-     "key 'modalities.image.encoder' is 'resnet7'; choose one of resnet18, resnet50, resnet101"),
+     "key 'modalities.image.encoder' is 'resnet7'; choose one of resnet18, resnet50, resnet101, vit, clip-vision"),
     (_replace(MANIFEST, 'encoder = "bert"', 'encoder = "resnet18"'),
      "key 'modalities.text.encoder' is 'resnet18'; choose one of bert"),
     (_replace(UCI, 'encoder = "mlp"\ndim = 32', "dim = 32"),
@@ -161,7 +160,7 @@ BAD = [
      "key 'train.tensorboard' is 'yes' (string); expected true or false"),
     (_replace(MANIFEST, "image_size = 64", "max_tokens = 64"),
      "key 'modalities.image.max_tokens' is unknown; known keys here: kind, encoder, "
-     "pretrained, freeze, dim, column, image_size (see docs/config.md)"),
+     "pretrained, freeze, dim, column, augment, image_size (see docs/config.md)"),
     (_replace(MANIFEST, "image_size = 64", "image_size = 4"),
      "key 'modalities.image.image_size' is 4; must lie in [16, 2048]"),
     (_replace(MANIFEST, 'fusion = "sum"', 'fusion = "attention"'),
@@ -251,13 +250,48 @@ def test_logging_keys_are_off_by_default_and_left_out_of_the_results_dict(tmp_pa
                                                      if k != "tensorboard"}}
 
 
-def test_dump_keeps_every_dataset_key_so_stored_configs_stay_comparable(tmp_path):
-    """mmal run compares stored seed configs as text; dropping keys broke resuming."""
-    text = _replace(MANIFEST, 'root = "data"', 'root = "data"\ntest_fraction = 0.5\nstandardize = false')
-    config = load_config(_write(tmp_path, text))
-    dumped = dump_config(config)
-    assert "test_fraction = 0.5" in dumped and "standardize = false" in dumped
-    assert load_config(_write(tmp_path, dumped, "again.toml")).to_dict() == config.to_dict()
+def test_dump_writes_only_the_keys_of_the_dataset_kind(tmp_path):
+    """A manifest workspace's mmal.toml carried uci-mfeat's views and standardize."""
+    for text, absent in ((MANIFEST, ("views", "standardize", "test_fraction", "hf_name")),
+                         (UCI, ("train =", "test =", "classes", "multi_label", "column",
+                                "hf_name", "label_column"))):
+        dumped = dump_config(load_config(_write(tmp_path, text)))
+        assert not [key for key in absent if key in dumped], dumped
+
+
+def test_a_config_mmal_init_wrote_with_every_kinds_keys_still_loads_to_the_same(tmp_path):
+    """Older mmal wrote every kind's keys at their defaults: those load, and compare equal."""
+    old = {"MANIFEST": _replace(MANIFEST, 'root = "data"', 'root = "data"\nviews = ["fac", "fou"]'
+                                '\ntest_fraction = 0.2\nstandardize = true\nhf_name = ""'),
+           "UCI": _replace(UCI, 'views = ["fac", "fou"]', 'views = ["fac", "fou"]\ntrain = ""\n'
+                           'test = ""\nclasses = ""\nmulti_label = false\nlabel_column = "label"')
+           .replace('dim = 32', 'dim = 32\ncolumn = "weak"')}
+    for text in (MANIFEST, UCI):
+        new = load_config(_write(tmp_path, text))
+        assert load_config(_write(tmp_path, old["UCI" if text is UCI else "MANIFEST"],
+                                  "old.toml")).to_dict() == new.to_dict()
+
+
+@pytest.mark.parametrize("base,old,new,message", [
+    (MANIFEST, 'root = "data"', 'root = "data"\nstandardize = false',
+     "key 'dataset.standardize' is False; applies to dataset kind uci-mfeat only, not manifest; "
+     "remove it"),
+    (MANIFEST, 'root = "data"', 'root = "data"\ntest_fraction = 0.5',
+     "key 'dataset.test_fraction' is 0.5; applies to dataset kinds uci-mfeat, hf only, not "
+     "manifest; remove it"),
+    (UCI, 'views = ["fac", "fou"]', 'views = ["fac", "fou"]\nmulti_label = true',
+     "key 'dataset.multi_label' is True; applies to dataset kinds manifest, food101, "
+     "kinetics-sound, vggsound, hf only, not uci-mfeat; remove it"),
+    (UCI, 'dim = 32', 'dim = 32\ncolumn = "x"',
+     "key 'modalities.weak.column' is 'x'; applies to dataset kinds manifest, hf only, not "
+     "uci-mfeat; remove it"),
+])
+def test_a_key_of_another_dataset_kind_that_would_do_something_is_an_error(tmp_path, base, old,
+                                                                          new, message):
+    path = _write(tmp_path, _replace(base, old, new))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_a_config_that_is_not_utf8_gives_one_line(tmp_path):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmal.data.parsing import assign_ids, class_list, encode_labels, is_unknown_label, split_label
-from mmal.data.pool import DatasetKind, Pool, Problem
+from mmal.data.pool import DatasetKind, Pool, Problem, check_fraction
 from mmal.data.uci import stratified_split
 from mmal.errors import DataError, one_line
 
@@ -209,13 +209,12 @@ def _check(dataset: DatasetConfig, modalities: Sequence[ModalityConfig]) -> Prob
     return None
 
 
-# With dataset.test = "", hf also reads dataset.test_fraction, which uci-mfeat declares
-# (every dataset accepts every kind's keys, and each key is declared once).
+# test_fraction: read with dataset.test = "" (uci-mfeat declares it too, with the same default).
 KIND = DatasetKind("hf", load_hf_pool, files=("train", "test", ""), needs_root=False,
-                   modality_kinds=("image", "audio", "text", "vector"),
+                   modality_kinds=("image", "audio", "text", "vector"), columns=True,
                    options={"hf_name": "", "hf_config": "", "label_column": "label",
-                            "id_column": ""},
-                   check=_check)
+                            "id_column": "", "test_fraction": 0.2},
+                   check_options=check_fraction, check=_check)
 
 
 # ----------------------------------------------------------------------------- opening

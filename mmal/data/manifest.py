@@ -61,7 +61,8 @@ def load_manifest_pool(config: Config, split: str) -> Pool:
                 origin=str(path), root=ds.root)
 
 
-KIND = DatasetKind("manifest", load_manifest_pool, files=("train.csv", "test.csv", "classes.txt"))
+KIND = DatasetKind("manifest", load_manifest_pool, files=("train.csv", "test.csv", "classes.txt"),
+                   columns=True)
 
 
 def read_manifest(path: Path) -> list[tuple[int, dict[str, Any]]]:

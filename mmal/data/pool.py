@@ -225,14 +225,20 @@ class DatasetKind:
         Whether ``dataset.root`` is required.
     modality_kinds : tuple of str or None
         The modality kinds a dataset of this kind holds; None: any.
+    keys : tuple of str
+        The common ``[dataset]`` keys (``root``, ``train``, ``test``,
+        ``classes``, ``multi_label``) that this kind reads.
+    columns : bool
+        Whether a modality names its column (``modalities.<name>.column``).
     options : dict
         Extra ``[dataset]`` keys of this kind and their defaults; a key's type
-        is its default's (a tuple default takes a TOML list). Every dataset
-        accepts every kind's options and a dumped config writes them all, so a
-        stored config keeps the same keys whatever its kind.
+        is its default's (a tuple default takes a TOML list). Two kinds may
+        declare the same key with the same default. A dataset reads only its
+        kind's keys and a dumped config writes only those; another kind's key
+        is an error unless it holds its default (older mmal wrote them all).
     check_options : callable or None
         ``check_options(values) -> Problem | None`` on the values of this kind's
-        options (run for every dataset, as every dataset accepts them).
+        options.
     check : callable or None
         ``check(dataset, modalities) -> Problem | None``: rules across keys,
         run for datasets of this kind only (uci-mfeat: one modality per view).
@@ -243,9 +249,18 @@ class DatasetKind:
     files: tuple[str, str, str] = ("", "", "")
     needs_root: bool = True
     modality_kinds: tuple[str, ...] | None = None
+    keys: tuple[str, ...] = ("root", "train", "test", "classes", "multi_label")
+    columns: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     check_options: Callable[[dict[str, Any]], Problem | None] | None = None
     check: Callable[[DatasetConfig, Sequence[ModalityConfig]], Problem | None] | None = None
+
+
+def check_fraction(values: dict[str, Any]) -> Problem | None:
+    """``test_fraction`` strictly between 0 and 1 (the kinds that hold a test share out)."""
+    if not 0 < values["test_fraction"] < 1:
+        return "dataset.test_fraction", values["test_fraction"], "must lie strictly between 0 and 1"
+    return None
 
 
 def _source_key(value: Any, root: str | None) -> str:

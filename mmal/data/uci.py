@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmal import seeds
-from mmal.data.pool import DatasetKind, Pool, Problem
+from mmal.data.pool import DatasetKind, Pool, Problem, check_fraction
 from mmal.errors import DataError
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ def _check_options(values: dict[str, Any]) -> Problem | None:
             return f"dataset.views[{i}]", v, f"choose one of {', '.join(VIEWS)}"
     if not views or len(set(views)) != len(views):
         return "dataset.views", views, "must list distinct views"
-    if not 0 < values["test_fraction"] < 1:
-        return "dataset.test_fraction", values["test_fraction"], "must lie strictly between 0 and 1"
-    return None
+    return check_fraction(values)
 
 
 def _check_one_modality_per_view(dataset: DatasetConfig,
@@ -85,6 +83,7 @@ def _check_one_modality_per_view(dataset: DatasetConfig,
 
 
 KIND = DatasetKind("uci-mfeat", load_uci_pool, needs_root=False, modality_kinds=("vector",),
+                   keys=("root",),
                    options={"views": ("fac", "fou"), "test_fraction": 0.2, "standardize": True},
                    check_options=_check_options, check=_check_one_modality_per_view)
 

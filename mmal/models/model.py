@@ -155,12 +155,24 @@ class MultimodalModel(nn.Module):
             self.encoders[name].eval()
         return self
 
-    def param_groups(self, *, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups: trainable encoder weights at ``encoder_lr``, the rest at ``lr``."""
-        enc = [p for p in self.encoders.parameters() if p.requires_grad]
+    def param_groups(self, *, lr: float, encoder_lr: float | Mapping[str, float],
+                     weight_decay: float) -> list[dict]:
+        """Optimizer groups: the fusion and heads at ``lr``, trainable encoder weights at theirs.
+
+        ``encoder_lr`` is one rate for every encoder, or modality -> rate
+        (:func:`mmal.models.kinds.encoder_lr`); encoders of equal rate share a
+        group, in modality order.
+        """
+        rates = encoder_lr if isinstance(encoder_lr, Mapping) else dict.fromkeys(
+            self.modalities, encoder_lr)
         enc_ids = {id(p) for p in self.encoders.parameters()}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in enc_ids]
         groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
-        if enc:
-            groups.append({"params": enc, "lr": encoder_lr, "weight_decay": weight_decay})
+        by_rate: dict[float, list] = {}
+        for m in self.modalities:
+            trainable = [p for p in self.encoders[m].parameters() if p.requires_grad]
+            if trainable:
+                by_rate.setdefault(float(rates[m]), []).extend(trainable)
+        groups += [{"params": params, "lr": rate, "weight_decay": weight_decay}
+                   for rate, params in by_rate.items()]
         return groups

@@ -50,6 +50,7 @@ from mmal.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from mmal.models.kinds import encoder_lr
 from mmal.models.runtime import inputs_to
 from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
@@ -149,7 +150,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
-    groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
+    rates = {m.name: encoder_lr(m, tc.lr, tc.encoder_lr) for m in config.modalities}
+    groups = model.param_groups(lr=tc.lr, encoder_lr=rates, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
     start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
                                    else (0, [], []))

@@ -12,7 +12,15 @@ import pytest
 from mmal.config import MODALITY_KINDS, ModalityConfig
 from mmal.errors import ConfigError
 from mmal.models import encoders
-from mmal.models.kinds import ENCODER_KINDS, MODEL, STATE_DICT, UNUSED, encoder_names
+from mmal.models.kinds import (
+    ENCODER_KINDS,
+    MODEL,
+    PRETRAINED_LR_FACTOR,
+    STATE_DICT,
+    UNUSED,
+    encoder_lr,
+    encoder_names,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -47,3 +55,29 @@ def test_config_reads_the_encoder_table_without_importing_torch():
     code = ("import sys, mmal.config, mmal.models.kinds, mmal.data; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _modality(encoder, pretrained=""):
+    kind = next(k.modality for k in ENCODER_KINDS.values() if k.name == encoder)
+    return ModalityConfig(name="m", kind=kind, encoder=encoder, pretrained=pretrained)
+
+
+def test_encoder_lr_default_is_lr_from_scratch_and_a_tenth_of_it_when_pretrained(tmp_path):
+    """The default was 1e-4 for every encoder, which starved encoders trained from scratch."""
+    weights = tmp_path / "r18.pth"
+    weights.write_bytes(b"x")
+    bare = tmp_path / "bare"  # config.json only: the architecture, random weights
+    bare.mkdir()
+    (bare / "config.json").write_text("{}")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    (full / "model.safetensors").write_bytes(b"x")
+    cases = [(_modality("mlp"), 1.0), (_modality("resnet18"), 1.0),
+             (_modality("resnet18", str(weights)), PRETRAINED_LR_FACTOR),
+             (_modality("bert"), 1.0), (_modality("vit", str(bare)), 1.0),
+             (_modality("vit", str(full)), PRETRAINED_LR_FACTOR),
+             (_modality("bert", "some/cached-model"), PRETRAINED_LR_FACTOR)]
+    for modality, factor in cases:
+        assert encoder_lr(modality, 2e-3, None) == pytest.approx(2e-3 * factor), modality
+        assert encoder_lr(modality, 2e-3, 5e-5) == 5e-5  # set: it holds for every encoder

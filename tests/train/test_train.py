@@ -53,6 +53,23 @@ def test_writes_a_weights_only_checkpoint_and_metrics(uci_ws):
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("train,want", [({}, 1e-3), ({"encoder_lr": 5e-4}, 5e-4)])
+def test_encoders_trained_from_scratch_learn_at_lr_unless_encoder_lr_is_set(tmp_path, monkeypatch,
+                                                                            train, want):
+    """encoder_lr defaulted to 1e-4, a tenth of lr, for the MLPs that start from random weights."""
+    import mmal.train.loop as loop
+
+    seen = []
+    real = loop._optimizer
+    monkeypatch.setattr(loop, "_optimizer", lambda name, groups: seen.append(groups) or
+                        real(name, groups))
+    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "train": {**UCI["train"], "epochs": 1,
+                                                                     "lr": 1e-3, **train}})
+    train_round(ws, 0, device="cpu", progress=False)
+    (groups,) = seen
+    assert [g["lr"] for g in groups] == [1e-3, want]  # the heads, then both MLP encoders
+
+
 def test_same_seed_same_model_and_existing_model_needs_force(uci_ws):
     train_round(uci_ws, 0, device="cpu", progress=False)
     first = _state(round_paths(uci_ws, 0).model)
