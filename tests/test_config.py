@@ -321,3 +321,48 @@ def test_cli_init_refuses_an_endless_epoch_count(tmp_path):
     assert result.output == (f"Error: {path}: key 'train.epochs' is 9223372036854775807; must be "
                              "<= 100000 (see docs/config.md)\n")
     assert not (tmp_path / "ws").exists()
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def _augment_config(tmp_path, image_augment, train_augment=True):
+    image = "" if image_augment is None else f"\naugment = {image_augment}"
+    text = _replace(MANIFEST, "image_size = 64", "image_size = 64" + image)
+    text = _replace(text, "lr = 0.01", f"lr = 0.01\naugment = {str(train_augment).lower()}")
+    return load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("image_augment,train_augment,want", [
+    (None, True, ("crop", "flip")),      # unset: as train.augment says
+    (None, False, ()),
+    ('["crop"]', True, ("crop",)),       # digits or text in images: no mirror
+    ('["flip", "crop"]', False, ("crop", "flip")),  # the modality's own choice wins either way
+    ("false", True, ()),
+    ("true", False, ("crop", "flip")),
+])
+def test_augment_per_modality_overrides_train_augment(tmp_path, image_augment, train_augment,
+                                                      want):
+    config = _augment_config(tmp_path, image_augment, train_augment)
+    assert config.augmentations() == {"image": want, "text": ()}
+    again = load_config(_write(tmp_path, dump_config(config), "again.toml"))
+    assert again.augmentations() == config.augmentations() and again.to_dict() == config.to_dict()
+    assert ("augment = [" in dump_config(config)) == (image_augment is not None)
+
+
+@pytest.mark.parametrize("value,message", [
+    ('["crop", "rotate"]', "key 'modalities.image.augment' is ['crop', 'rotate']; image "
+     "modalities have no augmentation 'rotate'; choose among crop, flip"),
+    ('"crop"', "key 'modalities.image.augment' is 'crop' (string); expected true, false or a "
+     "list of augmentation names"),
+])
+def test_a_bad_augment_is_one_line(tmp_path, value, message):
+    with pytest.raises(ConfigError) as info:
+        _augment_config(tmp_path, value)
+    assert str(info.value).endswith(f"mmal.toml: {message}")
+
+
+def test_text_has_no_augmentation_to_choose(tmp_path):
+    text = _replace(MANIFEST, 'pretrained = "bert-base-uncased"',
+                    'pretrained = "bert-base-uncased"\naugment = ["flip"]')
+    with pytest.raises(ConfigError, match="text modalities have no augmentation 'flip'; use false"):
+        load_config(_write(tmp_path, text))

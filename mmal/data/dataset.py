@@ -9,14 +9,14 @@ in every run and worker layout, and differs between epochs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from mmal import seeds
-from mmal.config import ModalityConfig
+from mmal.config import AUGMENTATIONS, ModalityConfig
 from mmal.data import loaders
 from mmal.data.pool import Pool, vector_dim
 from mmal.errors import DataError
@@ -36,6 +36,12 @@ class MultimodalDataset(torch.utils.data.Dataset):
         Base seed of the augmentation generator.
     rows : array-like of int, optional
         Pool rows to expose (default: all, in pool order); see :meth:`subset`.
+    augment : mapping, optional
+        Modality name -> the augmentations it gets when ``training`` (names of
+        :data:`mmal.config.AUGMENTATIONS`, e.g. ``("crop",)`` for images that
+        must not be flipped; ``()`` = its evaluation view); default: every
+        augmentation of its kind. :meth:`mmal.config.Config.augmentations`
+        gives the mapping a config asks for.
 
     ``dataset[i]`` returns a dict:
 
@@ -51,7 +57,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, pool: Pool, modalities: Sequence[ModalityConfig], *, training: bool,
-                 seed: int = 0, rows: Iterable[int] | None = None):
+                 seed: int = 0, rows: Iterable[int] | None = None,
+                 augment: Mapping[str, Collection[str]] | None = None):
         missing = [m.name for m in modalities if m.name not in pool.records]
         if missing:
             raise DataError(f"{pool.origin}: the {pool.split} split has no modality "
@@ -59,6 +66,9 @@ class MultimodalDataset(torch.utils.data.Dataset):
         self.pool = pool
         self.modalities = list(modalities)
         self.training = training
+        self.augment = {m.name: tuple(AUGMENTATIONS[m.kind] if augment is None
+                                      else augment.get(m.name, AUGMENTATIONS[m.kind]))
+                        for m in self.modalities}
         self.seed = int(seed)
         self.epoch = 0
         self.rows = (np.arange(len(pool), dtype=np.int64) if rows is None
@@ -78,7 +88,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def subset(self, ids: Iterable[int]) -> MultimodalDataset:
         """The same dataset restricted to sample ``ids`` (in the given order)."""
         out = MultimodalDataset(self.pool, self.modalities, training=self.training,
-                                seed=self.seed, rows=self.pool.rows(ids))
+                                seed=self.seed, rows=self.pool.rows(ids), augment=self.augment)
         out.epoch = self.epoch
         return out
 
@@ -108,13 +118,17 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if m.kind == "vector":
             return torch.from_numpy(loaders.load_vector(value, sample=sample,
                                                         dim=self.vector_dims[m.name]))
+        augment = self.augment[m.name]
         if m.kind == "image":
-            return loaders.load_image(value, opt["image_size"], rng, sample=sample)
+            return loaders.load_image(value, opt["image_size"], rng, sample=sample,
+                                      augment=augment)
         if m.kind == "audio":
             load = loaders.load_waveform if m.waveform else loaders.load_audio
-            return load(value, opt["sample_rate"], opt["clip_seconds"], rng, sample=sample)
+            return load(value, opt["sample_rate"], opt["clip_seconds"], rng, sample=sample,
+                        augment=augment)
         if m.kind == "video":
-            return loaders.load_clip(value, opt["frames"], opt["image_size"], rng, sample=sample)
+            return loaders.load_clip(value, opt["frames"], opt["image_size"], rng, sample=sample,
+                                     augment=augment)
         raise DataError(f"modality {m.name!r}: unknown kind {m.kind!r}")
 
 

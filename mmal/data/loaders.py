@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import wave
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -106,14 +107,34 @@ def image_tensor(img: Image.Image, size: int, params: tuple[int, int, int, int, 
 
 
 def load_image(path: Path | EncodedSource, size: int, rng: np.random.Generator | None, *,
-               sample: str) -> torch.Tensor:
-    """(3, size, size) float32 image; random resized crop + flip when ``rng`` is given."""
+               sample: str, augment: Collection[str] = ("crop", "flip")) -> torch.Tensor:
+    """(3, size, size) float32 image.
+
+    With ``rng``, the augmentations named in ``augment``: ``crop`` (a random
+    resized crop, and a random frame of a frame folder) and ``flip`` (a
+    horizontal flip, half the time); without ``rng`` or without ``crop``, the
+    evaluation view (see :func:`image_tensor`; a frame folder's middle frame).
+    """
+    augment = augment if rng is not None else ()
     # A frame folder read as an image: one frame of the clip.
     if isinstance(path, Path) and path.is_dir():
         frames = list_frames(path, sample=sample)
-        path = frames[int(rng.integers(len(frames))) if rng is not None else len(frames) // 2]
+        path = frames[int(rng.integers(len(frames))) if "crop" in augment else len(frames) // 2]
     img = read_image(path, sample=sample)
-    return image_tensor(img, size, crop_params(*img.size, rng) if rng is not None else None)
+    return _views([img], size, rng, augment)[0]
+
+
+def _views(images: list[Image.Image], size: int, rng: np.random.Generator | None,
+           augment: Collection[str], *, scale: tuple[float, float] = (0.08, 1.0),
+           **stats) -> list[torch.Tensor]:
+    """(3, size, size) of each image under one shared draw of ``augment``'s crop and flip."""
+    if "crop" in augment:  # the flip is drawn with the crop: the same stream with or without it
+        top, left, h, w, flip = crop_params(*images[0].size, rng, scale=scale)
+        return [image_tensor(img, size, (top, left, h, w, flip and "flip" in augment), **stats)
+                for img in images]
+    flip = "flip" in augment and rng.random() < 0.5
+    return [image_tensor(img, size, None, **stats).flip(-1) if flip
+            else image_tensor(img, size, None, **stats) for img in images]
 
 
 # ----------------------------------------------------------------------------- video
@@ -127,13 +148,20 @@ def frame_indices(available: int, wanted: int, rng: np.random.Generator | None) 
 
 
 def load_clip(folder: Path, frames: int, size: int, rng: np.random.Generator | None, *,
-              sample: str) -> torch.Tensor:
-    """(3, frames, size, size) float32 clip; one crop/flip shared by all frames when training."""
+              sample: str, augment: Collection[str] = ("frames", "crop", "flip")) -> torch.Tensor:
+    """(3, frames, size, size) float32 clip.
+
+    With ``rng``, the augmentations named in ``augment``: ``frames`` (random
+    distinct frames, else evenly spaced), ``crop`` (one random resized crop
+    shared by all frames, else the evaluation view) and ``flip`` (all frames
+    flipped, half the time).
+    """
+    augment = augment if rng is not None else ()
     files = list_frames(folder, sample=sample)
-    chosen = [read_image(files[i], sample=sample) for i in frame_indices(len(files), frames, rng)]
-    params = crop_params(*chosen[0].size, rng, scale=(0.3, 1.0)) if rng is not None else None
-    clip = [image_tensor(img, size, params, mean=VIDEO_MEAN, std=VIDEO_STD) for img in chosen]
-    return torch.stack(clip, dim=1)
+    picked = frame_indices(len(files), frames, rng if "frames" in augment else None)
+    chosen = [read_image(files[i], sample=sample) for i in picked]
+    return torch.stack(_views(chosen, size, rng, augment, scale=(0.3, 1.0), mean=VIDEO_MEAN,
+                              std=VIDEO_STD), dim=1)
 
 
 # ----------------------------------------------------------------------------- audio
@@ -244,20 +272,25 @@ def spectrogram(signal: np.ndarray) -> torch.Tensor:
 
 
 def load_audio(path: Path | EncodedSource, sample_rate: int, clip_seconds: float,
-               rng: np.random.Generator | None, *, sample: str) -> torch.Tensor:
-    """(1, 257, T) spectrogram of a ``clip_seconds`` window (random crop when ``rng`` is given)."""
-    return spectrogram(load_waveform(path, sample_rate, clip_seconds, rng, sample=sample)[0].numpy())
+               rng: np.random.Generator | None, *, sample: str,
+               augment: Collection[str] = ("crop",)) -> torch.Tensor:
+    """(1, 257, T) spectrogram of the window :func:`load_waveform` takes."""
+    return spectrogram(load_waveform(path, sample_rate, clip_seconds, rng, sample=sample,
+                                     augment=augment)[0].numpy())
 
 
 def load_waveform(path: Path | EncodedSource, sample_rate: int, clip_seconds: float,
-                  rng: np.random.Generator | None, *, sample: str) -> torch.Tensor:
+                  rng: np.random.Generator | None, *, sample: str,
+                  augment: Collection[str] = ("crop",)) -> torch.Tensor:
     """(1, n) float32 waveform of a ``clip_seconds`` window, n = round(clip_seconds * sample_rate).
 
-    The window of :func:`load_audio` (random crop when ``rng`` is given), before
-    any spectrogram: for encoders that compute their own features.
+    The window of :func:`load_audio` (random when ``rng`` is given and
+    ``augment`` holds ``crop``, else centred), before any spectrogram: for
+    encoders that compute their own features.
     """
     signal = read_wav(path, sample_rate, sample=sample)
-    window = crop_audio(signal, int(round(clip_seconds * sample_rate)), rng)
+    window = crop_audio(signal, int(round(clip_seconds * sample_rate)),
+                        rng if "crop" in augment else None)
     return torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).unsqueeze(0)
 
 

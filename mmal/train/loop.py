@@ -137,8 +137,9 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # neither restarts an interrupted run nor changes a byte of the checkpoint.
     run_key = _run_key(config.to_dict(logging=False), labeled, round, pool.fingerprint(),
                        known.labels[rows])
-    train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
-                                  seed=derive_seed(seed, round)).subset(labeled)
+    train_set = MultimodalDataset(known, config.modalities, training=True,
+                                  seed=derive_seed(seed, round),
+                                  augment=config.augmentations()).subset(labeled)
     test_set = MultimodalDataset(test_pool, config.modalities, training=False)
     n = len(train_set)
     if n < 2:  # batch norm cannot normalise a single sample's 1x1 feature maps

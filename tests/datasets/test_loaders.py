@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mmal import seeds
 from mmal.config import load_config
 from mmal.data import MultimodalDataset, collate, load_pool
 from mmal.data import loaders as L
@@ -232,3 +233,64 @@ def test_decompression_bomb_is_a_data_error_naming_the_sample(tmp_path, monkeypa
     with pytest.raises(DataError, match=r"^sample 5: image .*big.png is too large to decode "
                                         r"safely \(.*\); downscale it$"):
         L.read_image(path, sample="5")
+
+
+# ----------------------------------------------------------------------------- augmentation choice
+
+def _ramp_image(tmp_path):
+    """An image whose mirror differs from it everywhere but the middle column."""
+    path = tmp_path / "ramp.png"
+    ramp = np.tile(np.arange(48, dtype=np.uint8)[None, :, None] * 5, (40, 1, 3))
+    Image.fromarray(ramp).save(path)
+    return path
+
+
+def test_image_augmentations_are_the_chosen_ones_from_the_same_stream(tmp_path):
+    """Without flip an image is never mirrored; the crop is the one drawn with flip on."""
+    path = _ramp_image(tmp_path)
+    evaluation = L.load_image(path, 16, None, sample="s")
+    flipped = 0
+    for seed in range(12):
+        def draw(augment, seed=seed):
+            return L.load_image(path, 16, np.random.default_rng(seed), sample="s", augment=augment)
+        both, crop = draw(("crop", "flip")), draw(("crop",))
+        assert torch.equal(both, crop) or torch.equal(both, crop.flip(-1))
+        flipped += not torch.equal(both, crop)
+        flip = draw(("flip",))
+        assert torch.equal(flip, evaluation) or torch.equal(flip, evaluation.flip(-1))
+        assert torch.equal(draw(()), evaluation)
+    assert 0 < flipped < 12
+
+
+def test_clip_and_audio_augmentations_are_the_chosen_ones(tmp_path):
+    from tests.fixtures_data import write_frames
+
+    folder = write_frames(tmp_path / "clip", 1, np.random.default_rng(0), count=6)
+    evaluation = L.load_clip(folder, 3, 16, None, sample="s")
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        assert torch.equal(L.load_clip(folder, 3, 16, rng, sample="s", augment=()), evaluation)
+        flip = L.load_clip(folder, 3, 16, np.random.default_rng(seed), sample="s",
+                           augment=("flip",))
+        assert torch.equal(flip, evaluation) or torch.equal(flip, evaluation.flip(-1))
+    wav = write_wav(tmp_path / "a.wav", 0, np.random.default_rng(0), seconds=0.8, rate=8000)
+    centred = L.load_waveform(wav, 8000, 0.25, None, sample="s")
+    assert centred.shape == (1, 2000)
+    assert all(torch.equal(L.load_waveform(wav, 8000, 0.25, np.random.default_rng(s), sample="s",
+                                           augment=()), centred) for s in range(5))
+    assert not all(torch.equal(L.load_waveform(wav, 8000, 0.25, np.random.default_rng(s),
+                                               sample="s"), centred) for s in range(5))
+
+
+def test_the_dataset_applies_each_modalitys_augmentations(manifest):
+    config, pool = manifest
+    dataset = MultimodalDataset(pool, config.modalities, training=True, seed=3,
+                                augment={"image": ("crop",), "audio": ()})
+    assert dataset.subset([1]).augment == dataset.augment
+    assert dataset.augment["image"] == ("crop",) and dataset.augment["audio"] == ()
+    assert dataset.augment["video"] == ("frames", "crop", "flip")  # unnamed: its kind's all
+    evaluation = MultimodalDataset(pool, config.modalities, training=False)
+    assert torch.equal(dataset[4]["inputs"]["audio"], evaluation[4]["inputs"]["audio"])
+    image = pool.records["image"][4]
+    want = L.load_image(image, 32, seeds.rng(3, 0, 4), sample="x", augment=("crop",))
+    assert torch.equal(dataset[4]["inputs"]["image"], want)
