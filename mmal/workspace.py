@@ -41,6 +41,7 @@ from mmal.cache.index import INDEX_WHAT, IndexFile, is_index_file, read_index, w
 from mmal.config import Config, dump_config, load_config
 from mmal.data import Pool, load_pool
 from mmal.data.pool import ids_edited, ids_fingerprint
+from mmal.data.probe import size_warnings
 from mmal.errors import ConfigError, DataError, IndexFileError, MmalError, WorkspaceError, preview
 from mmal.fingerprint import check_model_fingerprint
 from mmal.labels import apply_labels, has_label, read_labels_file
@@ -398,6 +399,8 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     config = load_config(config_path)
     pool = load_pool(config, "train")
     load_pool(config, "test")  # its labels and files too, before any round trains
+    for line in size_warnings(config, pool):  # e.g. 224-pixel crops of 32-pixel digits
+        logger.warning("%s: %s", config_path, line)
     budget = config.al.initial_budget
     if budget < 2:
         raise ConfigError(f"{config_path}: key 'al.initial_budget' is {budget}; round 0 needs at "

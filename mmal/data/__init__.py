@@ -7,7 +7,8 @@ Importing this package does not import torch; :mod:`mmal.data.dataset` does.
 Modules, lowest first: ``parsing`` (helpers shared by the adapters), ``pool``
 (:class:`Pool`, :class:`DatasetKind`), one adapter per layout (``manifest``,
 ``food101``, ``avclips``, ``uci``, ``hf``), ``kinds`` (the table of kinds and
-:func:`load_pool`); ``loaders`` and ``dataset`` (torch) sit beside them.
+:func:`load_pool`), ``probe`` (image sizes and clip durations from a few files'
+headers); ``loaders`` and ``dataset`` (torch) sit beside them.
 """
 
 from mmal.data.kinds import load_pool

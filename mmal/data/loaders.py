@@ -9,7 +9,6 @@ Images and audio also come as an :class:`~mmal.data.pool.EncodedSource`
 
 from __future__ import annotations
 
-import io
 import wave
 from collections.abc import Collection
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 
-from mmal.data.parsing import list_frames
+from mmal.data.parsing import list_frames, open_source
 from mmal.errors import DataError, one_line
 
 if TYPE_CHECKING:  # pool imports loaders (vector_dim); this is only the annotation
@@ -36,16 +35,6 @@ HOP = N_FFT - 353  # window 512 with overlap 353, as in the paper
 WAV_MAGIC = (b"RIFF", b"RIFX", b"RF64")
 # Leading bytes of the audio formats people hand us instead of WAV, for the message.
 NOT_WAV = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3", b"\xff\xfb": "MP3", b"\xff\xf3": "MP3"}
-
-
-def open_source(source: Path | EncodedSource, *, sample: str) -> Path | BinaryIO:
-    """A file path as is, or an encoded source's bytes as an in-memory file."""
-    if isinstance(source, Path):
-        return source
-    try:
-        return io.BytesIO(source.read_bytes())
-    except DataError as exc:
-        raise DataError(f"sample {sample}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- images

@@ -6,10 +6,11 @@ every adapter (``manifest``, ``food101``, ``avclips``, ``uci``) can import it.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from mmal.errors import DataError
 
 if TYPE_CHECKING:
     from mmal.config import Config
+    from mmal.data.pool import EncodedSource
 
 #: The files of a frame folder (a video clip) that are frames.
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -187,3 +189,13 @@ def class_list(config: Config, *, derive: Callable[[], Sequence[str]] | None = N
     if derive is None:
         raise DataError(f"{config.path}: no class list; set dataset.classes")
     return sorted(derive()), "derived from the labels in the data"
+
+
+def open_source(source: Path | EncodedSource, *, sample: str) -> Path | BinaryIO:
+    """A file path as is, or an encoded source's bytes as an in-memory file."""
+    if isinstance(source, Path):
+        return source
+    try:
+        return io.BytesIO(source.read_bytes())
+    except DataError as exc:
+        raise DataError(f"sample {sample}: {exc}") from None

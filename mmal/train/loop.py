@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
 from mmal.data import MultimodalDataset, collate
+from mmal.data.probe import size_warnings
 from mmal.distributed import setup
 from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
@@ -130,6 +131,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     pool, test_pool = rnd.pool("train"), rnd.pool("test")
     labeled, rows = rnd.labeled, rnd.labeled_rows  # DataError naming labeled.json
     _check_test_widths(config, pool, test_pool)
+    for line in size_warnings(config, pool) if env.is_main else ():
+        log.warning("%s: %s", config.path, line)
     # the dataset's labels, overlaid with those people imported (`mmal label`)
     known = dataclasses.replace(pool, labels=rnd.labels())
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
