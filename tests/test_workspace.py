@@ -51,6 +51,20 @@ def test_init_writes_explicit_config_and_random_round_zero(tmp_path, uci):
     assert not np.array_equal(read_labeled(init_workspace(tmp_path / "ws3", other), 0), index.ids)
 
 
+@pytest.mark.parametrize("layout,absent,present", [
+    ("manifest", ("views", "standardize", "test_fraction", "hf_name", "label_column"),
+     ("classes", "multi_label", "column")),
+    ("uci", ("train =", "test =", "classes", "multi_label", "column", "hf_name"),
+     ("views", "standardize", "test_fraction")),
+])
+def test_init_writes_only_the_keys_of_the_dataset_kind(tmp_path, layout, absent, present):
+    """A manifest workspace got views = ["fac", "fou"] and standardize = true, never used."""
+    ws = init_workspace(tmp_path / "ws", make_tiny_dataset(tmp_path, layout,
+                                                           modalities=["vector"]))
+    text = (ws / "mmal.toml").read_text()
+    assert [k for k in absent if k in text] == [] and all(k in text for k in present)
+
+
 def test_workspace_config_works_from_anywhere(tmp_path):
     path = make_tiny_dataset(tmp_path / "src", "manifest", modalities=["vector"])
     ws = init_workspace(tmp_path / "ws", path)
