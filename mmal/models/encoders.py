@@ -250,6 +250,11 @@ class HFAudioEncoder(nn.Module):
             raise ConfigError(f"key 'modalities.{modality.name}.sample_rate' is "
                               f"{modality.options['sample_rate']}; the model in "
                               f"{modality.pretrained} takes audio at {rate} Hz: set it to {rate}")
+        spec = getattr(self.model, "masked_spec_embed", None)
+        cfg = self.model.config
+        if spec is not None and not (getattr(cfg, "apply_spec_augment", False)
+                                     and getattr(cfg, "mask_time_prob", 0) > 0):
+            spec.requires_grad_(False)  # never used: DDP refuses a trainable unused parameter
         self.extractor = extractor if is_ast else None
         self.normalize = bool(getattr(extractor, "do_normalize", False))
         self.rate = rate
