@@ -23,6 +23,7 @@ import torch
 
 from mmal.atomic import atomic_open
 from mmal.config import Config
+from mmal.data.kinds import DATASET_KINDS
 from mmal.errors import WorkspaceError, one_line
 from mmal.models import input_dims
 from mmal.stamp import MODEL, carries, check_stamp, stamp
@@ -91,9 +92,24 @@ def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os
     """WorkspaceError when ``config``'s modalities/model sections differ from the checkpoint's."""
     now = config.to_dict()
     for section in ARCH_SECTIONS:
-        if ckpt["config"].get(section) != now[section]:
+        if _recorded(ckpt["config"], section) != now[section]:
             raise WorkspaceError(f"{path}: was trained with a different [{section}] section than "
                                  "mmal.toml has now; retrain with `mmal train --force`")
+
+
+def _recorded(recorded: dict[str, Any], section: str) -> Any:
+    """``recorded[section]`` as this mmal writes it.
+
+    Checkpoints of mmal before dumped configs held only their dataset kind's
+    keys record a ``column`` (the modality's name) for every modality, even
+    where the dataset kind reads no columns; that one is left out here.
+    """
+    value = recorded.get(section)
+    kind = DATASET_KINDS.get(recorded.get("dataset", {}).get("kind"))
+    if section != "modalities" or not isinstance(value, dict) or kind is None or kind.columns:
+        return value
+    return {name: {k: v for k, v in table.items() if not (k == "column" and v == name)}
+            for name, table in value.items()}
 
 
 def check_fits_pool(ckpt: dict[str, Any], config: Config, pool: Any,

@@ -1,0 +1,27 @@
+"""check_same_architecture: a checkpoint's recorded config against mmal.toml's now."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mmal.config import config_from_dict
+from mmal.errors import WorkspaceError
+from mmal.models.checkpoint import check_same_architecture
+
+UCI = {"dataset": {"kind": "uci-mfeat"},
+       "modalities": {"fac": {"kind": "vector", "encoder": "mlp"},
+                      "fou": {"kind": "vector", "encoder": "mlp"}}}
+
+
+def test_a_checkpoint_recording_the_column_older_mmal_wrote_for_every_kind_still_fits():
+    config = config_from_dict(UCI)
+    old = copy.deepcopy(config.to_dict())
+    for name, table in old["modalities"].items():
+        table["column"] = name  # what mmal wrote before configs held only their kind's keys
+    check_same_architecture({"config": old}, config, "model.pt")
+    old["modalities"]["fou"]["dim"] = 7
+    with pytest.raises(WorkspaceError, match=r"model.pt: was trained with a different "
+                                             r"\[modalities\] section"):
+        check_same_architecture({"config": old}, config, "model.pt")
