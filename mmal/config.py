@@ -49,7 +49,7 @@ AUGMENTATIONS: dict[str, tuple[str, ...]] = {
     "text": (),
     "vector": (),
 }
-#: The [dataset] keys every kind has, and those a kind may not (DatasetKind.keys).
+#: The common [dataset] keys; DatasetKind.keys says which of them (besides kind) a kind reads.
 DATASET_KEYS = ("kind", "root", "train", "test", "classes", "multi_label")
 #: Upper bounds of integer keys: far above any real use, low enough that a typo such as
 #: ``epochs = 9223372036854775807`` is an error instead of a run that never ends.
@@ -240,7 +240,11 @@ def config_from_dict(raw: dict[str, Any], *, source: str | os.PathLike = "<confi
 
 
 def dump_config(config: Config, *, header: str = "") -> str:
-    """TOML text of ``config`` with every key explicit; ``load_config`` reads it back equal."""
+    """TOML text of ``config``; ``load_config`` reads it back equal.
+
+    Every key that applies to the dataset kind is explicit, defaults filled in;
+    keys left unset (``train.encoder_lr``, ``modalities.<name>.augment``) stay unset.
+    """
     data = config.to_dict()
     lines = [f"# {line}" for line in header.splitlines()] if header else []
     # TOML has no null: a key left unset (None, e.g. train.encoder_lr) is left out

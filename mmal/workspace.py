@@ -381,7 +381,9 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     Validates the config and the train split, writes ``rounds/000/labeled.json``
     (``al.initial_budget`` ids drawn uniformly without replacement with seed
     ``al.seed``, in ascending order), then ``mmal.toml``: the config with every
-    key explicit and absolute paths. Returns the workspace path.
+    key of its dataset kind explicit and absolute paths. Logs a warning per
+    ``image_size`` or ``clip_seconds`` far above the pool's files
+    (:func:`mmal.data.probe.size_warnings`). Returns the workspace path.
 
     Raises
     ------
@@ -411,7 +413,7 @@ def init_workspace(directory: str | os.PathLike, config_path: str | os.PathLike,
     ids = np.sort(seeds.rng(config.al.seed).choice(pool.ids, size=budget, replace=False))
     round0 = round_paths(directory, 0)
     header = (f"Written by `mmal init` from {Path(config_path).resolve()}.\n"
-              "Every key is explicit (defaults filled in) and paths are absolute.")
+              "The keys of its dataset kind are explicit (defaults filled in); paths are absolute.")
     with hold(round0.lock, "mmal init"):  # a train of round 0 must not see half a new start
         _check_new_workspace(directory, force)  # again: another init may have finished meanwhile
         write_index(round0.labeled, ids, kind="labeled", overwrite=force, provenance={
