@@ -6,6 +6,8 @@ lists of its errors) from it; ``build_encoder`` calls the row's builder.
 
 Nothing here imports torch, so :mod:`mmal.config` can read the table; the
 builders live in :mod:`mmal.models.encoders` and rows name them.
+:func:`encoder_lr` gives an encoder's default learning rate from whether it
+starts pretrained (:func:`starts_pretrained`).
 """
 
 from __future__ import annotations
