@@ -171,3 +171,22 @@ def test_a_workspace_trains_and_extracts_with_them(tmp_path, image, audio):
     extract_round(ws, 0, device="cpu", progress=False)
     with open_cache(ws / "rounds" / "000" / "cache.h5") as cache:
         assert [cache.features(m).shape[1] for m in ("image", "audio")] == [16, 16]
+
+
+def test_a_whole_clip_or_a_vit_classifier_folder_gives_its_vision_tower(tmp_path):
+    """The folders people have: a CLIP model (text + vision), a ViT fine-tuned to classify."""
+    from transformers import CLIPConfig, CLIPModel, ViTConfig, ViTForImageClassification
+
+    vision = {"image_size": 32, "patch_size": 8, **TINY_HF}
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(text_config={**TINY_HF, "vocab_size": 50},
+                                vision_config=vision, projection_dim=8)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    vit = ViTForImageClassification(ViTConfig(**vision, num_labels=3)).eval()
+    vit.save_pretrained(tmp_path / "vit")
+    _, given = _input("vit")
+    for encoder, tower in (("clip-vision", lambda x: clip.vision_model(pixel_values=x).pooler_output),
+                           ("vit", lambda x: vit.vit(pixel_values=x).last_hidden_state[:, 0])):
+        enc = build_encoder(_modality(tmp_path, encoder, tmp_path / encoder.split("-")[0])).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(enc(given), tower(given * enc.scale + enc.shift))
