@@ -247,10 +247,11 @@ def dump_config(config: Config, *, header: str = "") -> str:
     """
     data = config.to_dict()
     lines = [f"# {line}" for line in header.splitlines()] if header else []
-    # TOML has no null: a key left unset (None, e.g. train.encoder_lr) is left out
+    # TOML has no null: a key left unset (None, e.g. train.encoder_lr) is a comment
     for section in ("dataset", "model", "train", "al"):
-        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}"
-                                         for k, v in data[section].items() if v is not None]
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" if v is not None else
+                                         f"# {k}: unset, its default applies (docs/config.md)"
+                                         for k, v in data[section].items()]
     for name, table in data["modalities"].items():
         lines += ["", f"[modalities.{_toml_key(name)}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
