@@ -60,7 +60,8 @@ def test_guideline1_on_a_consistent_linear_head():
     assert ratio[order[: n // 4]].mean() > ratio[order[-n // 4:]].mean()
 
 
-@pytest.mark.parametrize("kind", ["concat2", "concat3", "sum2", "sum3"])
+@pytest.mark.parametrize("kind", ["concat2", "concat3", "featuresum2", "featuresum3", "sum2",
+                                  "sum3", "nlgate2", "nlgate3"])
 def test_guideline2_stronger_modality_subpool_is_damped_more(cache_factory, kind):
     path = cache_factory(kind, num_samples=600, dominance=3.0)
     with open_cache(path) as cache:
@@ -99,7 +100,8 @@ def test_dominance_summary_known_answer():
     assert empty["size"] == 0 and empty["mean_weaker_weight"] is None
 
 
-@pytest.mark.parametrize("kind", ["concat2", "sum2", "concat3", "sum3", "multilabel", "float16"])
+@pytest.mark.parametrize("kind", ["concat2", "featuresum2", "concat3", "featuresum3", "sum2",
+                                  "sum3", "nlgate2", "nlgate3", "multilabel", "float16"])
 def test_embedding_and_diagnostics_match_direct_computation(cache_factory, kind):
     path = cache_factory(kind)
     with open_cache(path) as cache:
@@ -114,7 +116,8 @@ def test_embedding_and_diagnostics_match_direct_computation(cache_factory, kind)
         np.testing.assert_allclose(sel.diagnostics["phi"], phi, rtol=1e-10, atol=1e-12)
         w = sel.diagnostics["weights"]
         scaled = [w[:, m:m + 1] * z for m, z in enumerate(feats)]
-        u = np.concatenate(scaled, 1) if cache.meta.fusion == "concat" else sum(scaled)
+        # the weighted blocks: summed for feature-sum, concatenated for every other fusion
+        u = sum(scaled) if cache.meta.fusion == "feature-sum" else np.concatenate(scaled, 1)
         modality_weights = lambda rows_, keep, _: w[np.searchsorted(rows, np.arange(rows_.start, rows_.stop)[keep])]  # noqa: E731
         positions, emb = cache_embedding(cache, dtype="float64", modality_weights=modality_weights,
                                          block_rows=50)
