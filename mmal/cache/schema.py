@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from mmal.cache.fusion import FUSIONS, LINEAR_FUSIONS, stores_head_input
+from mmal.cache.fusion import (
+    CONCATENATING_FUSIONS,
+    FUSIONS,
+    LINEAR_FUSIONS,
+    stores_head_input,
+)
 from mmal.errors import CacheError
 
 #: The fused logits' name under ``logits/``; no modality may take it.
@@ -253,7 +258,7 @@ def _fusion_problems(meta: CacheMeta) -> list[str]:
 
 def _derived_fused_dim(meta: CacheMeta) -> int:
     """``D_fused`` of a linear fusion: ``sum(D_m)`` (concat, sum) or ``D`` (feature-sum)."""
-    if meta.fusion in ("concat", "sum"):
+    if meta.fusion in CONCATENATING_FUSIONS:
         return sum(meta.feature_dims)
     return meta.feature_dims[0] if meta.feature_dims else 0
 

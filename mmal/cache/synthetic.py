@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.cache.fusion import coalition_present, head_input
+from mmal.cache.fusion import CONCATENATING_FUSIONS, coalition_present, head_input
 from mmal.cache.schema import CacheMeta
 from mmal.cache.writer import CacheWriter
 from mmal.errors import CacheError
@@ -123,7 +123,7 @@ class _Model:
 def _random_model(rng: np.random.Generator, meta: CacheMeta, strength: list[float]) -> _Model:
     # concat and feature-sum draw in the order they did before schema 2: same seed, same cache
     k, dims, f32 = meta.num_classes, meta.feature_dims, np.float32
-    if meta.fusion in ("concat", "sum"):
+    if meta.fusion in CONCATENATING_FUSIONS:
         # each modality's block of the head is scaled: its logit contribution shrinks
         blocks = [rng.normal(size=(k, d)).astype(f32) * (s / np.sqrt(d))
                   for d, s in zip(dims, strength, strict=True)]
