@@ -54,8 +54,9 @@ def test_float32_and_float64_pick_alike_on_a_small_cache(cache_factory):
     np.testing.assert_array_equal(a.positions, b.positions)
 
 
-def test_numpy_and_backend_pick_the_same_rows_in_float64(cache_factory, xp):
-    with open_cache(cache_factory("concat3")) as cache:
+@pytest.mark.parametrize("kind", ["concat3", "sum2", "nlgate2"])
+def test_numpy_and_backend_pick_the_same_rows_in_float64(cache_factory, xp, kind):
+    with open_cache(cache_factory(kind)) as cache:
         cpu = select_badge(cache, 20, rng=np.random.default_rng(0), precision="float64")
         dev = select_badge(cache, 20, rng=np.random.default_rng(0), xp=xp, precision="float64")
     np.testing.assert_array_equal(cpu.positions, dev.positions)

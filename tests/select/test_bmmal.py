@@ -129,6 +129,28 @@ def test_embedding_and_diagnostics_match_direct_computation(cache_factory, kind)
         assert sel.diagnostics["rho"].shape == (len(rows),)
 
 
+@pytest.mark.parametrize("kind", ["concat3", "featuresum2", "sum2", "nlgate2"])
+def test_numpy_and_backend_pick_the_same_rows_in_float64(cache_factory, xp, kind):
+    with open_cache(cache_factory(kind)) as cache:
+        cpu = select_bmmal(cache, 20, rng=np.random.default_rng(0), precision="float64")
+        dev = select_bmmal(cache, 20, rng=np.random.default_rng(0), xp=xp, precision="float64")
+    np.testing.assert_array_equal(cpu.positions, dev.positions)
+    np.testing.assert_allclose(cpu.diagnostics["weights"], dev.diagnostics["weights"], rtol=1e-12)
+
+
+def test_nl_gate_bmmal_embeds_the_weighted_single_modality_latents(cache_factory):
+    """Not the head input: with every weight 1, BMMAL's u is [z_1, z_2], BADGE's the fused latent."""
+    with open_cache(cache_factory("nlgate2")) as cache:
+        ones = lambda rows, keep, logits: np.ones((int(keep.sum()), 2))  # noqa: E731
+        _, bmmal = cache_embedding(cache, dtype="float64", modality_weights=ones)
+        _, badge = cache_embedding(cache, dtype="float64")
+        rows = np.flatnonzero(~cache.labeled)
+        np.testing.assert_array_equal(
+            bmmal.u, np.concatenate([cache.features(m, rows) for m in ("m0", "m1")], axis=1))
+        np.testing.assert_array_equal(badge.u, cache.read("head_input", rows))
+        assert bmmal.u.shape[1] == 2 * badge.u.shape[1]
+
+
 def test_bmmal_equals_badge_when_every_sample_is_balanced(cache_factory):
     # With w = 1 everywhere BMMAL's embedding is BADGE's, so the same seed picks the same rows.
     from mmal.select.strategies import bmmal as bmmal_module
