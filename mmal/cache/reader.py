@@ -247,9 +247,6 @@ class Cache:
         feats = [self.features(m, rows).astype(np.float32) for m in self.meta.modalities]
         return head_input(feats, self.meta.fusion, xp=np)
 
-    #: The name of :meth:`head_input` before schema 2.
-    fused_features = head_input
-
     def row_blocks(self, block_rows: int = 65536):
         """Yield slices covering all rows in blocks (for streaming work)."""
         for start in range(0, self.num_samples, block_rows):
