@@ -26,7 +26,8 @@ def bmmal_factors(logits, coalitions, features, fusion):
     share = np.where(total > 0, mag / np.where(total > 0, total, 1), 1 / len(features))
     weights = 1 - (share.max(axis=1, keepdims=True) - share)
     parts = [w[:, None] * f for w, f in zip(weights.T, features, strict=True)]
-    u = np.concatenate(parts, axis=1) if fusion == "concat" else sum(parts)
+    # the weighted blocks: summed for feature-sum, concatenated for every other fusion
+    u = sum(parts) if fusion == "feature-sum" else np.concatenate(parts, axis=1)
     r = p
     r[np.arange(len(r)), target] -= 1
     return r.astype(np.float32), u.astype(np.float32)

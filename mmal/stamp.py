@@ -59,7 +59,7 @@ class FileKind:
 
 
 FILE_KINDS: dict[str, FileKind] = {
-    CACHE: FileKind(1, "rounds/RRR/cache.h5, cache.shards/*.h5"),
+    CACHE: FileKind(2, "rounds/RRR/cache.h5, cache.shards/*.h5"),
     INDEX: FileKind(1, "rounds/RRR/labeled.json, rounds/RRR/selections/*.json"),
     MODEL: FileKind(1, "rounds/RRR/model.pt (and model.pt.partial)", legacy="format"),
     LABELS: FileKind(1, "rounds/RRR/labels.json", legacy="type"),

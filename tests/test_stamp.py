@@ -18,7 +18,7 @@ import pytest
 
 from mmal.cache.index import INDEX_TYPE, INDEX_VERSION, read_index
 from mmal.cache.reader import open_cache
-from mmal.cache.schema import CACHE_TYPE, SCHEMA_VERSION
+from mmal.cache.schema import CACHE_TYPE, SCHEMA_VERSION, CacheMeta
 from mmal.errors import DataError, WorkspaceError
 from mmal.labels import read_labels_document
 from mmal.loop.layout import RunLayout
@@ -63,6 +63,7 @@ def read_labels(path):
 def _cache(path, header):
     shutil.copy(DATA / "cache-v1.h5", path)
     with h5py.File(path, "r+") as f:
+        f.attrs["fused_dim"] = CacheMeta.from_attrs(f.attrs).fused_dim  # schema 2 stores it
         f.attrs.update(header)
 
 

@@ -25,6 +25,7 @@ from mmal.cache.schema import (
     SCHEMA_VERSION,
     CacheMeta,
     FieldSpec,
+    attr_text,
     field_specs,
     head_specs,
 )
@@ -99,14 +100,18 @@ class Cache:
             raise CacheError(f"{path}: the cache is incomplete (an interrupted write); rewrite it")
         self.meta = CacheMeta.from_attrs(attrs, str(path))
         self.num_samples = int(attrs.get("num_samples", -1))
-        self.fingerprint = str(attrs.get("content_fingerprint", ""))
-        self.created = str(attrs.get("created", ""))
-        self.mmal_version = str(attrs.get("mmal_version", ""))
+        self.fingerprint = attr_text(attrs, "content_fingerprint", str(path))
+        self.created = attr_text(attrs, "created", str(path))
+        self.mmal_version = attr_text(attrs, "mmal_version", str(path))
         self._specs = {s.path: s for s in field_specs(self.meta)}
         for spec in self._specs.values():
             self._check_field(spec, (self.num_samples, *spec.row_shape))
         for spec in head_specs(self.meta):
             self._check_field(spec, spec.row_shape)
+        if "head_input" in f and "head_input" not in self._specs:
+            raise CacheError(
+                f"{path}: has a field 'head_input' that {self.meta.fusion} fusion computes from "
+                f"the features and never stores; {_REWRITE}")
         ids = self.ids
         if len(np.unique(ids)) != len(ids):
             raise CacheError(
@@ -208,7 +213,7 @@ class Cache:
         return data
 
     def features(self, modality: str, rows: Rows = None) -> np.ndarray:
-        """(n, D_m) features of ``modality`` as stored (float32 or float16)."""
+        """(n, D_m) embedding block of ``modality`` as stored (float32 or float16)."""
         if modality not in self.meta.modalities:
             raise CacheError(
                 f"{self.path}: no modality {modality!r}; it has {list(self.meta.modalities)}"
@@ -231,8 +236,14 @@ class Cache:
         """Multimodal head: ``weight`` (K, D_fused) and ``bias`` (K,), float32."""
         return self.read("head/weight"), self.read("head/bias")
 
-    def fused_features(self, rows: Rows = None) -> np.ndarray:
-        """(n, D_fused) float32 head input ``h``."""
+    def head_input(self, rows: Rows = None) -> np.ndarray:
+        """(n, D_fused) float32 head input ``h``, what the multimodal head reads.
+
+        Computed from the blocks for the linear fusions (``mmal.cache.fusion``),
+        read from the field ``head_input`` for the others (``nl-gate``).
+        """
+        if self.meta.stores_head_input:
+            return self.read("head_input", rows).astype(np.float32)
         feats = [self.features(m, rows).astype(np.float32) for m in self.meta.modalities]
         return head_input(feats, self.meta.fusion, xp=np)
 

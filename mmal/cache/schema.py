@@ -1,8 +1,11 @@
-"""Schema version 1 of the feature cache: metadata and the expected fields.
+"""Schema version 2 of the feature cache: metadata and the expected fields.
 
 ``docs/cache.md`` is the prose specification; this module is its executable
 form. Writer and reader both derive shapes and dtypes from :func:`field_specs`
-so the two can never disagree.
+so the two can never disagree. Files of schema version 1 read through the same
+classes: :meth:`CacheMeta.from_attrs` maps their names onto today's and
+:meth:`CacheMeta.to_attrs` gives back their attributes exactly, which their
+content fingerprint covers.
 """
 
 from __future__ import annotations
@@ -13,14 +16,21 @@ from typing import Any
 
 import numpy as np
 
+from mmal.cache.fusion import (
+    CONCATENATING_FUSIONS,
+    FUSIONS,
+    LINEAR_FUSIONS,
+    stores_head_input,
+)
 from mmal.errors import CacheError
 
 #: The fused logits' name under ``logits/``; no modality may take it.
 FUSED_NAME = "mm"
 
 CACHE_TYPE = "mmal-feature-cache"
-SCHEMA_VERSION = 1
-FUSIONS = ("concat", "sum")
+SCHEMA_VERSION = 2
+#: Schema 1 called the feature sum "sum"; schema 2 gives that name to the paper's summation.
+V1_FUSION_NAMES = {"concat": "concat", "sum": "feature-sum"}
 FEATURE_DTYPES = ("float32", "float16")
 
 
@@ -33,11 +43,15 @@ class CacheMeta:
     modalities : tuple of str
         Modality names in order; bit ``m`` of a coalition index is modality ``m``.
     feature_dims : tuple of int
-        Width ``D_m`` of ``features/<modality>``, same order as ``modalities``.
-    fusion : {"concat", "sum"}
-        How modality features form the head input ``h``: concatenation in
-        modality order (``D_fused = sum(D_m)``) or elementwise sum (every
-        ``D_m == D_fused``).
+        Width ``D_m`` of ``features/<modality>``, modality ``m``'s embedding
+        block, same order as ``modalities``.
+    fusion : {"concat", "sum", "feature-sum", "nl-gate"}
+        How the blocks relate to the head input ``h`` (see ``docs/cache.md``):
+        ``concat`` and ``sum`` (the paper's summation, whose effective head is
+        ``[W_1, ..., W_M] / M``) read the concatenation (``D_fused = sum(D_m)``);
+        ``feature-sum`` reads the elementwise sum (every ``D_m == D_fused``);
+        ``nl-gate``'s head input is no function of the blocks and is stored
+        in ``head_input`` (every block is a fused latent, ``D_m == D_fused``).
     num_classes : int
         ``K``, the width of every logit array.
     multi_label : bool
@@ -52,6 +66,10 @@ class CacheMeta:
         ``T`` of ``mc_logits`` (0 when the cache has none).
     extra : dict
         Free-form JSON-serialisable provenance (e.g. encoder names).
+    fused_dim : int
+        ``D_fused``: width of the head input, of ``head/weight``'s columns and
+        of ``head_input``. 0 (the default) derives it from ``feature_dims`` for
+        the linear fusions; ``nl-gate`` must give it.
     """
 
     modalities: tuple[str, ...]
@@ -65,13 +83,17 @@ class CacheMeta:
     feature_dtype: str = "float32"
     mc_samples: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    fused_dim: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(str(m) for m in self.modalities))
         object.__setattr__(self, "feature_dims", tuple(int(d) for d in self.feature_dims))
+        object.__setattr__(self, "fused_dim", int(self.fused_dim))
         problems = _meta_problems(self)
         if problems:
             raise CacheError(f"invalid cache metadata: {problems[0]}")
+        if self.fused_dim == 0:
+            object.__setattr__(self, "fused_dim", _derived_fused_dim(self))
 
     @property
     def num_modalities(self) -> int:
@@ -82,16 +104,25 @@ class CacheMeta:
         return 2 ** len(self.modalities)
 
     @property
-    def fused_dim(self) -> int:
-        """``D_fused``: width of the head input and of ``head/weight``'s rows."""
-        if self.fusion == "concat":
-            return sum(self.feature_dims)
-        return self.feature_dims[0]
+    def stores_head_input(self) -> bool:
+        """True when the cache holds the field ``head_input`` (today: ``nl-gate``)."""
+        return stores_head_input(self.fusion)
 
-    def to_attrs(self) -> dict[str, Any]:
-        """Attribute dict as stored on the HDF5 root (JSON for structured values)."""
+    def to_attrs(self, schema_version: int = SCHEMA_VERSION) -> dict[str, Any]:
+        """Attribute dict as stored on the HDF5 root (JSON for structured values).
+
+        ``schema_version=1`` gives the attributes a version-1 file of this
+        metadata carries (``feature-sum`` named ``sum``, no ``fused_dim``), so
+        that file's content fingerprint is recomputed exactly.
+        """
         d = asdict(self)
-        return {
+        if schema_version == 1:
+            names = {new: old for old, new in V1_FUSION_NAMES.items()}
+            if self.fusion not in names:
+                raise CacheError(f"fusion {self.fusion!r} has no schema-1 form")
+            del d["fused_dim"]
+            d["fusion"] = names[self.fusion]
+        attrs = {
             "modalities": json.dumps(list(d["modalities"])),
             "feature_dims": json.dumps(list(d["feature_dims"])),
             "fusion": d["fusion"],
@@ -104,24 +135,39 @@ class CacheMeta:
             "mc_samples": int(d["mc_samples"]),
             "extra": json.dumps(d["extra"], sort_keys=True),
         }
+        if "fused_dim" in d:
+            attrs["fused_dim"] = int(d["fused_dim"])
+        return attrs
 
     @classmethod
     def from_attrs(cls, attrs: Any, path: str = "<cache>") -> CacheMeta:
-        """Parse root attributes, naming the missing or malformed one."""
+        """Parse root attributes, naming the missing or malformed one.
+
+        The file's ``schema_version`` (1 when absent) decides the names: a
+        version-1 file's ``fusion = "sum"`` is read as ``feature-sum`` and its
+        ``fused_dim`` is derived.
+        """
         def get(key: str) -> Any:
             if key not in attrs:
                 raise CacheError(
                     f"{path}: attribute '{key}' is missing; the file was not written by "
                     "mmal's cache writer, rewrite it with `mmal extract` or `mmal synth`"
                 )
-            value = attrs[key]
-            return value.decode() if isinstance(value, bytes) else value
+            return attr_text(attrs, key, path) if _is_text(attrs[key]) else attrs[key]
 
         try:
+            version = int(attrs.get("schema_version", 1))
+            fusion = str(get("fusion"))
+            if version == 1:
+                if fusion not in V1_FUSION_NAMES:
+                    raise CacheError(f"attribute 'fusion' is {fusion!r}, which schema version 1 "
+                                     f"does not have ({', '.join(V1_FUSION_NAMES)}); rewrite "
+                                     "the cache")
+                fusion = V1_FUSION_NAMES[fusion]
             return cls(
                 modalities=tuple(json.loads(get("modalities"))),
                 feature_dims=tuple(json.loads(get("feature_dims"))),
-                fusion=str(get("fusion")),
+                fusion=fusion,
                 num_classes=int(get("num_classes")),
                 multi_label=bool(get("multi_label")),
                 round=int(get("round")),
@@ -130,12 +176,33 @@ class CacheMeta:
                 feature_dtype=str(get("feature_dtype")),
                 mc_samples=int(get("mc_samples")),
                 extra=json.loads(get("extra")),
+                fused_dim=int(get("fused_dim")) if version >= 2 else 0,
             )
         except CacheError as exc:
             msg = str(exc)
             raise CacheError(msg if msg.startswith(path) else f"{path}: {msg}") from None
         except (ValueError, TypeError) as exc:
             raise CacheError(f"{path}: malformed root attribute ({exc}); rewrite the cache") from None
+
+
+def attr_text(attrs: Any, key: str, path: str, default: str = "") -> str:
+    """Root attribute ``key`` as text (``default`` when absent).
+
+    h5py hands bytes that are not UTF-8 over as surrogate escapes, which no
+    message can print: such a value is a :class:`CacheError` naming the key.
+    """
+    value = attrs.get(key, default)
+    try:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        text.encode()
+    except UnicodeError:
+        raise CacheError(f"{path}: attribute '{key}' is not UTF-8 text, the file is damaged; "
+                         "rewrite the cache") from None
+    return text
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, (str, bytes))
 
 
 def _meta_problems(meta: CacheMeta) -> list[str]:
@@ -151,13 +218,7 @@ def _meta_problems(meta: CacheMeta) -> list[str]:
         problems.append("feature_dims needs one width per modality")
     if any(d <= 0 for d in meta.feature_dims):
         problems.append(f"feature_dims must be positive, got {list(meta.feature_dims)}")
-    if meta.fusion not in FUSIONS:
-        problems.append(f"fusion {meta.fusion!r} is not one of {FUSIONS}")
-    elif meta.fusion == "sum" and len(set(meta.feature_dims)) > 1:
-        problems.append(
-            f"sum fusion needs equal feature widths, got {list(meta.feature_dims)}; "
-            "store the projected features that enter the sum"
-        )
+    problems += _fusion_problems(meta)
     if meta.num_classes < 2 and not meta.multi_label:
         problems.append(f"num_classes must be at least 2, got {meta.num_classes}")
     if meta.num_classes < 1:
@@ -167,6 +228,39 @@ def _meta_problems(meta: CacheMeta) -> list[str]:
     if meta.mc_samples < 0:
         problems.append("mc_samples must be >= 0")
     return problems
+
+
+def _fusion_problems(meta: CacheMeta) -> list[str]:
+    """The fusion's name and width rules (``docs/cache.md``, "Fusions")."""
+    dims = list(meta.feature_dims)
+    if meta.fusion not in FUSIONS:
+        return [f"fusion {meta.fusion!r} is not one of {FUSIONS}"]
+    if meta.fused_dim < 0:
+        return [f"fused_dim must be >= 0 (0 = derive it), got {meta.fused_dim}"]
+    if meta.fusion in ("feature-sum", "nl-gate") and len(set(dims)) > 1:
+        why = ("store the projected features that enter the sum" if meta.fusion == "feature-sum"
+               else "every block is the fused latent with one modality present")
+        return [f"{meta.fusion} fusion needs equal feature widths, got {dims}; {why}"]
+    if meta.fusion not in LINEAR_FUSIONS:
+        if meta.fused_dim == 0:
+            return [f"{meta.fusion} fusion needs fused_dim, the width of the stored head_input"]
+        if dims and dims[0] != meta.fused_dim:
+            return [f"{meta.fusion} fusion needs feature widths equal to fused_dim="
+                    f"{meta.fused_dim}, got {dims}; every block is the fused latent with one "
+                    "modality present"]
+        return []
+    derived = _derived_fused_dim(meta)
+    if meta.fused_dim not in (0, derived):
+        return [f"fused_dim={meta.fused_dim} disagrees with {meta.fusion} fusion of widths "
+                f"{dims}, which gives {derived}; pass 0 to derive it"]
+    return []
+
+
+def _derived_fused_dim(meta: CacheMeta) -> int:
+    """``D_fused`` of a linear fusion: ``sum(D_m)`` (concat, sum) or ``D`` (feature-sum)."""
+    if meta.fusion in CONCATENATING_FUSIONS:
+        return sum(meta.feature_dims)
+    return meta.feature_dims[0] if meta.feature_dims else 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +286,8 @@ def field_specs(meta: CacheMeta) -> list[FieldSpec]:
     ]
     specs += [FieldSpec(f"features/{m}", (d,), fdt, True)
               for m, d in zip(meta.modalities, meta.feature_dims, strict=True)]
+    if meta.stores_head_input:
+        specs.append(FieldSpec("head_input", (meta.fused_dim,), fdt, True))
     specs.append(FieldSpec("logits/mm", (k,), f32, True))
     specs += [FieldSpec(f"logits/{m}", (k,), f32, True) for m in meta.modalities]
     specs.append(FieldSpec("coalitions", (meta.num_coalitions, k), f32, True))

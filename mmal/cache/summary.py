@@ -14,6 +14,8 @@ from mmal.cache.reader import Cache
 def summarize_cache(cache: Cache, block_rows: int = 65536) -> dict[str, Any]:
     """Counts, shapes, modality dominance shares and a finite-value check.
 
+    ``head_input`` says whether the head input is the stored field of that
+    name (``nl-gate``) or computed from the blocks (the linear fusions).
     ``dominance`` maps each modality to the share of samples whose largest
     Shapley contribution (at the multimodal pseudo-label) is that modality's.
     """
@@ -38,6 +40,7 @@ def summarize_cache(cache: Cache, block_rows: int = 65536) -> dict[str, Any]:
         "modalities": dict(zip(meta.modalities, meta.feature_dims, strict=True)),
         "fusion": meta.fusion,
         "fused_dim": meta.fused_dim,
+        "head_input": "stored" if meta.stores_head_input else "computed from the features",
         "feature_dtype": meta.feature_dtype,
         "mc_samples": meta.mc_samples,
         "round": meta.round,

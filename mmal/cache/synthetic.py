@@ -1,26 +1,38 @@
 """Synthetic feature caches for tests, benchmarks and the first demo.
 
-The generated cache is internally consistent: every logit is computed from the
-stored (dtype-rounded) features with a random linear head, so coalition logits
-can be recomputed from ``head/*`` and ``features/*`` exactly as a real
-extraction would produce them.
+The generated cache is internally consistent, as a real extraction would
+write it: every logit is computed from the stored (dtype-rounded) values, so
+:func:`mmal.cache.consistency.coalition_error` finds no disagreement.
 
-Samples are drawn around per-class centers in every modality. Modality ``m``'s
-head block (concat fusion) or its features (sum fusion, where the head is
-shared) are scaled by ``dominance ** -m`` so modality 0 dominates most
-samples when ``dominance > 1``; a per-sample log-normal scale on each modality
-lets some samples be dominated by a weaker modality, as in real data.
+* ``concat``: one random linear head over the concatenated features;
+* ``sum`` (the paper's summation): one random linear head per modality, the
+  unimodal logits are those heads' outputs and the fused logits their mean,
+  stored as the effective head ``[W_1, ..., W_M] / M`` with the mean bias;
+* ``feature-sum``: one random head shared by the summed features;
+* ``nl-gate``: a random nonlinear gate stands for the network after the
+  modalities meet: the latent of coalition ``S`` is
+  ``tanh(Σ_{m ∈ S} x_m A_m + c)`` for per-modality inputs ``x_m``, each block
+  ``z_m`` is the latent of ``{m}`` alone, ``head_input`` the latent of all
+  modalities, and every coalition's logits are a random linear head applied to
+  its latent (so the empty coalition is the same row for every sample).
+
+Samples are drawn around per-class centers in every modality. Modality ``m``
+is weakened by ``dominance ** -m`` (its head block for concat and sum, its
+features for feature-sum and nl-gate) so modality 0 dominates most samples
+when ``dominance > 1``; a per-sample log-normal scale on each modality lets
+some samples be dominated by a weaker modality, as in real data.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mmal.cache.fusion import coalition_present, head_input
+from mmal.cache.fusion import CONCATENATING_FUSIONS, coalition_present, head_input
 from mmal.cache.schema import CacheMeta
 from mmal.cache.writer import CacheWriter
 from mmal.errors import CacheError
@@ -51,9 +63,11 @@ def make_synthetic_cache(
     num_samples, num_classes : int
         ``N`` and ``K``.
     feature_dims : sequence of int
-        ``D_m`` per modality; all equal for ``fusion="sum"``.
+        ``D_m`` per modality; all equal for ``feature-sum`` and ``nl-gate``.
     modalities : sequence of str, optional
         Names; default ``m0, m1, ...``.
+    fusion : {"concat", "sum", "feature-sum", "nl-gate"}
+        See the module docstring.
     dominance : float >= 1
         Ratio of head strength between consecutive modalities (1 = balanced).
     labeled_fraction : float in [0, 1)
@@ -73,27 +87,13 @@ def make_synthetic_cache(
         modalities=names, feature_dims=dims, fusion=fusion, num_classes=num_classes,
         multi_label=multi_label, round=round, model_fingerprint=f"synthetic-seed{seed}",
         pool_fingerprint=f"synthetic-n{num_samples}-seed{seed}", feature_dtype=feature_dtype,
-        mc_samples=mc_samples,
+        mc_samples=mc_samples, fused_dim=dims[0] if fusion == "nl-gate" else 0,
         extra={"generator": "mmal.cache.synthetic", "dominance": dominance, "seed": seed},
     )
     rng = np.random.default_rng(seed)
     k, n = num_classes, num_samples
     centers = [rng.normal(size=(k, d)).astype(np.float32) for d in dims]
-    strength = [dominance ** -m for m in range(len(dims))]
-    if fusion == "concat":
-        # each modality's block of the head is scaled: its logit contribution shrinks
-        blocks = [rng.normal(size=(k, d)).astype(np.float32) * (s / np.sqrt(d))
-                  for d, s in zip(dims, strength, strict=True)]
-        weight = np.concatenate(blocks, axis=1)
-        feature_scale = [1.0] * len(dims)
-    else:
-        # one head is shared by every modality, so the features themselves are scaled
-        weight = rng.normal(size=(k, dims[0])).astype(np.float32) / np.sqrt(dims[0])
-        feature_scale = strength
-    bias = (0.1 * rng.normal(size=k)).astype(np.float32)
-    uni_heads = [(rng.normal(size=(k, d)).astype(np.float32) / np.sqrt(d),
-                  (0.1 * rng.normal(size=k)).astype(np.float32)) for d in dims]
-
+    model = _random_model(rng, meta, [dominance ** -m for m in range(len(dims))])
     ids = np.sort(rng.choice(max(10 * n, 100), size=n, replace=False)).astype(np.int64)
     labeled = np.zeros(n, dtype=bool)
     labeled[rng.choice(n, size=min(int(labeled_fraction * n), n - 1), replace=False)] = True
@@ -102,42 +102,90 @@ def make_synthetic_cache(
     with CacheWriter(path, meta, n, overwrite=overwrite, resume=False) as writer:
         for start in range(0, n, batch_rows):
             rows = slice(start, min(start + batch_rows, n))
-            writer.append(_batch(rng, meta, centers, feature_scale, weight, bias, uni_heads,
-                                 ids[rows], labeled[rows], truth[rows]))
-        writer.write_head(weight, bias)
+            writer.append(_batch(rng, meta, centers, model, ids[rows], labeled[rows],
+                                 truth[rows]))
+        writer.write_head(model.weight, model.bias)
     return Path(path)
 
 
-def _batch(rng, meta, centers, feature_scale, weight, bias, uni_heads, ids, labeled, truth) -> dict:
+@dataclass(frozen=True)
+class _Model:
+    """The random model behind a synthetic cache (see the module docstring)."""
+
+    weight: np.ndarray  # (K, D_fused) head/weight
+    bias: np.ndarray  # (K,) head/bias
+    uni_heads: list[tuple[np.ndarray, np.ndarray]]  # per modality (K, D_m), (K,)
+    feature_scale: list[float]  # per modality, applied to the inputs
+    gate: list[np.ndarray] | None = None  # nl-gate: A_m (D, D) per modality
+    gate_bias: np.ndarray | None = None  # nl-gate: c (D,)
+
+
+def _random_model(rng: np.random.Generator, meta: CacheMeta, strength: list[float]) -> _Model:
+    # concat and feature-sum draw in the order they did before schema 2: same seed, same cache
+    k, dims, f32 = meta.num_classes, meta.feature_dims, np.float32
+    if meta.fusion in CONCATENATING_FUSIONS:
+        # each modality's block of the head is scaled: its logit contribution shrinks
+        blocks = [rng.normal(size=(k, d)).astype(f32) * (s / np.sqrt(d))
+                  for d, s in zip(dims, strength, strict=True)]
+        weight = np.concatenate(blocks, axis=1)
+        feature_scale = [1.0] * len(dims)
+    else:
+        # one head is shared by every modality, so the inputs themselves are scaled
+        weight = rng.normal(size=(k, dims[0])).astype(f32) / np.sqrt(dims[0])
+        feature_scale = strength
+    bias = (0.1 * rng.normal(size=k)).astype(f32)
+    heads = [(rng.normal(size=(k, d)).astype(f32) / np.sqrt(d),
+              (0.1 * rng.normal(size=k)).astype(f32)) for d in dims]
+    if meta.fusion == "sum":  # the unimodal heads are the blocks; fused logits are their mean
+        heads = [(w, c) for w, (_, c) in zip(blocks, heads, strict=True)]
+        weight = weight / f32(len(dims))
+        bias = np.mean([c for _, c in heads], axis=0).astype(f32)
+    if meta.fusion != "nl-gate":
+        return _Model(weight, bias, heads, feature_scale)
+    d = meta.fused_dim
+    gate = [rng.normal(size=(d, d)).astype(f32) / np.sqrt(2 * d) for _ in dims]
+    return _Model(weight, bias, heads, feature_scale, gate,
+                  (0.5 * rng.normal(size=d)).astype(f32))
+
+
+def _batch(rng, meta, centers, model, ids, labeled, truth) -> dict:
     b, k = len(ids), meta.num_classes
     scales = rng.lognormal(mean=0.0, sigma=0.5, size=(b, meta.num_modalities)).astype(np.float32)
-    feats = []
+    inputs = []
     for m, center in enumerate(centers):
-        z = center[truth] + rng.normal(size=(b, center.shape[1])).astype(np.float32)
-        z = z * (scales[:, m:m + 1] * feature_scale[m])
-        z = z.astype(meta.feature_dtype).astype(np.float32)
-        feats.append(z)
+        x = center[truth] + rng.normal(size=(b, center.shape[1])).astype(np.float32)
+        inputs.append(x * (scales[:, m:m + 1] * model.feature_scale[m]))
+
+    def stored(a):  # the values a reader gets back, from which every logit is computed
+        return a.astype(meta.feature_dtype).astype(np.float32)
 
     def head(h):
-        return h @ weight.T + bias
+        return h @ model.weight.T + model.bias
 
-    batch = {
-        "ids": ids,
-        "labeled": labeled,
-        "logits/mm": head(head_input(feats, meta.fusion)),
-        "coalitions": np.stack([
-            head(head_input(feats, meta.fusion,
-                            present=coalition_present(mask, meta.num_modalities)))
-            for mask in range(meta.num_coalitions)], axis=1),
-    }
+    batch = {"ids": ids, "labeled": labeled}
+    masks = range(meta.num_coalitions)
+    if meta.stores_head_input:
+        latents = [stored(_gate(model, inputs, coalition_present(s, meta.num_modalities)))
+                   for s in masks]
+        feats = [latents[1 << m] for m in range(meta.num_modalities)]
+        h = batch["head_input"] = latents[-1]
+    else:
+        latents = None
+        feats = [stored(x) for x in inputs]
+        h = head_input(feats, meta.fusion)
+    batch["logits/mm"] = head(h)
+    batch["coalitions"] = np.stack([
+        head(latents[s] if latents is not None else
+             head_input(feats, meta.fusion, present=coalition_present(s, meta.num_modalities)))
+        for s in masks], axis=1)
     for name, z in zip(meta.modalities, feats, strict=True):
         batch[f"features/{name}"] = z
-    for name, z, (w, c) in zip(meta.modalities, feats, uni_heads, strict=True):
+    for name, z, (w, c) in zip(meta.modalities, feats, model.uni_heads, strict=True):
         batch[f"logits/{name}"] = z @ w.T + c
     if meta.mc_samples:
-        h = head_input(feats, meta.fusion)
         keep = rng.random(size=(b, meta.mc_samples, h.shape[1])) >= 0.2
-        batch["mc_logits"] = np.einsum("btd,kd->btk", h[:, None, :] * keep / 0.8, weight) + bias
+        batch["mc_logits"] = (np.einsum("btd,kd->btk", h[:, None, :] * keep / 0.8, model.weight)
+                              + model.bias)
     if meta.multi_label:
         labels = (rng.random(size=(b, k)) < 1.5 / k).astype(np.int8)
         labels[np.arange(b), truth] = 1
@@ -146,3 +194,12 @@ def _batch(rng, meta, centers, feature_scale, weight, bias, uni_heads, ids, labe
         labels = np.where(labeled, truth, -1).astype(np.int64)
     batch["labels"] = labels
     return batch
+
+
+def _gate(model: _Model, inputs: list[np.ndarray], present: list[bool]) -> np.ndarray:
+    """(b, D) latent of the coalition ``present``: ``tanh(Σ_{m present} x_m A_m + c)``."""
+    pre = np.broadcast_to(model.gate_bias, (len(inputs[0]), len(model.gate_bias))).copy()
+    for x, a, here in zip(inputs, model.gate, present, strict=True):
+        if here:
+            pre += x @ a
+    return np.tanh(pre)

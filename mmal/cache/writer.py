@@ -197,12 +197,20 @@ class CacheWriter:
         ----------
         batch : mapping of field path to array
             Every per-sample field of the schema (``ids``, ``labeled``,
-            ``labels``, ``features/<m>``, ``logits/mm``, ``logits/<m>``,
-            ``coalitions`` and ``mc_logits`` when ``meta.mc_samples > 0``),
-            each with the same leading length ``b``.
+            ``labels``, ``features/<m>``, ``head_input`` when the fusion
+            stores it (``meta.stores_head_input``), ``logits/mm``,
+            ``logits/<m>``, ``coalitions`` and ``mc_logits`` when
+            ``meta.mc_samples > 0``), each with the same leading length ``b``.
         """
         missing = sorted(set(self._specs) - set(batch))
         unknown = sorted(set(batch) - set(self._specs))
+        if "head_input" in missing or "head_input" in unknown:
+            raise CacheError(
+                f"{self.partial}: " + (
+                    f"{self.meta.fusion} fusion stores its head input: the batch needs the "
+                    "field 'head_input'" if "head_input" in missing else
+                    f"{self.meta.fusion} fusion computes its head input from the features: the "
+                    "batch must not have the field 'head_input'"))
         if missing or unknown:
             raise CacheError(
                 f"{self.partial}: batch fields disagree with the schema "
@@ -349,10 +357,15 @@ class CacheWriter:
 
 
 def content_fingerprint(f: h5py.File, block_rows: int = 65536) -> str:
-    """SHA-256 over the schema's fields and metadata, streamed in row blocks."""
+    """SHA-256 over the schema's fields and metadata, streamed in row blocks.
+
+    The metadata is hashed as the file's schema version stores it, so a
+    version-1 file's fingerprint is recomputed as the version-1 writer made it.
+    """
     meta = CacheMeta.from_attrs(f.attrs, str(f.filename))
+    version = int(f.attrs.get("schema_version", 1))
     digest = hashlib.sha256()
-    for key, value in sorted(meta.to_attrs().items()):
+    for key, value in sorted(meta.to_attrs(version).items()):
         digest.update(f"{key}={value};".encode())
     for spec in [*field_specs(meta), *head_specs(meta)]:
         ds = f[spec.path]

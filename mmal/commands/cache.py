@@ -13,6 +13,10 @@ from mmal.errors import CacheError, one_line
 # Library code is imported inside each command body, so that `mmal --help` and the other
 # commands do not load what these need (NumPy, h5py).
 
+#: mmal.cache.fusion.FUSIONS, spelled out so that the option needs no import of mmal.cache
+#: (tests/cache/test_synthetic.py checks the two agree).
+SYNTH_FUSIONS = ("concat", "sum", "feature-sum", "nl-gate")
+
 
 @click.command("synth")
 @click.argument("path", type=FILE_PATH)
@@ -22,8 +26,11 @@ from mmal.errors import CacheError, one_line
               help="Number of classes K.")
 @click.option("--dims", default="64,32", show_default=True,
               help="Comma-separated feature width per modality; its length sets M.")
-@click.option("--fusion", type=click.Choice(["concat", "sum"]), default="concat",
-              show_default=True, help="How modality features form the head input.")
+@click.option("--fusion", type=click.Choice(SYNTH_FUSIONS), default="concat", show_default=True,
+              help="How the modality blocks form the head input (docs/cache.md, Fusions): "
+                   "concat; sum, the paper's mean of the unimodal heads; feature-sum, one head "
+                   "over the summed features; nl-gate, a nonlinear gate whose head input is "
+                   "stored. feature-sum and nl-gate need equal --dims.")
 @click.option("--dominance", type=click.FloatRange(min=1.0), default=3.0, show_default=True,
               help="Head strength ratio between consecutive modalities (1 = balanced).")
 @click.option("--labeled-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
@@ -40,13 +47,15 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
                   multi_label, mc_samples, feature_dtype, seed, force):
     """Write a synthetic, self-consistent feature cache to PATH.
 
-    Logits and coalition logits come from a random linear head over the stored
-    features, exactly as extraction would write them. Useful for trying
-    strategies, tests and benchmarks.
+    Logits and coalition logits come from a random head over the stored
+    features (for nl-gate: over a random nonlinear gate's latents), so the
+    cache is consistent exactly as extraction would write it. Useful for
+    trying strategies, tests and benchmarks.
 
     \b
     Example:
       mmal synth pool.h5 -n 5000 -k 20 --dims 128,64 --mc-samples 10
+      mmal synth av.h5 -n 5000 -k 30 --dims 512,512 --fusion nl-gate
     """
     from mmal.cache.synthetic import make_synthetic_cache
 
@@ -57,6 +66,9 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
                                  param_hint="--dims") from None
     if min(widths) < 1:
         raise click.BadParameter(f"{dims!r}: every feature width must be >= 1 (e.g. 64,32)",
+                                 param_hint="--dims")
+    if fusion in ("feature-sum", "nl-gate") and len(set(widths)) > 1:
+        raise click.BadParameter(f"{dims!r}: {fusion} fusion needs equal widths (e.g. 64,64)",
                                  param_hint="--dims")
     make_synthetic_cache(
         path, num_samples=num_samples, num_classes=num_classes, feature_dims=widths,
@@ -78,8 +90,9 @@ def synth_command(path, num_samples, num_classes, dims, fusion, dominance, label
 def inspect_command(path, cache_path, verify, as_json):
     """Summarize a feature cache (.h5), an index file (.json) or a selection's diagnostics (.npz).
 
-    For a cache: pool size, labeled and unlabeled counts, classes, modalities
-    with their widths, fusion, the share of samples each modality dominates by
+    For a cache: schema version, pool size, labeled and unlabeled counts,
+    classes, modalities with their widths, fusion, the head input's width and
+    whether it is stored (nl-gate) or computed from the features, the share of samples each modality dominates by
     Shapley contribution, and a check that every stored value is finite.
     For an index file: kind, count, first ids and provenance.
     For the <stem>.diagnostics.npz that `mmal select` writes: strategy, samples,

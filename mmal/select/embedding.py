@@ -6,8 +6,9 @@ head's weight ``W`` (K, D) is the outer product ``g = r ⊗ u``:
 * ``r`` (K,) is the gradient with respect to the logits: ``p - e_ŷ`` for a
   softmax head (``ŷ = argmax p``), ``sigmoid(l) - 1[sigmoid(l) >= 0.5]`` for a
   multi-label (sigmoid, binary cross-entropy) head;
-* ``u`` (D,) is the head input ``h`` (BADGE) or BMMAL's scaled head input
-  ``w_1 z_1 ⊕ w_2 z_2 ⊕ ...`` (concatenation) / ``Σ w_m z_m`` (sum).
+* ``u`` (D,) is the head input ``h`` (BADGE: ``Cache.head_input``) or BMMAL's
+  weighted blocks ``w_1 z_1 ⊕ w_2 z_2 ⊕ ...`` (concatenated for the fusions
+  ``concat``, ``sum`` and ``nl-gate``) / ``Σ w_m z_m`` (``feature-sum``).
 
 Flattened row-major, ``g = (r[:, None] * u[None, :]).ravel()`` has ``K·D``
 entries, too many to store for large pools (229 GB at VGGSound scale). Every
@@ -91,22 +92,28 @@ def logit_gradient(logits: Any, *, multi_label: bool = False, xp: Any = np, dtyp
 def scaled_head_input(
     features: Sequence[Any], fusion: str, *, weights: Any = None, xp: Any = np, dtype: Any = None
 ) -> Any:
-    """``u``: the head input, each modality scaled by its per-sample weight.
+    """``u`` from the blocks: each modality scaled by its per-sample weight, then fused.
+
+    The blocks are fused as BMMAL embeds them (:func:`bmmal_fusion`): summed
+    for ``feature-sum``, concatenated for every other fusion. For the linear
+    fusions, ``weights=None`` gives the head input ``h`` itself (BADGE's
+    ``u``); ``nl-gate``'s ``h`` is not a function of the blocks and comes from
+    the cache instead (``Cache.head_input``).
 
     Parameters
     ----------
     features : sequence of arrays (n, D_m)
-        Modality features in the cache's modality order.
-    fusion : {"concat", "sum"}
+        Modality blocks in the cache's modality order.
+    fusion : {"concat", "sum", "feature-sum", "nl-gate"}
     weights : array (n, M), optional
-        BMMAL weights ``w``; None gives BADGE's unscaled ``h``.
+        BMMAL weights ``w``; None leaves the blocks unscaled.
     xp : array module
     dtype : dtype, optional
         Output dtype (default the features' dtype).
 
     Returns
     -------
-    u : array (n, D_fused)
+    u : array (n, D) with ``D = sum(D_m)``, or ``D_m`` for ``feature-sum``
     """
     dtype = dtype or features[0].dtype
     feats = [z.astype(dtype, copy=False) for z in features]
@@ -114,7 +121,20 @@ def scaled_head_input(
     if weights is not None:
         w = weights.astype(dtype, copy=False)
         per_modality = [w[:, m] for m in range(w.shape[1])]
-    return head_input(feats, fusion, weights=per_modality, xp=xp).astype(dtype, copy=False)
+    return head_input(feats, bmmal_fusion(fusion), weights=per_modality,
+                      xp=xp).astype(dtype, copy=False)
+
+
+def bmmal_fusion(fusion: str) -> str:
+    """The linear fusion BMMAL's weighted blocks follow: ``feature-sum`` adds, all others concatenate."""
+    return "feature-sum" if fusion == "feature-sum" else "concat"
+
+
+def embedding_width(meta: Any, *, weighted: bool) -> int:
+    """Width of ``u``: ``D_fused`` for BADGE, the weighted blocks' width for BMMAL."""
+    if not weighted or bmmal_fusion(meta.fusion) == "feature-sum":
+        return meta.fused_dim
+    return sum(meta.feature_dims)
 
 
 @dataclass
@@ -342,8 +362,8 @@ def cache_embedding(
         ``modality_weights(rows, keep, logits)`` with ``rows`` the block's slice,
         ``keep`` the (b,) host bool mask of its unlabeled rows and ``logits``
         their (n_b, K) multimodal logits on ``xp``; returns (n_b, M) weights on
-        ``xp`` (BMMAL) or None. Default: unscaled head input (BADGE). It is
-        called again for every block when the embedding is read a second time
+        ``xp``, which scale the blocks (BMMAL, :func:`scaled_head_input`).
+        Default: ``u`` is the head input ``h`` (BADGE). It is called again for every block when the embedding is read a second time
         in float64, so it must not accumulate across calls for the same block.
     block_rows : int
         Rows per read.
@@ -385,7 +405,7 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows):
     positions = unlabeled_positions(cache)
     n = len(positions)
     r = xp.empty((n, meta.num_classes), dtype=dtype)
-    u = xp.empty((n, meta.fused_dim), dtype=dtype)
+    u = xp.empty((n, embedding_width(meta, weighted=modality_weights is not None)), dtype=dtype)
     filled = 0
     for rows in cache.row_blocks(block_rows):
         keep = ~cache.labeled[rows]
@@ -393,10 +413,19 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows):
         if not count:
             continue
         logits = xp.asarray(cache.logits("mm", rows)[keep])
-        features = [xp.asarray(cache.features(m, rows)[keep]) for m in meta.modalities]
         weights = modality_weights(rows, keep, logits) if modality_weights else None
         out = slice(filled, filled + count)
         r[out] = logit_gradient(logits, multi_label=meta.multi_label, xp=xp, dtype=dtype)
-        u[out] = scaled_head_input(features, meta.fusion, weights=weights, xp=xp, dtype=dtype)
+        u[out] = _u_factor(cache, rows, keep, weights, xp, dtype)
         filled += count
     return positions, FactorizedEmbedding(r, u)
+
+
+def _u_factor(cache, rows, keep, weights, xp, dtype):
+    """(n_b, D) ``u`` of a block's unlabeled rows: BMMAL's weighted blocks or BADGE's ``h``."""
+    if weights is None and cache.meta.stores_head_input:
+        return xp.asarray(cache.head_input(rows)[keep]).astype(dtype, copy=False)
+    # linear fusions: from the blocks in ``dtype``, which sums feature-sum's blocks in float64
+    # for precision="float64" (as before schema 2), not in the cache's float32
+    features = [xp.asarray(cache.features(m, rows)[keep]) for m in cache.meta.modalities]
+    return scaled_head_input(features, cache.meta.fusion, weights=weights, xp=xp, dtype=dtype)

@@ -73,13 +73,15 @@ def gather_rows(
     return out
 
 
-def fused_features(cache: Cache, mask: np.ndarray) -> np.ndarray:
+def head_inputs(cache: Cache, mask: np.ndarray) -> np.ndarray:
     """(mask.sum(), D_fused) C-contiguous float32 head inputs ``h`` of the masked rows.
 
+    ``h`` is what the multimodal head reads (``Cache.head_input``): computed
+    from the blocks for the linear fusions, the stored field for ``nl-gate``.
     For FAISS, which computes distances in float32: rows whose squared norm
     would overflow them are refused with a :class:`SelectionError` naming the ids.
     """
-    points = gather_rows(cache, cache.fused_features, mask, cache.meta.fused_dim, np.float32)
+    points = gather_rows(cache, cache.head_input, mask, cache.meta.fused_dim, np.float32)
     refuse_overflowing_points(points, cache, np.flatnonzero(mask))
     return points
 

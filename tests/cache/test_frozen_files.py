@@ -32,3 +32,17 @@ def test_index_v1_still_loads():
     assert index.kind == "labeled"
     np.testing.assert_array_equal(index.ids, [3, 49, 64])
     assert index.provenance["round"] == 0
+
+
+def test_schema_v1_sum_cache_reads_as_feature_sum():
+    """Schema 1 called the feature sum "sum"; the name now means the paper's summation."""
+    with open_cache(DATA / "cache-v1-sum.h5") as cache:
+        assert cache.schema_version == 1
+        assert cache.fingerprint == "29327f4da374c53e542fc5eb18d72197"
+        assert (cache.meta.fusion, cache.meta.feature_dims, cache.meta.fused_dim) == \
+            ("feature-sum", (4, 4), 4)
+        assert not cache.meta.stores_head_input
+        feats = [cache.features(m) for m in cache.meta.modalities]
+        np.testing.assert_array_equal(cache.head_input(), feats[0] + feats[1])
+        assert coalition_error(cache) < 1e-5
+        assert cache.verify() == cache.fingerprint

@@ -79,6 +79,16 @@ def test_scrambled_chunk_is_a_one_line_error_on_read(small_cache, field):
             cache.read(field)
 
 
+def test_nl_gate_head_input_is_checksummed_and_badge_reports_its_damage(tmp_path):
+    path = make_synthetic_cache(tmp_path / "c.h5", num_samples=200, feature_dims=(6, 6),
+                                fusion="nl-gate", seed=1)
+    with h5py.File(path, "r") as f:
+        assert f["head_input"].fletcher32 and f["head_input"].chunks
+    _scramble_chunk(path, "head_input")
+    _one_line_error(_select(path, tmp_path, "badge"), path,
+                    "field 'head_input' cannot be read: a chunk fails its checksum")
+
+
 def test_scrambled_ids_are_refused_at_open(small_cache):
     _scramble_chunk(small_cache, "ids")
     with pytest.raises(CacheError, match="field 'ids' cannot be read: a chunk fails its checksum"):

@@ -11,9 +11,9 @@ from mmal.errors import WorkspaceError
 from mmal.extract import shards
 
 
-def _split_cache(tmp_path, n=50, world=3, batch=8):
+def _split_cache(tmp_path, n=50, world=3, batch=8, **synthetic):
     """A synthetic cache and its rows written as ``world`` shard files."""
-    whole = make_synthetic_cache(tmp_path / "whole.h5", num_samples=n, seed=1)
+    whole = make_synthetic_cache(tmp_path / "whole.h5", num_samples=n, seed=1, **synthetic)
     cache = tmp_path / "rounds" / "000" / "cache.h5"
     with open_cache(whole) as src:
         meta = src.meta
@@ -52,6 +52,16 @@ def test_join_equals_the_whole_cache_and_resumes(tmp_path, monkeypatch):
         assert got.fingerprint == want.fingerprint
         for spec in want._specs:
             np.testing.assert_array_equal(got.read(spec), want.read(spec), err_msg=spec)
+
+
+def test_join_of_an_nl_gate_cache_carries_its_head_input(tmp_path):
+    whole, cache, meta, parts = _split_cache(tmp_path, feature_dims=(6, 6), fusion="nl-gate")
+    rows = shards.plan(50, 3, 8)
+    shards.join_shards(cache, meta, [(p, rows[r]) for r, p, _, _ in parts], 50, overwrite=False,
+                       resume=True)
+    with open_cache(cache) as got, open_cache(whole) as want:
+        assert got.fingerprint == want.fingerprint and got.meta.fused_dim == 6
+        np.testing.assert_array_equal(got.head_input(), want.head_input())
 
 
 def test_shard_ready_requires_matching_finished_file(tmp_path):

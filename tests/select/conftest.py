@@ -33,9 +33,13 @@ def xp(request):
 #: Every kind of synthetic cache: (id, make_synthetic_cache keyword arguments).
 CACHE_KINDS = {
     "concat2": dict(feature_dims=(12, 8)),
-    "sum2": dict(feature_dims=(10, 10), fusion="sum"),
+    "featuresum2": dict(feature_dims=(10, 10), fusion="feature-sum"),
     "concat3": dict(feature_dims=(8, 6, 5)),
-    "sum3": dict(feature_dims=(6, 6, 6), fusion="sum"),
+    "featuresum3": dict(feature_dims=(6, 6, 6), fusion="feature-sum"),
+    "sum2": dict(feature_dims=(10, 6), fusion="sum"),
+    "sum3": dict(feature_dims=(6, 5, 4), fusion="sum"),
+    "nlgate2": dict(feature_dims=(8, 8), fusion="nl-gate"),
+    "nlgate3": dict(feature_dims=(6, 6, 6), fusion="nl-gate"),
     "multilabel": dict(feature_dims=(8, 6), multi_label=True),
     "float16": dict(feature_dims=(8, 6), feature_dtype="float16"),
 }

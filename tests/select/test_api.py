@@ -16,7 +16,8 @@ from mmal.select import registry as registry_module
 from mmal.select.api import default_output, diagnostics_path
 
 MINE = ["badge", "bmmal", "random"]
-KINDS = ["concat2", "sum2", "concat3", "sum3", "multilabel", "float16"]
+KINDS = ["concat2", "featuresum2", "concat3", "featuresum3", "sum2", "nlgate2", "multilabel",
+         "float16"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

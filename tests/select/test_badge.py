@@ -10,7 +10,8 @@ from mmal.errors import SelectionError
 from mmal.select.embedding import cache_embedding
 from mmal.select.strategies.badge import select_badge
 
-KINDS = ["concat2", "sum2", "concat3", "sum3", "multilabel", "float16"]
+KINDS = ["concat2", "featuresum2", "concat3", "featuresum3", "sum2", "sum3", "nlgate2", "nlgate3",
+         "multilabel", "float16"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -28,7 +29,10 @@ def test_cache_embedding_is_the_head_gradient_of_unlabeled_rows(cache_factory, k
             p /= p.sum(axis=1, keepdims=True)
             r = p - np.eye(cache.meta.num_classes)[logits.argmax(axis=1)]
         feats = [cache.features(m, rows).astype(np.float64) for m in cache.meta.modalities]
-        h = np.concatenate(feats, 1) if cache.meta.fusion == "concat" else sum(feats)
+        h = {"concat": lambda: np.concatenate(feats, 1), "sum": lambda: np.concatenate(feats, 1),
+             "feature-sum": lambda: sum(feats),
+             "nl-gate": lambda: cache.read("head_input", rows).astype(np.float64),
+             }[cache.meta.fusion]()
         g = (r[:, :, None] * h[:, None, :]).reshape(len(rows), -1)
         np.testing.assert_allclose(emb.materialize(), g, rtol=1e-9, atol=1e-12)
 
@@ -50,8 +54,9 @@ def test_float32_and_float64_pick_alike_on_a_small_cache(cache_factory):
     np.testing.assert_array_equal(a.positions, b.positions)
 
 
-def test_numpy_and_backend_pick_the_same_rows_in_float64(cache_factory, xp):
-    with open_cache(cache_factory("concat3")) as cache:
+@pytest.mark.parametrize("kind", ["concat3", "sum2", "nlgate2"])
+def test_numpy_and_backend_pick_the_same_rows_in_float64(cache_factory, xp, kind):
+    with open_cache(cache_factory(kind)) as cache:
         cpu = select_badge(cache, 20, rng=np.random.default_rng(0), precision="float64")
         dev = select_badge(cache, 20, rng=np.random.default_rng(0), xp=xp, precision="float64")
     np.testing.assert_array_equal(cpu.positions, dev.positions)

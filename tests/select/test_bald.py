@@ -48,7 +48,7 @@ def test_known_cases():
     np.testing.assert_allclose(ml, [np.log(2.0)], atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["concat2", "multilabel", "sum3"])
+@pytest.mark.parametrize("kind", ["concat2", "multilabel", "featuresum3"])
 def test_selection_is_brute_force_top_b(cache_factory, xp, kind):
     with open_cache(cache_factory(kind, mc_samples=4)) as cache:
         chosen = select_bald(cache, 20, rng=np.random.default_rng(0), xp=xp).positions

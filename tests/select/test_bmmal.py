@@ -60,7 +60,8 @@ def test_guideline1_on_a_consistent_linear_head():
     assert ratio[order[: n // 4]].mean() > ratio[order[-n // 4:]].mean()
 
 
-@pytest.mark.parametrize("kind", ["concat2", "concat3", "sum2", "sum3"])
+@pytest.mark.parametrize("kind", ["concat2", "concat3", "featuresum2", "featuresum3", "sum2",
+                                  "sum3", "nlgate2", "nlgate3"])
 def test_guideline2_stronger_modality_subpool_is_damped_more(cache_factory, kind):
     path = cache_factory(kind, num_samples=600, dominance=3.0)
     with open_cache(path) as cache:
@@ -99,7 +100,8 @@ def test_dominance_summary_known_answer():
     assert empty["size"] == 0 and empty["mean_weaker_weight"] is None
 
 
-@pytest.mark.parametrize("kind", ["concat2", "sum2", "concat3", "sum3", "multilabel", "float16"])
+@pytest.mark.parametrize("kind", ["concat2", "featuresum2", "concat3", "featuresum3", "sum2",
+                                  "sum3", "nlgate2", "nlgate3", "multilabel", "float16"])
 def test_embedding_and_diagnostics_match_direct_computation(cache_factory, kind):
     path = cache_factory(kind)
     with open_cache(path) as cache:
@@ -114,7 +116,8 @@ def test_embedding_and_diagnostics_match_direct_computation(cache_factory, kind)
         np.testing.assert_allclose(sel.diagnostics["phi"], phi, rtol=1e-10, atol=1e-12)
         w = sel.diagnostics["weights"]
         scaled = [w[:, m:m + 1] * z for m, z in enumerate(feats)]
-        u = np.concatenate(scaled, 1) if cache.meta.fusion == "concat" else sum(scaled)
+        # the weighted blocks: summed for feature-sum, concatenated for every other fusion
+        u = sum(scaled) if cache.meta.fusion == "feature-sum" else np.concatenate(scaled, 1)
         modality_weights = lambda rows_, keep, _: w[np.searchsorted(rows, np.arange(rows_.start, rows_.stop)[keep])]  # noqa: E731
         positions, emb = cache_embedding(cache, dtype="float64", modality_weights=modality_weights,
                                          block_rows=50)
@@ -124,6 +127,28 @@ def test_embedding_and_diagnostics_match_direct_computation(cache_factory, kind)
         assert len(set(sel.positions.tolist())) == 7
         assert sel.diagnostics["Phi"].shape == (len(rows), cache.meta.num_modalities)
         assert sel.diagnostics["rho"].shape == (len(rows),)
+
+
+@pytest.mark.parametrize("kind", ["concat3", "featuresum2", "sum2", "nlgate2"])
+def test_numpy_and_backend_pick_the_same_rows_in_float64(cache_factory, xp, kind):
+    with open_cache(cache_factory(kind)) as cache:
+        cpu = select_bmmal(cache, 20, rng=np.random.default_rng(0), precision="float64")
+        dev = select_bmmal(cache, 20, rng=np.random.default_rng(0), xp=xp, precision="float64")
+    np.testing.assert_array_equal(cpu.positions, dev.positions)
+    np.testing.assert_allclose(cpu.diagnostics["weights"], dev.diagnostics["weights"], rtol=1e-12)
+
+
+def test_nl_gate_bmmal_embeds_the_weighted_single_modality_latents(cache_factory):
+    """Not the head input: with every weight 1, BMMAL's u is [z_1, z_2], BADGE's the fused latent."""
+    with open_cache(cache_factory("nlgate2")) as cache:
+        ones = lambda rows, keep, logits: np.ones((int(keep.sum()), 2))  # noqa: E731
+        _, bmmal = cache_embedding(cache, dtype="float64", modality_weights=ones)
+        _, badge = cache_embedding(cache, dtype="float64")
+        rows = np.flatnonzero(~cache.labeled)
+        np.testing.assert_array_equal(
+            bmmal.u, np.concatenate([cache.features(m, rows) for m in ("m0", "m1")], axis=1))
+        np.testing.assert_array_equal(badge.u, cache.read("head_input", rows))
+        assert bmmal.u.shape[1] == 2 * badge.u.shape[1]
 
 
 def test_bmmal_equals_badge_when_every_sample_is_balanced(cache_factory):

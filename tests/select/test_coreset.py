@@ -63,11 +63,11 @@ def test_budget_out_of_range():
         k_center_greedy(np.zeros((3, 2), np.float32), 4, rng=np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("kind", ["concat2", "sum3", "float16"])
+@pytest.mark.parametrize("kind", ["concat2", "featuresum3", "sum2", "nlgate2", "float16"])
 def test_coreset_on_cache_equals_brute_force(cache_factory, xp, kind):
     with open_cache(cache_factory(kind)) as cache:
         chosen = select_coreset(cache, 25, rng=np.random.default_rng(0), xp=xp, block_size=8).positions
-        h = cache.fused_features()
+        h = cache.head_input()
         unl = np.flatnonzero(~cache.labeled)
         expected = unl[brute_k_center(h[unl], 25, centers=h[cache.labeled])]
     np.testing.assert_array_equal(chosen, expected)
@@ -78,7 +78,7 @@ def test_coreset_with_no_labeled_sample(tmp_path):
     with open_cache(path) as cache:
         a = select_coreset(cache, 10, rng=np.random.default_rng(3)).positions
         b = select_coreset(cache, 10, rng=np.random.default_rng(3)).positions
-        h = cache.fused_features()
+        h = cache.head_input()
     np.testing.assert_array_equal(a, b)
     first = int(np.random.default_rng(3).integers(80))
     np.testing.assert_array_equal(a, brute_k_center(h, 10, first=first))

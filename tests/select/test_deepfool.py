@@ -80,12 +80,13 @@ def test_identical_weight_rows_cannot_be_separated():
     np.testing.assert_allclose(got, [102.0 / np.sqrt(2.0), 0.0])
 
 
-@pytest.mark.parametrize("kind", ["concat2", "sum3", "multilabel", "float16"])
+@pytest.mark.parametrize("kind", ["concat2", "featuresum3", "sum2", "nlgate2", "multilabel",
+                                  "float16"])
 def test_selection_on_cache_equals_brute_force(cache_factory, kind):
     with open_cache(cache_factory(kind)) as cache:
         chosen = select_deepfool(cache, 20, rng=np.random.default_rng(0)).positions
         weight, bias = (a.astype(np.float64) for a in cache.head())
-        h = cache.fused_features().astype(np.float64)
+        h = cache.head_input().astype(np.float64)
         unl = np.flatnonzero(~cache.labeled)
         multi = cache.meta.multi_label
     logits = h[unl] @ weight.T + bias

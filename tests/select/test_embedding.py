@@ -48,16 +48,18 @@ def test_closed_form_equals_autograd(multi_label, seed):
     np.testing.assert_allclose(emb.materialize(), expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("fusion", ["concat", "sum"])
+@pytest.mark.parametrize("fusion", ["concat", "sum", "feature-sum", "nl-gate"])
 def test_scaled_head_input_scales_each_modality(fusion):
+    """Weighted blocks: added for feature-sum, concatenated for every other fusion (nl-gate too)."""
     rng = np.random.default_rng(4)
     z1, z2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
     w = rng.uniform(size=(5, 2))
     u = scaled_head_input([z1, z2], fusion, weights=w)
     a, b = w[:, :1] * z1, w[:, 1:] * z2
-    np.testing.assert_allclose(u, np.concatenate([a, b], axis=1) if fusion == "concat" else a + b)
+    adds = fusion == "feature-sum"
+    np.testing.assert_allclose(u, a + b if adds else np.concatenate([a, b], axis=1))
     np.testing.assert_allclose(scaled_head_input([z1, z2], fusion),
-                               np.concatenate([z1, z2], axis=1) if fusion == "concat" else z1 + z2)
+                               z1 + z2 if adds else np.concatenate([z1, z2], axis=1))
 
 
 def test_softmax_gradient_sums_to_zero_and_is_negative_at_pseudo_label():

@@ -116,7 +116,7 @@ def test_large_pools_are_subsampled(cache_factory, fake_training):
 
 @pytest.mark.parametrize("variant, func", [("core", select_coregcn), ("uncertain", select_uncertaingcn)])
 def test_gcn_alias_is_its_variant(cache_factory, variant, func):
-    with open_cache(cache_factory("sum2")) as cache:
+    with open_cache(cache_factory("featuresum2")) as cache:
         a = select_gcn(cache, 10, rng=np.random.default_rng(5), variant=variant, **FAST).positions
         b = func(cache, 10, rng=np.random.default_rng(5), **FAST).positions
     np.testing.assert_array_equal(a, b)

@@ -72,13 +72,13 @@ def test_kmeanspp_seeds_are_distinct_points():
 
 
 @pytest.mark.parametrize("init", ["k-means++", "random"])
-@pytest.mark.parametrize("kind", ["concat2", "multilabel", "sum3"])
+@pytest.mark.parametrize("kind", ["concat2", "multilabel", "featuresum3", "sum2", "nlgate2"])
 def test_strategy_is_kmeans_then_matching(cache_factory, kind, init):
     with open_cache(cache_factory(kind)) as cache:
         chosen = select_kmeans(cache, 15, rng=np.random.default_rng(4), init=init).positions
         again = select_kmeans(cache, 15, rng=np.random.default_rng(4), init=init).positions
         unl = np.flatnonzero(~cache.labeled)
-        h = cache.fused_features()[unl]
+        h = cache.head_input()[unl]
     rng = np.random.default_rng(4)
     seeds = kmeanspp_seeds(h, 15, rng=rng) if init == "k-means++" else None
     centroids = kmeans(h, 15, seed=int(rng.integers(2**31)), init_centroids=seeds)

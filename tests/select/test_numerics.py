@@ -103,7 +103,7 @@ def test_faiss_strategies_refuse_features_too_large_for_float32(cache_factory, t
 def test_sum_fusion_that_overflows_float32_in_the_sum_is_read_again_in_float64(
         cache_factory, tmp_path, caplog):
     # Two finite float32 values whose sum is Inf: only a float64 rereading recovers it.
-    cache, sample_id = _planted(cache_factory, tmp_path, "sum2", 3e38, modalities=(0, 1))
+    cache, sample_id = _planted(cache_factory, tmp_path, "featuresum2", 3e38, modalities=(0, 1))
     with open_cache(cache) as c, caplog.at_level(logging.WARNING, "mmal.select.embedding"):
         positions, emb = cache_embedding(c, dtype="float32")
         assert emb.r.dtype == emb.u.dtype == np.float64

@@ -9,7 +9,8 @@ from mmal.cache.reader import open_cache
 from mmal.select.registry import available_strategies
 
 STRATEGIES = sorted(available_strategies())
-KINDS = ["concat2", "sum2", "concat3", "sum3", "multilabel", "float16"]
+KINDS = ["concat2", "featuresum2", "concat3", "featuresum3", "sum2", "nlgate2", "nlgate3",
+         "multilabel", "float16"]
 BASELINES = {"random", "entropy", "margin", "least-confidence", "bald", "coreset", "kmeans",
              "deepfool", "gcn", "coregcn", "uncertaingcn"}
 

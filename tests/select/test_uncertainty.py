@@ -80,7 +80,7 @@ SELECT = {"entropy": select_entropy, "margin": select_margin, "least-confidence"
 
 
 @pytest.mark.parametrize("name", list(SELECT))
-@pytest.mark.parametrize("kind", ["concat2", "multilabel", "sum3"])
+@pytest.mark.parametrize("kind", ["concat2", "multilabel", "featuresum3"])
 def test_selection_is_brute_force_top_b(cache_factory, xp, name, kind):
     with open_cache(cache_factory(kind)) as cache:
         chosen = SELECT[name](cache, 25, rng=np.random.default_rng(0), xp=xp).positions

@@ -4,8 +4,10 @@ Per unlabeled sample: Shapley values ``phi`` of the modalities for the model
 outcome ``V(S)`` (probability of the pseudo-label with the modalities outside
 ``S`` zeroed, read from the cache's ``coalitions``), contributions
 ``Phi_m = |phi_m| / Σ_j |phi_j|``, weights ``w_m = 1 - (Phi_max - Phi_m)``, and
-the embedding ``(p - e_ŷ) ⊗ (w_1 z_1 ⊕ w_2 z_2 ⊕ ...)`` (``Σ w_m z_m`` for sum
-fusion). Then exact k-means++ over the whole pool.
+the embedding ``(p - e_ŷ) ⊗ (w_1 z_1 ⊕ w_2 z_2 ⊕ ...)`` over the cache's
+embedding blocks ``z_m`` (``Σ w_m z_m`` for ``feature-sum`` fusion; for
+``nl-gate`` each block is the fused latent with only that modality present).
+Then exact k-means++ over the whole pool.
 """
 
 from __future__ import annotations

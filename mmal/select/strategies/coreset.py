@@ -33,7 +33,7 @@ from mmal.cache.reader import Cache
 from mmal.select.knn import FlatIndex
 from mmal.select.params import int_param
 from mmal.select.registry import Selection, register
-from mmal.select.scoring import fused_features, unlabeled_positions
+from mmal.select.scoring import head_inputs, unlabeled_positions
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def select_coreset(
     block_size = int_param("block_size", block_size, minimum=1)
     labeled = cache.labeled
     unlabeled_pos = unlabeled_positions(cache)
-    points = fused_features(cache, ~labeled)
-    centers = fused_features(cache, labeled) if labeled.any() else None
+    points = head_inputs(cache, ~labeled)
+    centers = head_inputs(cache, labeled) if labeled.any() else None
     picks = k_center_greedy(points, budget, centers=centers, rng=rng, xp=xp, block_size=block_size)
     return Selection(positions=unlabeled_pos[picks])

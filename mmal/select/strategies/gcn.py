@@ -53,7 +53,7 @@ from mmal.select.backend import backend_name
 from mmal.select.knn import FlatIndex
 from mmal.select.params import float_param, int_param
 from mmal.select.registry import Selection, register
-from mmal.select.scoring import fused_features, top_scores
+from mmal.select.scoring import head_inputs, top_scores
 from mmal.select.strategies.coreset import k_center_greedy
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def _run(cache: Cache, budget: int, variant: str, rng: np.random.Generator, xp: 
     nodes = _nodes(cache, budget, config.subset, rng)
     positions = np.flatnonzero(nodes).astype(np.int64)
     is_labeled = cache.labeled[positions]
-    scores, emb = train_gcn(fused_features(cache, nodes), is_labeled, config=config,
+    scores, emb = train_gcn(head_inputs(cache, nodes), is_labeled, config=config,
                             seed=int(rng.integers(2**63 - 1)), xp=xp, progress=progress)
     unl = ~is_labeled
     if variant == "uncertain":

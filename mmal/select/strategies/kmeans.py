@@ -28,7 +28,7 @@ from mmal.select.kmeanspp import kmeans_pp
 from mmal.select.knn import FlatIndex, kmeans
 from mmal.select.params import int_param
 from mmal.select.registry import Selection, register
-from mmal.select.scoring import fused_features
+from mmal.select.scoring import head_inputs
 
 #: Nearest samples fetched per centroid in the first matching round.
 FIRST_NEIGHBOURS = 8
@@ -116,7 +116,7 @@ def select_kmeans(
         raise SelectionError(f"kmeans init must be 'k-means++' or 'random', got {init!r}")
     unlabeled = ~cache.labeled
     positions = np.flatnonzero(unlabeled).astype(np.int64)
-    points = fused_features(cache, unlabeled)
+    points = head_inputs(cache, unlabeled)
     seeds = kmeanspp_seeds(points, budget, rng=rng, xp=xp) if init == "k-means++" else None
     centroids = kmeans(points, budget, seed=int(rng.integers(2**31)), niter=niter, xp=xp,
                        init_centroids=seeds)
