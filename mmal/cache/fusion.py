@@ -12,6 +12,13 @@ from typing import Any
 
 import numpy as np
 
+# SHIM for the fusion-model branch: the cache-v2 branch owns this module (SPEC-fusions.md);
+# at merge take cache-v2's version of this file.
+#: Fusions whose head input (of any coalition) follows from the stored blocks.
+LINEAR_FUSIONS = ("concat", "sum", "feature-sum")
+#: Every fusion a cache may declare.
+FUSIONS = (*LINEAR_FUSIONS, "nl-gate")
+
 
 def head_input(
     features: Sequence[Any],
@@ -52,9 +59,9 @@ def head_input(
         if present is not None and not present[m]:
             part = xp.zeros_like(part)
         parts.append(part)
-    if fusion == "concat":
+    if fusion in ("concat", "sum"):
         return xp.concatenate(parts, axis=1)
-    if fusion == "sum":
+    if fusion == "feature-sum":
         total = parts[0]
         for part in parts[1:]:
             total = total + part

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mmal.cache.fusion import FUSIONS
 from mmal.errors import CacheError
 
 #: The fused logits' name under ``logits/``; no modality may take it.
@@ -20,7 +21,8 @@ FUSED_NAME = "mm"
 
 CACHE_TYPE = "mmal-feature-cache"
 SCHEMA_VERSION = 1
-FUSIONS = ("concat", "sum")
+# SHIM for the fusion-model branch (fused_dim, head_input, the fusion names): the cache-v2
+# branch owns this module (SPEC-fusions.md); at merge take cache-v2's version of this file.
 FEATURE_DTYPES = ("float32", "float16")
 
 
@@ -65,10 +67,15 @@ class CacheMeta:
     feature_dtype: str = "float32"
     mc_samples: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    fused_dim: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(str(m) for m in self.modalities))
         object.__setattr__(self, "feature_dims", tuple(int(d) for d in self.feature_dims))
+        if not self.fused_dim and self.feature_dims:
+            derived = (self.feature_dims[0] if self.fusion == "feature-sum"
+                       else sum(self.feature_dims))
+            object.__setattr__(self, "fused_dim", derived)
         problems = _meta_problems(self)
         if problems:
             raise CacheError(f"invalid cache metadata: {problems[0]}")
@@ -80,13 +87,6 @@ class CacheMeta:
     @property
     def num_coalitions(self) -> int:
         return 2 ** len(self.modalities)
-
-    @property
-    def fused_dim(self) -> int:
-        """``D_fused``: width of the head input and of ``head/weight``'s rows."""
-        if self.fusion == "concat":
-            return sum(self.feature_dims)
-        return self.feature_dims[0]
 
     def to_attrs(self) -> dict[str, Any]:
         """Attribute dict as stored on the HDF5 root (JSON for structured values)."""
@@ -103,6 +103,7 @@ class CacheMeta:
             "feature_dtype": d["feature_dtype"],
             "mc_samples": int(d["mc_samples"]),
             "extra": json.dumps(d["extra"], sort_keys=True),
+            "fused_dim": int(d["fused_dim"]),
         }
 
     @classmethod
@@ -130,6 +131,7 @@ class CacheMeta:
                 feature_dtype=str(get("feature_dtype")),
                 mc_samples=int(get("mc_samples")),
                 extra=json.loads(get("extra")),
+                fused_dim=int(attrs.get("fused_dim", 0)),
             )
         except CacheError as exc:
             msg = str(exc)
@@ -153,7 +155,7 @@ def _meta_problems(meta: CacheMeta) -> list[str]:
         problems.append(f"feature_dims must be positive, got {list(meta.feature_dims)}")
     if meta.fusion not in FUSIONS:
         problems.append(f"fusion {meta.fusion!r} is not one of {FUSIONS}")
-    elif meta.fusion == "sum" and len(set(meta.feature_dims)) > 1:
+    elif meta.fusion == "feature-sum" and len(set(meta.feature_dims)) > 1:
         problems.append(
             f"sum fusion needs equal feature widths, got {list(meta.feature_dims)}; "
             "store the projected features that enter the sum"
@@ -192,6 +194,8 @@ def field_specs(meta: CacheMeta) -> list[FieldSpec]:
     ]
     specs += [FieldSpec(f"features/{m}", (d,), fdt, True)
               for m, d in zip(meta.modalities, meta.feature_dims, strict=True)]
+    if meta.fusion == "nl-gate":
+        specs.append(FieldSpec("head_input", (meta.fused_dim,), fdt, True))
     specs.append(FieldSpec("logits/mm", (k,), f32, True))
     specs += [FieldSpec(f"logits/{m}", (k,), f32, True) for m in meta.modalities]
     specs.append(FieldSpec("coalitions", (meta.num_coalitions, k), f32, True))
