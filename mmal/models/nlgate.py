@@ -77,7 +77,8 @@ class FusedBranch(nn.Module):
     def __init__(self, video_encoder: nn.Module):
         super().__init__()
         self.gate = NonLocalGate(LAYER3_CHANNELS)
-        self.layer4 = copy.deepcopy(video_encoder.layer4)
+        # trains even when the video encoder is frozen (the copy would inherit its frozen flags)
+        self.layer4 = copy.deepcopy(video_encoder.layer4).requires_grad_(True)
         self.pool = nn.AdaptiveAvgPool3d(1)
 
     def forward(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
