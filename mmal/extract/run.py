@@ -47,7 +47,7 @@ from mmal.data import MultimodalDataset, Pool, collate
 from mmal.distributed import setup
 from mmal.errors import ConfigError
 from mmal.fingerprint import file_fingerprint
-from mmal.models import MultimodalModel, model_from_checkpoint
+from mmal.models import Encoded, MultimodalModel, model_from_checkpoint
 from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
 from mmal.models.encoders import describe
 from mmal.models.runtime import inputs_to
@@ -285,7 +285,7 @@ def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
     present = [[bool(mask >> m & 1) for m in range(n)] for mask in masks]
     out: dict[str, torch.Tensor] = {}
     if model.head_input_is_linear:
-        encoded.features = {m: rounded(z) for m, z in encoded.features.items()}
+        encoded = Encoded({m: rounded(z) for m, z in encoded.features.items()})
         inputs_s = [model.head_input(encoded, p) for p in present]
         blocks = model.blocks(encoded)
     else:

@@ -66,3 +66,18 @@ def test_train_and_extract_in_each_layout(tmp_path, case):
     assert cache.num_samples == 9 and cache.num_labeled == 3
     assert np.all(np.isfinite(cache.coalitions(np.arange(9))))
     assert round_paths(ws, 0).metrics.exists()
+
+
+@pytest.mark.slow
+def test_nl_gate_workspace_goes_from_init_to_the_next_round(tmp_path):
+    from mmal.select import select
+    from mmal.workspace import next_round, read_labeled
+
+    ws = make_workspace(tmp_path, "kinetics-sound", overrides={
+        "model": {"fusion": "nl-gate"}, "train": {"epochs": 1}})
+    train_round(ws, 0, device="cpu", progress=False)
+    cache = extract_round(ws, 0, device="cpu", batch_size=4, progress=False)
+    picked = select(cache, "random", 2, seed=0)
+    assert next_round(ws, picked.path) == 1
+    assert len(read_labeled(ws, 1)) == 5
+    train_round(ws, 1, device="cpu", progress=False)
