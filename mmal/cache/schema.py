@@ -91,7 +91,9 @@ class CacheMeta:
     def to_attrs(self) -> dict[str, Any]:
         """Attribute dict as stored on the HDF5 root (JSON for structured values)."""
         d = asdict(self)
-        return {
+        # SHIM: fused_dim only where it cannot be derived (nl-gate), so other files stay as before
+        stored = {"fused_dim": int(d["fused_dim"])} if self.fusion == "nl-gate" else {}
+        return {**stored,
             "modalities": json.dumps(list(d["modalities"])),
             "feature_dims": json.dumps(list(d["feature_dims"])),
             "fusion": d["fusion"],
@@ -103,7 +105,6 @@ class CacheMeta:
             "feature_dtype": d["feature_dtype"],
             "mc_samples": int(d["mc_samples"]),
             "extra": json.dumps(d["extra"], sort_keys=True),
-            "fused_dim": int(d["fused_dim"]),
         }
 
     @classmethod
