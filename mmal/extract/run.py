@@ -280,16 +280,13 @@ def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
         return x.to(stored).float()
 
     encoded = model.encode(inputs)
-    n = len(model.modalities)
-    masks = range(2 ** n)
-    present = [[bool(mask >> m & 1) for m in range(n)] for mask in masks]
     out: dict[str, torch.Tensor] = {}
     if model.head_input_is_linear:
         encoded = Encoded({m: rounded(z) for m, z in encoded.features.items()})
-        inputs_s = [model.head_input(encoded, p) for p in present]
+        inputs_s = model.coalition_inputs(encoded)
         blocks = model.blocks(encoded)
     else:
-        inputs_s = [rounded(model.head_input(encoded, p)) for p in present]
+        inputs_s = [rounded(h) for h in model.coalition_inputs(encoded)]
         blocks = {m: inputs_s[1 << i] for i, m in enumerate(model.modalities)}
         out["head_input"] = inputs_s[-1].to(stored)
     out.update({f"features/{m}": z.to(stored) for m, z in blocks.items()})

@@ -205,13 +205,15 @@ class MultimodalModel(nn.Module):
         """(..., K) fused logits of head input(s) ``h`` (..., D_fused), no dropout."""
         return F.linear(h, *self.effective_head())
 
+    def coalition_inputs(self, encoded: Encoded) -> list[torch.Tensor]:
+        """2^M head inputs ``h_S`` (B, D_fused), one per coalition; bit m of S = modality m present."""
+        n = len(self.modalities)
+        return [self.head_input(encoded, [bool(mask >> m & 1) for m in range(n)])
+                for mask in range(2 ** n)]
+
     def coalition_logits(self, encoded: Encoded) -> torch.Tensor:
         """(B, 2^M, K) logits of every coalition; bit m of the index = modality m present."""
-        n = len(self.modalities)
-        return torch.stack([
-            self.fused_logits(self.head_input(encoded, [bool(mask >> m & 1) for m in range(n)]))
-            for mask in range(2 ** n)
-        ], dim=1)
+        return torch.stack([self.fused_logits(h) for h in self.coalition_inputs(encoded)], dim=1)
 
     def unimodal_logits(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """modality -> (B, K) logits of that modality's own head on ``features[m]`` (B, D_m)."""

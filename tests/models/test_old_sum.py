@@ -111,3 +111,21 @@ def _with_fusion(config, fusion: str):
     data = config.to_dict()
     data["model"]["fusion"] = fusion
     return config_from_dict(data)
+
+
+def test_a_partial_checkpoint_of_the_old_sum_is_not_resumed_into_the_new_sum(tmp_path):
+    from mmal.distributed import setup
+    from mmal.train.loop import _resume
+
+    partial = tmp_path / "model.pt.partial"
+    _old_sum_checkpoint(partial, stamp(MODEL, 1))
+    ckpt = torch.load(partial, weights_only=True)
+    ckpt.update(run_key="same text, other meaning", epoch=1, losses=[1.0], optimizer={})
+    torch.save(ckpt, partial)
+    config = _config("sum")
+    model = MultimodalModel(config, 3, {"a": 6, "b": 5})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    arch = {s: config.to_dict(logging=False)[s] for s in ("modalities", "model")}
+    start, losses, _ = _resume(partial, "same text, other meaning", arch, model, opt,
+                               setup("cpu", distributed=False))
+    assert (start, losses) == (0, [])
