@@ -80,4 +80,3 @@ def test_nl_gate_workspace_goes_from_init_to_the_next_round(tmp_path):
     picked = select(cache, "random", 2, seed=0)
     assert next_round(ws, picked.path) == 1
     assert len(read_labeled(ws, 1)) == 5
-    train_round(ws, 1, device="cpu", progress=False)
