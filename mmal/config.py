@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmal.cache.schema import FUSED_NAME, FUSIONS
+from mmal.cache.fusion import FUSIONS
+from mmal.cache.schema import FUSED_NAME
 from mmal.data.kinds import DATASET_KINDS
 from mmal.data.pool import DatasetKind
 from mmal.errors import ConfigError
-from mmal.models.kinds import ENCODER_KINDS, MODEL, encoder_names
+from mmal.models.kinds import ENCODER_KINDS, MODEL, NL_GATE_ENCODERS, encoder_names
 
 MODALITY_KINDS = ("image", "text", "audio", "video", "vector")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -233,8 +234,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str | os.PathLike = "<confi
     model = _model(r, r.table(raw, "model"))
     train = _train(r, r.table(raw, "train"))
     al = _al(r, r.table(raw, "al"))
-    if model.fusion == "sum" and model.fused_dim < 0:
-        raise r.error("model.fused_dim", model.fused_dim, "must be >= 0")
+    if model.fusion == "nl-gate":
+        _check_nl_gate(r, modalities)
     return Config(dataset=dataset, modalities=modalities, model=model, train=train, al=al,
                   path=Path(source) if base_dir is not None else None)
 
@@ -446,10 +447,22 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
         raise r.error("model.dropout", dropout, "must lie in [0, 1)")
     fused_dim = r.get(t, "model.fused_dim", int, default=ModelConfig.fused_dim)
     if fused_dim < 0:
-        raise r.error("model.fused_dim", fused_dim, "must be >= 0 (0 = widest modality)")
+        raise r.error("model.fused_dim", fused_dim, "must be >= 0 (0 = widest modality; "
+                      "only feature-sum reads it)")
     r.at_most("model.fused_dim", fused_dim, MAX_DIM)
     return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default=ModelConfig.fusion),
                        fused_dim=fused_dim, dropout=float(dropout))
+
+
+def _check_nl_gate(r: _Reader, mods: tuple[ModalityConfig, ...]) -> None:
+    """NL-gate fuses exactly one video and one audio modality, with the paper's encoders."""
+    found = sorted((m.kind, m.encoder) for m in mods)
+    if found != sorted(NL_GATE_ENCODERS.items()):
+        want = " and ".join(f"one {kind} modality with encoder {enc}"
+                            for kind, enc in NL_GATE_ENCODERS.items())
+        have = ", ".join(f"{m.name} ({m.kind}, {m.encoder})" for m in mods)
+        raise r.error("model.fusion", "nl-gate", f"NL-gate fuses exactly {want}, but the "
+                      f"modalities are {have}; change the modalities or use concat or sum")
 
 
 def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:

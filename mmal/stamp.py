@@ -61,7 +61,7 @@ class FileKind:
 FILE_KINDS: dict[str, FileKind] = {
     CACHE: FileKind(2, "rounds/RRR/cache.h5, cache.shards/*.h5"),
     INDEX: FileKind(1, "rounds/RRR/labeled.json, rounds/RRR/selections/*.json"),
-    MODEL: FileKind(1, "rounds/RRR/model.pt (and model.pt.partial)", legacy="format"),
+    MODEL: FileKind(2, "rounds/RRR/model.pt (and model.pt.partial)", legacy="format"),
     LABELS: FileKind(1, "rounds/RRR/labels.json", legacy="type"),
     METRICS: FileKind(1, "rounds/RRR/metrics.json", legacy=UNSTAMPED),
     DIAGNOSTICS: FileKind(1, "rounds/RRR/selections/*.diagnostics.npz", legacy=UNSTAMPED),

@@ -55,6 +55,24 @@ seed = 7
 """
 
 
+AV = """
+[dataset]
+kind = "manifest"
+root = "data"
+
+[modalities.clip]
+kind = "video"
+encoder = "r2plus1d_18"
+
+[modalities.sound]
+kind = "audio"
+encoder = "audio-resnet18"
+
+[model]
+fusion = "nl-gate"
+"""
+
+
 def _write(tmp_path: Path, text: str, name: str = "mmal.toml") -> Path:
     (tmp_path / "data").mkdir(exist_ok=True)
     path = tmp_path / name
@@ -164,7 +182,16 @@ BAD = [
     (_replace(MANIFEST, "image_size = 64", "image_size = 4"),
      "key 'modalities.image.image_size' is 4; must lie in [16, 2048]"),
     (_replace(MANIFEST, 'fusion = "sum"', 'fusion = "attention"'),
-     "key 'model.fusion' is 'attention'; choose one of concat, sum"),
+     "key 'model.fusion' is 'attention'; choose one of concat, sum, feature-sum, nl-gate"),
+    (_replace(MANIFEST, 'fusion = "sum"', 'fusion = "nl-gate"'),
+     "key 'model.fusion' is 'nl-gate'; NL-gate fuses exactly one video modality with encoder "
+     "r2plus1d_18 and one audio modality with encoder audio-resnet18, but the modalities are "
+     "image (image, resnet50), text (text, bert); change the modalities or use concat or sum"),
+    (AV.replace('"nl-gate"', '"nl-gate"\n[modalities.still]\nkind = "image"\nencoder = "resnet18"'),
+     "key 'model.fusion' is 'nl-gate'; NL-gate fuses exactly one video modality with encoder "
+     "r2plus1d_18 and one audio modality with encoder audio-resnet18, but the modalities are "
+     "clip (video, r2plus1d_18), sound (audio, audio-resnet18), still (image, resnet18); "
+     "change the modalities or use concat or sum"),
     (_replace(MANIFEST, "dropout = 0.2", "dropout = 1.5"),
      "key 'model.dropout' is 1.5; must lie in [0, 1)"),
     (_replace(MANIFEST, "seed = 7", "seed = -1"), "key 'al.seed' is -1; must be >= 0"),
@@ -366,3 +393,13 @@ def test_text_has_no_augmentation_to_choose(tmp_path):
                     'pretrained = "bert-base-uncased"\naugment = ["flip"]')
     with pytest.raises(ConfigError, match="text modalities have no augmentation 'flip'; use false"):
         load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "feature-sum", "nl-gate"])
+def test_every_fusion_is_accepted_for_video_and_audio_in_either_order(tmp_path, fusion):
+    video, audio = AV.index("[modalities.clip]"), AV.index("[modalities.sound]")
+    model = AV.index("[model]")
+    swapped = AV[:video] + AV[audio:model] + AV[video:audio] + AV[model:]
+    for text, order in ((AV, ["clip", "sound"]), (swapped, ["sound", "clip"])):
+        config = load_config(_write(tmp_path, text.replace('"nl-gate"', f'"{fusion}"')))
+        assert config.model.fusion == fusion and config.modality_names == order

@@ -12,9 +12,13 @@ Under torchrun each rank extracts a contiguous, batch-aligned share of the
 pool into its own shard and rank 0 joins the shards into the same cache a
 single process writes (:mod:`mmal.extract.shards`).
 
-Features are stored in ``dtype``; every logit in the cache is computed from the
-features *as stored* (rounded to float16 when asked), so coalition logits equal
-``head/weight @ h_S + head/bias`` of the stored features.
+Features are stored in ``dtype``; every fused logit in the cache is computed
+from what is stored (rounded to float16 when asked), so coalition logits equal
+``head/weight @ h_S + head/bias`` of the stored blocks for the linear fusions,
+and the fused logits equal the head applied to the stored ``head_input`` for
+nl-gate (whose coalition head inputs are rounded the same way). ``head/weight``
+and ``head/bias`` are :meth:`MultimodalModel.effective_head` (for ``sum`` built
+from the unimodal heads).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from mmal.data import MultimodalDataset, Pool, collate
 from mmal.distributed import setup
 from mmal.errors import ConfigError
 from mmal.fingerprint import file_fingerprint
-from mmal.models import MultimodalModel, model_from_checkpoint
+from mmal.models import Encoded, MultimodalModel, model_from_checkpoint
 from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
 from mmal.models.encoders import describe
 from mmal.models.runtime import inputs_to
@@ -166,7 +170,8 @@ def _prepare(rnd: Round, dev: torch.device, *, dtype: str, mc_dropout: int,
 
     meta = CacheMeta(
         modalities=tuple(model.modalities), feature_dims=tuple(model.feature_dims),
-        fusion=model.fusion, num_classes=model.num_classes, multi_label=pool.multi_label,
+        fusion=model.fusion, fused_dim=model.fused_dim, num_classes=model.num_classes,
+        multi_label=pool.multi_label,
         round=rnd.number, model_fingerprint=model_fingerprint.result(),
         pool_fingerprint=pool_fingerprint, feature_dtype=dtype, mc_samples=mc_dropout,
         extra={"encoders": {m.name: describe(m) for m in config.modalities},
@@ -212,8 +217,7 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
                 fields.update(ids=pool.ids[index], labeled=job.is_labeled[index],
                               labels=job.labels[index])
                 background.put(fields)
-        writer.write_head(model.head.weight.detach().cpu().numpy(),
-                          model.head.bias.detach().cpu().numpy())
+        writer.write_head(*(p.detach().cpu().numpy() for p in model.effective_head()))
         return writer.finalize()
     except BaseException:
         writer.close()
@@ -256,21 +260,42 @@ def _extract_sharded(job: _Job, env, *, force: bool, resume: bool, keep_shards: 
 
 def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
                  mc_samples: int = 0, mc_seed: int = 0) -> dict[str, np.ndarray]:
-    """One batch's cache fields (features, logits, coalitions, MC logits) as NumPy arrays.
+    """One batch's cache fields as NumPy arrays, B rows each.
 
-    Features are rounded to ``dtype`` first and every logit is computed from
-    the rounded features, so the cache is self-consistent.
+    ``features/<m>`` (B, D_m) the embedding blocks (:meth:`MultimodalModel.blocks`)
+    in ``dtype``; ``head_input`` (B, D_fused) in ``dtype``, only when the head
+    input is no linear function of the blocks (nl-gate); ``logits/mm``,
+    ``logits/<m>`` (B, K), ``coalitions`` (B, 2^M, K) and, with ``mc_samples``
+    T, ``mc_logits`` (B, T, K), all float32.
+
+    The stored values are rounded to ``dtype`` first and every fused logit is
+    computed from the rounded values, so the cache is self-consistent: for the
+    linear fusions from the rounded blocks; for nl-gate each coalition's head
+    input is rounded (the single-modality ones are the blocks, the full one is
+    ``head_input``). Unimodal logits come from each modality's own features.
     """
     stored = getattr(torch, dtype)
-    feats = {m: z.to(stored).float() for m, z in model.encode(inputs).items()}
-    out = {f"features/{m}": z.to(stored) for m, z in feats.items()}
-    out["logits/mm"] = model.fused_logits_from_features(feats)
-    out.update({f"logits/{m}": v for m, v in model.unimodal_logits(feats).items()})
-    out["coalitions"] = model.coalition_logits(feats)
+
+    def rounded(x: torch.Tensor) -> torch.Tensor:
+        return x.to(stored).float()
+
+    encoded = model.encode(inputs)
+    out: dict[str, torch.Tensor] = {}
+    if model.head_input_is_linear:
+        encoded = Encoded({m: rounded(z) for m, z in encoded.features.items()})
+        inputs_s = model.coalition_inputs(encoded)
+        blocks = model.blocks(encoded)
+    else:
+        inputs_s = [rounded(h) for h in model.coalition_inputs(encoded)]
+        blocks = {m: inputs_s[1 << i] for i, m in enumerate(model.modalities)}
+        out["head_input"] = inputs_s[-1].to(stored)
+    out.update({f"features/{m}": z.to(stored) for m, z in blocks.items()})
+    out["logits/mm"] = model.fused_logits(inputs_s[-1])
+    out.update({f"logits/{m}": v for m, v in model.unimodal_logits(encoded.features).items()})
+    out["coalitions"] = torch.stack([model.fused_logits(h) for h in inputs_s], dim=1)
     if mc_samples:
-        device = next(iter(feats.values())).device
-        gen = torch.Generator(device=device).manual_seed(mc_seed)
-        out["mc_logits"] = model.mc_dropout_logits(feats, mc_samples, gen)
+        gen = torch.Generator(device=inputs_s[-1].device).manual_seed(mc_seed)
+        out["mc_logits"] = model.mc_dropout_logits(inputs_s[-1], mc_samples, gen)
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 

@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from mmal.data.pool import Pool
     from mmal.models.model import MultimodalModel
 
-__all__ = ["MultimodalModel", "Output", "build_model", "input_dims", "model_from_checkpoint"]
+__all__ = ["Encoded", "MultimodalModel", "Output", "build_model", "input_dims",
+           "model_from_checkpoint"]
 
 
 def __getattr__(name: str):
     # Keep torch out of `import mmal.models.kinds`: mmal.config reads that table.
-    if name in ("MultimodalModel", "Output"):
+    if name in ("Encoded", "MultimodalModel", "Output"):
         from mmal.models import model
 
         return getattr(model, name)

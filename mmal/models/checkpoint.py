@@ -2,7 +2,7 @@
 
 Every checkpoint loads with ``torch.load(path, weights_only=True)``. Keys: the
 common stamp (:mod:`mmal.stamp`: ``mmal_type`` "mmal-model", ``schema_version``
-1, ``mmal_version``), ``config`` (``Config.to_dict()``),
+2, ``mmal_version``), ``config`` (``Config.to_dict()``),
 ``num_classes``, ``class_names``, ``multi_label``, ``input_dims`` (vector
 modality widths), ``round``, ``epoch`` (epochs completed), ``state_dict``,
 ``num_labeled``, ``pool_fingerprint``; a training checkpoint in progress
@@ -10,6 +10,12 @@ modality widths), ``round``, ``epoch`` (epochs completed), ``state_dict``,
 
 Checkpoints written before the common stamp carry ``format`` ("mmal-model") and
 ``version`` (1) instead and the same keys otherwise; they load as version 1.
+
+Version 2 gave ``model.fusion = "sum"`` its paper meaning (the mean of the
+unimodal heads' logits); in a version-1 checkpoint "sum" is the feature sum,
+so :func:`load_checkpoint` reads it as ``"feature-sum"``, and a config that
+says "sum" for such a model is refused with the fix
+(:func:`check_same_architecture`, :func:`check_fusion_meaning`).
 """
 
 from __future__ import annotations
@@ -71,25 +77,54 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     return isinstance(ckpt, dict) and carries(ckpt, MODEL)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (``weights_only=True``), in today's meaning.
+
+    ``mmap=True`` maps the tensors instead of reading them: a cheap look at
+    the stamp and config of a large model.
+    """
     path = Path(path)
     if not path.is_file():
         raise WorkspaceError(f"{path}: no model checkpoint; run `mmal train` for this round first")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for corrupt files
         raise WorkspaceError(f"{path}: unreadable model checkpoint ({one_line(exc, limit=200)}); "
                              f"{_RETRAIN}") from None
     if not isinstance(ckpt, dict):
         raise WorkspaceError(f"{path}: is not an mmal model checkpoint; {_RETRAIN}")
-    check_stamp(ckpt, expected_type=MODEL, path=str(path), error=WorkspaceError,
-                what="an mmal model checkpoint", fix=_RETRAIN)
+    version = check_stamp(ckpt, expected_type=MODEL, path=str(path), error=WorkspaceError,
+                          what="an mmal model checkpoint", fix=_RETRAIN)
+    return _upgraded(ckpt, version)
+
+
+def _upgraded(ckpt: dict[str, Any], version: int) -> dict[str, Any]:
+    """``ckpt`` in today's meaning: a version-1 fusion "sum" was the feature sum."""
+    model = ckpt.get("config", {}).get("model", {})
+    if version < 2 and model.get("fusion") == "sum":
+        ckpt["config"] = {**ckpt["config"], "model": {**model, "fusion": "feature-sum"}}
     return ckpt
+
+
+def check_fusion_meaning(ckpt: dict[str, Any], config: Config, path: str | os.PathLike) -> None:
+    """WorkspaceError when ``config`` says fusion "sum" for a model trained with the feature sum.
+
+    What mmal called "sum" before checkpoint version 2 is "feature-sum" now;
+    "sum" is the paper's summation, another model. ``ckpt`` comes from
+    :func:`load_checkpoint` (its meaning upgraded).
+    """
+    if config.model.fusion == "sum" and ckpt["config"]["model"].get("fusion") == "feature-sum":
+        where = config.path or "mmal.toml"
+        raise WorkspaceError(
+            f"{path}: was trained with the feature sum (what fusion \"sum\" meant before, now "
+            f"called \"feature-sum\"), but fusion = \"sum\" now means the paper's summation (mean "
+            f"of the unimodal heads' logits); set fusion = \"feature-sum\" in [model] of {where} "
+            "to go on with that model, or retrain every round with `mmal train --force`")
 
 
 def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os.PathLike) -> None:
     """WorkspaceError when ``config``'s modalities/model sections differ from the checkpoint's."""
+    check_fusion_meaning(ckpt, config, path)
     now = config.to_dict()
     for section in ARCH_SECTIONS:
         if _recorded(ckpt["config"], section) != now[section]:

@@ -80,6 +80,11 @@ ENCODER_KINDS: dict[str, EncoderKind] = {kind.name: kind for kind in (
 )}
 
 
+#: The one encoder pair ``fusion = "nl-gate"`` fuses (the BMMAL paper's video + audio model):
+#: modality kind -> encoder. Both are cut after layer 3 (:mod:`mmal.models.nlgate`).
+NL_GATE_ENCODERS = {"video": "r2plus1d_18", "audio": "audio-resnet18"}
+
+
 def encoder_names(modality_kind: str) -> tuple[str, ...]:
     """Names of the encoders of ``modality_kind``, in table order."""
     return tuple(k.name for k in ENCODER_KINDS.values() if k.modality == modality_kind)

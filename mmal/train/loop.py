@@ -46,6 +46,8 @@ from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import build_model, input_dims
 from mmal.models.checkpoint import (
+    ARCH_SECTIONS,
+    check_fusion_meaning,
     checkpoint_header,
     is_checkpoint,
     load_checkpoint,
@@ -58,7 +60,7 @@ from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
 from mmal.train.tensorboard import TrainLog
-from mmal.workspace import Round, open_round
+from mmal.workspace import Round, list_rounds, open_round, round_paths
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     rnd.claim(paths.model, force, f"retrain round {round:03d}", what="an mmal model checkpoint",
               is_kind=is_checkpoint)
     config = rnd.config
+    _check_earlier_models(rnd, config)
     tc, seed = config.train, config.al.seed
     env = setup(device, distributed=distributed)
     dev = env.device
@@ -157,7 +160,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     rates = {m.name: encoder_lr(m, tc.lr, tc.encoder_lr) for m in config.modalities}
     groups = model.param_groups(lr=tc.lr, encoder_lr=rates, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-    start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
+    arch = {s: config.to_dict(logging=False)[s] for s in ARCH_SECTIONS}
+    start, losses, head_history = (_resume(partial, run_key, arch, model, opt, env) if resume
                                    else (0, [], []))
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
@@ -318,7 +322,7 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
         mm.append(out.logits_mm.float().cpu().numpy())
         for m in model.modalities:
             uni[m].append(out.logits_uni[m].float().cpu().numpy())
-        coal.append(model.coalition_logits(out.features).float().cpu().numpy())
+        coal.append(model.coalition_logits(out.encoded).float().cpu().numpy())
         labels.append(batch["label"].numpy())
     y = np.concatenate(labels)
     y = y.astype(np.int8) if y.ndim == 2 else y.astype(np.int64)
@@ -343,9 +347,12 @@ def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, momentum=0.9)
 
 
-def _resume(partial: Path, run_key: str, model, opt, env
+def _resume(partial: Path, run_key: str, arch: dict[str, Any], model, opt, env
             ) -> tuple[int, list[float], list[list[float]]]:
     """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
+
+    ``arch`` holds the config's sections that decide the architecture
+    (:data:`~mmal.models.checkpoint.ARCH_SECTIONS`, as ``Config.to_dict`` gives them).
 
     Returns (epochs done, loss per epoch, per-head losses per epoch); a partial
     written before per-head losses were kept has None for each of its epochs.
@@ -355,7 +362,10 @@ def _resume(partial: Path, run_key: str, model, opt, env
     start, losses, heads = 0, [], []
     if partial.exists():
         ckpt = _try_load(partial)
-        if ckpt is not None and ckpt.get("run_key") == run_key:
+        # comparing the architecture too refuses a partial of an old "sum" (the feature sum,
+        # read as "feature-sum"): its run key was made from the same text as today's "sum"
+        if ckpt is not None and ckpt.get("run_key") == run_key and all(
+                ckpt["config"].get(s) == arch[s] for s in ARCH_SECTIONS):
             model.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
@@ -378,6 +388,20 @@ def _try_load(path: Path) -> dict[str, Any] | None:
     except WorkspaceError as exc:
         log.warning("%s; training from scratch", exc)
         return None
+
+
+def _check_earlier_models(rnd: Round, config) -> None:
+    """WorkspaceError when mmal.toml says fusion "sum" but an earlier round trained the feature sum.
+
+    Such a workspace was made before "sum" became the paper's summation: its
+    rounds would silently change model from here on.
+    """
+    if config.model.fusion != "sum":
+        return
+    for r in list_rounds(rnd.workspace):
+        path = round_paths(rnd.workspace, r).model
+        if r < rnd.number and path.is_file():
+            check_fusion_meaning(load_checkpoint(path, mmap=True), config, path)
 
 
 def _check_test_widths(config, pool, test_pool) -> None:

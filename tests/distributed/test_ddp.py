@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mmal.models.model import Output
+from mmal.models.model import Encoded, Output
 from mmal.train.ddp import GlobalBatchDropout, micro_batches
 from mmal.train.loop import multimodal_loss
 
@@ -52,7 +52,7 @@ def test_one_process_plan_is_the_plain_batches_with_weight_exactly_one(n, batch,
 def test_weighted_rank_losses_average_to_the_global_batch_loss(b, world, multi_label):
     torch.manual_seed(0)
     k = 4
-    out = Output(features={}, logits_mm=torch.randn(b, k),
+    out = Output(encoded=Encoded({}), logits_mm=torch.randn(b, k),
                  logits_uni={"a": torch.randn(b, k), "v": torch.randn(b, k)})
     labels = (torch.rand(b, k) > 0.5).to(torch.int8) if multi_label else torch.randint(0, k, (b,))
     full = multimodal_loss(out, labels, ["a", "v"])
@@ -60,7 +60,7 @@ def test_weighted_rank_losses_average_to_the_global_batch_loss(b, world, multi_l
     for rank in range(world):
         mb = micro_batches(list(range(b)), b, False, rank, world)[0]
         rows = slice(mb.lo, mb.hi)
-        part = Output(features={}, logits_mm=out.logits_mm[rows],
+        part = Output(encoded=Encoded({}), logits_mm=out.logits_mm[rows],
                       logits_uni={m: v[rows] for m, v in out.logits_uni.items()})
         parts.append(multimodal_loss(part, labels[rows], ["a", "v"]) * mb.weight)
     # DistributedDataParallel averages the ranks' gradients, i.e. of the mean of these losses

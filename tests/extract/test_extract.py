@@ -48,7 +48,8 @@ def _fields(path):
 
 
 @pytest.mark.parametrize("fusion,dtype", [("concat", "float32"), ("sum", "float32"),
-                                          ("concat", "float16")])
+                                          ("feature-sum", "float32"), ("concat", "float16"),
+                                          ("feature-sum", "float16")])
 def test_cache_is_consistent_and_tied_to_model_and_pool(tmp_path, fusion, dtype):
     ws = _trained(tmp_path, fusion=fusion)
     path = extract_round(ws, 0, device="cpu", dtype=dtype, batch_size=64, mc_dropout=3,
@@ -91,7 +92,8 @@ def test_features_and_logits_equal_the_trained_models_forward(uci_ws):
     np.testing.assert_allclose(cache.logits("mm", rows), out.logits_mm.numpy(), atol=1e-5)
     np.testing.assert_allclose(cache.logits("fou", rows), out.logits_uni["fou"].numpy(), atol=1e-5)
     weight, bias = cache.head()
-    np.testing.assert_array_equal(weight, model.head.weight.detach().numpy())
+    np.testing.assert_array_equal(weight, model.effective_head()[0].detach().numpy())
+    np.testing.assert_array_equal(bias, model.effective_head()[1].detach().numpy())
 
 
 KILL = textwrap.dedent("""

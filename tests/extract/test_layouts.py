@@ -2,11 +2,12 @@
 
 Together these run every encoder (resnet18 on 32-pixel images, a tiny random
 BERT, the one-channel audio ResNet-18 on spectrograms, R(2+1)D-18 on 2-frame
-clips, the MLP) and both fusions on the CPU with random weights.
+clips, the MLP) and every fusion on the CPU with random weights.
 """
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -29,13 +30,16 @@ CASES = {
     "manifest-all-five-concat": ("manifest", {}, {"fusion": "concat"},
                                  {"image": 512, "text": 16, "audio": 512, "video": 512,
                                   "vector": 8}),
-    "manifest-multilabel-jsonl-sum": ("manifest", {"modalities": ("image", "text", "vector"),
-                                                   "multi_label": True,
-                                                   "manifest_format": "jsonl"},
-                                      {"fusion": "sum", "fused_dim": 24, "dropout": 0.2},
-                                      {"image": 24, "text": 24, "vector": 24}),
+    "kinetics-video-audio-nl-gate": ("kinetics-sound", {}, {"fusion": "nl-gate", "dropout": 0.2},
+                                     {"video": 512, "audio": 512}),
+    "manifest-multilabel-jsonl-feature-sum": ("manifest",
+                                              {"modalities": ("image", "text", "vector"),
+                                               "multi_label": True, "manifest_format": "jsonl"},
+                                              {"fusion": "feature-sum", "fused_dim": 24,
+                                               "dropout": 0.2},
+                                              {"image": 24, "text": 24, "vector": 24}),
 }
-SLOW = {"manifest-all-five-concat", "kinetics-video-audio-sum"}
+SLOW = {"manifest-all-five-concat", "kinetics-video-audio-sum", "kinetics-video-audio-nl-gate"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c
@@ -51,7 +55,28 @@ def test_train_and_extract_in_each_layout(tmp_path, case):
     cache = open_cache(path)
     assert dict(zip(cache.meta.modalities, cache.meta.feature_dims, strict=True)) == dims
     assert cache.meta.fusion == model["fusion"] and cache.meta.mc_samples == mc
-    assert coalition_error(cache) < 1e-4
+    if model["fusion"] == "nl-gate":  # the head input is stored: the fused logits read it
+        weight, bias = cache.head()
+        with h5py.File(path, "r") as f:
+            h = f["head_input"][()]
+            assert h.shape == (9, 512)
+            np.testing.assert_allclose(f["logits/mm"][()], h @ weight.T + bias, atol=1e-4)
+    else:
+        assert coalition_error(cache) < 1e-4
     assert cache.num_samples == 9 and cache.num_labeled == 3
     assert np.all(np.isfinite(cache.coalitions(np.arange(9))))
     assert round_paths(ws, 0).metrics.exists()
+
+
+@pytest.mark.slow
+def test_nl_gate_workspace_goes_from_init_to_the_next_round(tmp_path):
+    from mmal.select import select
+    from mmal.workspace import next_round, read_labeled
+
+    ws = make_workspace(tmp_path, "kinetics-sound", overrides={
+        "model": {"fusion": "nl-gate"}, "train": {"epochs": 1}})
+    train_round(ws, 0, device="cpu", progress=False)
+    cache = extract_round(ws, 0, device="cpu", batch_size=4, progress=False)
+    picked = select(cache, "random", 2, seed=0)
+    assert next_round(ws, picked.path) == 1
+    assert len(read_labeled(ws, 1)) == 5

@@ -7,7 +7,7 @@ import torch
 
 from mmal.config import config_from_dict
 from mmal.models import MultimodalModel, model_from_checkpoint
-from tests.models.tiny import tiny_bert
+from tests.models.tiny import nl_gate_config, nl_gate_model, tiny_bert
 
 torch.set_num_threads(1)
 
@@ -31,7 +31,8 @@ def _checkpoint(model: MultimodalModel) -> dict:
             "state_dict": {k: v.clone() for k, v in model.state_dict().items()}}
 
 
-@pytest.mark.parametrize("text,fusion", [(False, "concat"), (False, "sum"), (True, "concat")])
+@pytest.mark.parametrize("text,fusion", [(False, "concat"), (False, "sum"), (False, "feature-sum"),
+                                         (True, "concat")])
 def test_rebuilt_model_equals_the_trained_one(tmp_path, text, fusion):
     config = _config(tmp_path, text=text, fusion=fusion)
     torch.manual_seed(0)
@@ -87,3 +88,18 @@ def test_text_model_with_local_weights_is_not_randomly_initialised_on_rebuild(tm
     for (name, a), (_, b) in zip(trained.state_dict().items(), rebuilt.state_dict().items(),
                                  strict=True):
         assert torch.equal(a, b), name
+
+
+def test_rebuilt_nl_gate_model_equals_the_trained_one():
+    trained, inputs = nl_gate_model(freeze=True)
+    ckpt = {"num_classes": 3, "input_dims": {},
+            "state_dict": {k: v.clone() for k, v in trained.state_dict().items()}}
+    rebuilt = model_from_checkpoint(ckpt, nl_gate_config(freeze=True))
+    assert rebuilt.fusion == "nl-gate"
+    for (name, a), (_, b) in zip(trained.named_parameters(), rebuilt.named_parameters(),
+                                 strict=True):
+        assert a.requires_grad == b.requires_grad and torch.equal(a, b), name
+    with torch.no_grad():
+        want, got = trained(inputs), rebuilt.eval()(inputs)
+    torch.testing.assert_close(got.logits_mm, want.logits_mm, rtol=0, atol=0)
+

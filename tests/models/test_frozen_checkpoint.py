@@ -37,16 +37,16 @@ def test_checkpoint_from_before_the_stamp_loads_and_builds_the_same_model():
 
 def test_new_checkpoints_carry_the_common_stamp_in_plain_types(tmp_path):
     header = checkpoint_header()
-    assert header["mmal_type"] == "mmal-model" and header["schema_version"] == 1
+    assert header["mmal_type"] == "mmal-model" and header["schema_version"] == 2
     assert all(type(v) in (str, int) for v in header.values())
     ckpt = torch.load(FROZEN, weights_only=True)
     del ckpt["format"], ckpt["version"]
     torch.save({**header, **ckpt}, tmp_path / "model.pt")
-    assert load_checkpoint(tmp_path / "model.pt")["schema_version"] == 1
+    assert load_checkpoint(tmp_path / "model.pt")["schema_version"] == 2
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"version": 2}, r"schema version 2 is newer than this mmal \(.*\) reads \(up to 1\); "
+    ({"version": 3}, r"schema version 3 is newer than this mmal \(.*\) reads \(up to 2\); "
                      "upgrade mmal$"),
     ({"format": "other"}, r"is not an mmal model checkpoint \(type 'other'\); retrain with "
                           r"`mmal train --force`$"),

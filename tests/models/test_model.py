@@ -1,4 +1,4 @@
-"""The multimodal model: coalition logits are W h_S + b, fusions, MC dropout, freezing, encoders."""
+"""The multimodal model: coalition logits are W h_S + b, the linear fusions, MC dropout, freezing, encoders."""
 
 from __future__ import annotations
 
@@ -34,17 +34,18 @@ def _vector_model(dims=(8, 5, 3), fusion="concat", fused_dim=0, dropout=0.0, see
 
 
 @pytest.mark.parametrize("fusion,dims,fused_dim", [
-    ("concat", (8, 5, 3), 0), ("sum", (8, 5, 3), 0), ("sum", (6, 6), 0), ("sum", (4, 9), 12),
+    ("concat", (8, 5, 3), 0), ("sum", (8, 5, 3), 0), ("sum", (6, 6), 0),
+    ("feature-sum", (8, 5, 3), 0), ("feature-sum", (6, 6), 0), ("feature-sum", (4, 9), 12),
     ("concat", (7,), 0)])
-def test_coalition_logits_equal_head_of_zeroed_fused_features(fusion, dims, fused_dim):
+def test_coalition_logits_equal_the_effective_head_of_zeroed_blocks(fusion, dims, fused_dim):
     model, inputs = _vector_model(dims, fusion, fused_dim)
     with torch.no_grad():
-        feats = model.encode(inputs)
-        coal = model.coalition_logits(feats).numpy().astype(np.float64)
-    z = [feats[m].numpy().astype(np.float64) for m in model.modalities]
-    w = model.head.weight.detach().numpy().astype(np.float64)
-    b = model.head.bias.detach().numpy().astype(np.float64)
-    assert coal.shape == (7, 2 ** len(dims), 4)
+        encoded = model.encode(inputs)
+        coal = model.coalition_logits(encoded).numpy().astype(np.float64)
+        blocks = model.blocks(encoded)
+        w, b = (p.numpy().astype(np.float64) for p in model.effective_head())
+    z = [blocks[m].numpy().astype(np.float64) for m in model.modalities]
+    assert coal.shape == (7, 2 ** len(dims), 4) and w.shape == (4, model.fused_dim)
     assert all(f.shape[1] == d for f, d in zip(z, model.feature_dims, strict=True))
     for mask in range(2 ** len(dims)):
         h = head_input(z, fusion, present=coalition_present(mask, len(dims)), xp=np)
@@ -52,33 +53,61 @@ def test_coalition_logits_equal_head_of_zeroed_fused_features(fusion, dims, fuse
     np.testing.assert_allclose(coal[:, 0], np.broadcast_to(b, (7, 4)), atol=1e-6)
 
 
-def test_sum_fusion_projects_only_when_widths_differ():
-    model, _ = _vector_model((4, 9), "sum")
+@pytest.mark.parametrize("dims", [(8, 5, 3), (6, 6)])
+def test_sum_is_the_mean_of_the_unimodal_heads_logits(dims):
+    model, inputs = _vector_model(dims, "sum", dropout=0.3)
+    with torch.no_grad():
+        out = model(inputs)
+    uni = torch.stack([out.logits_uni[m] for m in model.modalities])
+    torch.testing.assert_close(out.logits_mm, uni.mean(0))
+    # no fused head of its own: the unimodal heads are all there is
+    assert model.head is None and not any(k.startswith("head.") for k in model.state_dict())
+    assert model.feature_dims == list(dims) and model.fused_dim == sum(dims)
+    w, b = model.effective_head()
+    torch.testing.assert_close(w[:, :dims[0]], model.heads["a"].weight / len(dims))
+    torch.testing.assert_close(b, torch.stack([model.heads[m].bias for m in "abc"[:len(dims)]])
+                               .mean(0))
+
+
+def test_sum_gradients_reach_the_unimodal_heads_through_the_fused_term():
+    model, inputs = _vector_model((8, 5), "sum")
+    model.train()
+    model(inputs).logits_mm.sum().backward()
+    assert all(model.heads[m].weight.grad.abs().sum() > 0 for m in ("a", "b"))
+
+
+def test_feature_sum_projects_only_when_widths_differ():
+    model, _ = _vector_model((4, 9), "feature-sum")
     assert model.feature_dims == [9, 9] and model.fused_dim == 9
     assert isinstance(model.project["b"], torch.nn.Identity)
     assert isinstance(model.project["a"], torch.nn.Linear)
-    model, _ = _vector_model((4, 9), "sum", fused_dim=5)
+    model, _ = _vector_model((4, 9), "feature-sum", fused_dim=5)
     assert model.feature_dims == [5, 5]
     model, _ = _vector_model((4, 9), "concat")
     assert model.feature_dims == [4, 9] and model.fused_dim == 13
+    model, _ = _vector_model((4, 9), "sum", fused_dim=5)  # only feature-sum reads fused_dim
+    assert model.feature_dims == [4, 9] and model.fused_dim == 13
+    assert all(isinstance(p, torch.nn.Identity) for p in model.project.values())
 
 
-def test_forward_in_eval_equals_full_coalition():
-    model, inputs = _vector_model(dropout=0.5)
+@pytest.mark.parametrize("fusion", ["concat", "sum", "feature-sum"])
+def test_forward_in_eval_equals_full_coalition(fusion):
+    model, inputs = _vector_model(fusion=fusion, dropout=0.5)
     with torch.no_grad():
         out = model(inputs)
-        full = model.coalition_logits(out.features)[:, -1]
+        full = model.coalition_logits(out.encoded)[:, -1]
     torch.testing.assert_close(out.logits_mm, full)
     assert set(out.logits_uni) == {"a", "b", "c"}
 
 
-def test_mc_dropout_is_seeded_and_averages_to_the_eval_logits():
-    model, inputs = _vector_model(dropout=0.3)
+@pytest.mark.parametrize("fusion", ["concat", "sum", "feature-sum"])
+def test_mc_dropout_is_seeded_and_averages_to_the_eval_logits(fusion):
+    model, inputs = _vector_model(fusion=fusion, dropout=0.3)
     with torch.no_grad():
-        feats = model.encode(inputs)
-        draw = [model.mc_dropout_logits(feats, 4000, torch.Generator().manual_seed(s))
+        h = model.head_input(model.encode(inputs))
+        draw = [model.mc_dropout_logits(h, 4000, torch.Generator().manual_seed(s))
                 for s in (1, 1, 2)]
-        eval_logits = model.fused_logits_from_features(feats)
+        eval_logits = model.fused_logits(h)
     assert draw[0].shape == (7, 4000, 4)
     torch.testing.assert_close(draw[0], draw[1])
     assert not torch.equal(draw[0], draw[2])

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.fixtures_data import WORDS, make_tiny_dataset
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmal.config import Config
+    from mmal.models import MultimodalModel
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 EXTRA_WORDS = ["the", "a", "some", "recipe", "bake"]
@@ -122,3 +128,32 @@ def selected_workspace(tmp_path: Path) -> tuple[Path, Path]:
     train_round(r0, progress=False, device="cpu")
     extract_round(r0, progress=False, device="cpu")
     return ws, select(r0.paths.cache, "random", 5, seed=0).path
+
+
+def nl_gate_config(*, freeze: bool = False, dropout: float = 0.0, video_first: bool = True
+                   ) -> Config:
+    """A video + audio config for fusion nl-gate (tiny inputs: 4 frames of 16x16)."""
+    from mmal.config import config_from_dict
+
+    video = {"kind": "video", "encoder": "r2plus1d_18", "frames": 4, "image_size": 16,
+             "freeze": freeze}
+    audio = {"kind": "audio", "encoder": "audio-resnet18", "freeze": freeze}
+    mods = {"clip": video, "sound": audio} if video_first else {"sound": audio, "clip": video}
+    return config_from_dict({"dataset": {"kind": "manifest", "root": ".", "classes": ["x", "y", "z"]},
+                             "modalities": mods,
+                             "model": {"fusion": "nl-gate", "dropout": dropout}})
+
+
+def nl_gate_model(seed: int = 0, **kwargs) -> tuple[MultimodalModel, dict[str, torch.Tensor]]:
+    """A random nl-gate model in eval mode and a batch of 3: video (3, 3, 4, 16, 16), audio (3, 1, 32, 24)."""
+    import torch
+
+    from mmal.models import MultimodalModel
+
+    torch.manual_seed(seed)
+    model = MultimodalModel(nl_gate_config(**kwargs), 3)
+    inputs = {"clip": torch.randn(3, 3, 4, 16, 16), "sound": torch.randn(3, 1, 32, 24)}
+    with torch.no_grad():  # batch-norm statistics of this data, so eval mode is no identity
+        for _ in range(3):
+            model.train()(inputs)
+    return model.eval(), inputs

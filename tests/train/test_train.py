@@ -42,7 +42,7 @@ def test_writes_a_weights_only_checkpoint_and_metrics(uci_ws):
     assert not paths.model.with_name("model.pt.partial").exists()
     on_disk = json.loads(paths.metrics.read_text())
     assert on_disk["mmal_type"] == "mmal-metrics" and on_disk["schema_version"] == 1
-    assert ckpt["mmal_type"] == "mmal-model" and ckpt["schema_version"] == 1
+    assert ckpt["mmal_type"] == "mmal-model" and ckpt["schema_version"] == 2
     assert {k: v for k, v in on_disk.items() if k not in STAMP_KEYS} == metrics
     assert metrics["model_fingerprint"] == file_fingerprint(paths.model)
     assert len(metrics["train_loss"]) == 3 and metrics["train_loss"][-1] < metrics["train_loss"][0]
@@ -99,7 +99,7 @@ def _brute_force_eq1(logits: list[list[list[float]]], labels) -> float:
 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_multimodal_loss_is_eq1_against_brute_force(multi_label):
-    from mmal.models.model import Output
+    from mmal.models.model import Encoded, Output
     from mmal.train.loop import multimodal_loss
 
     gen = torch.Generator().manual_seed(3)
@@ -107,7 +107,7 @@ def test_multimodal_loss_is_eq1_against_brute_force(multi_label):
     mm, a, v = (torch.randn(b, k, generator=gen, dtype=torch.float64) * 2 for _ in range(3))
     labels = ((torch.rand(b, k, generator=gen) > 0.5).to(torch.int8) if multi_label
               else torch.randint(0, k, (b,), generator=gen))
-    out = Output(features={}, logits_mm=mm, logits_uni={"a": a, "v": v})
+    out = Output(encoded=Encoded({}), logits_mm=mm, logits_uni={"a": a, "v": v})
     got = multimodal_loss(out, labels, ["a", "v"])
     want = _brute_force_eq1([t.tolist() for t in (mm, a, v)], labels.tolist())
     assert float(got) == pytest.approx(want, rel=1e-12)
