@@ -112,6 +112,8 @@ class TrainConfig:
     num_workers: int = 0
     augment: bool = True
     tensorboard: bool = False
+    warmup_epochs: int = 0
+    milestones: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,8 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
 
 def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
-                         "weight_decay", "num_workers", "augment", "tensorboard"))
+                         "weight_decay", "num_workers", "augment", "tensorboard",
+                         "warmup_epochs", "milestones"))
     vals = {}
     for key, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH_SIZE),
                         ("num_workers", 0, MAX_NUM_WORKERS)):
@@ -364,12 +367,33 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
         vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
         if vals[key] < 0:
             raise r.error(f"train.{key}", vals[key], "must be >= 0")
+    vals["warmup_epochs"] = r.get(t, "train.warmup_epochs", int,
+                                  default=TrainConfig.warmup_epochs)
+    if vals["warmup_epochs"] < 0:
+        raise r.error("train.warmup_epochs", vals["warmup_epochs"], "must be >= 0")
+    r.at_most("train.warmup_epochs", vals["warmup_epochs"], MAX_EPOCHS)
+    vals["milestones"] = _milestones(r, t, vals["warmup_epochs"])
     return TrainConfig(**vals,
                        optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
                                           default=TrainConfig.optimizer),
                        augment=r.get(t, "train.augment", bool, default=TrainConfig.augment),
                        tensorboard=r.get(t, "train.tensorboard", bool,
                                          default=TrainConfig.tensorboard))
+
+
+def _milestones(r: _Reader, t: dict[str, Any], warmup_epochs: int) -> tuple[int, ...]:
+    """``train.milestones``: increasing epochs, none inside the warm-up."""
+    value = r.get(t, "train.milestones", list, default=[])
+    if not all(isinstance(m, int) and not isinstance(m, bool) for m in value):
+        raise r.error("train.milestones", value, "must be a list of integers (epochs)")
+    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+        raise r.error("train.milestones", value, "must be strictly increasing")
+    if value and value[0] < max(1, warmup_epochs):
+        raise r.error("train.milestones", value, f"must be >= 1 and >= train.warmup_epochs "
+                      f"({warmup_epochs}): a milestone decays the rate after the warm-up")
+    if value:
+        r.at_most("train.milestones", value[-1], MAX_EPOCHS)
+    return tuple(value)
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
@@ -490,7 +514,7 @@ def _to_dict(config: Config) -> dict[str, Any]:
         "dataset": dataset,
         "modalities": mods,
         "model": dict(vars(config.model)),
-        "train": dict(vars(config.train)),
+        "train": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config.train).items()},
         "al": dict(vars(config.al)),
     }
 

@@ -8,6 +8,8 @@ unimodal head's cross-entropy (binary cross-entropy for multi-label).
 Determinism and resuming: the model's initial weights, each epoch's sample
 order and dropout, and augmentation each draw from their own stream of
 ``al.seed`` (the table in :mod:`mmal.seeds`).
+The learning rates follow :mod:`mmal.train.schedule` (warm-up, milestones), a
+function of (epoch, step), so a resumed run needs no scheduler state.
 After every epoch the model, optimizer and loss history go to
 ``model.pt.partial``; a rerun with the same config and labeled set continues
 after the last finished epoch and ends with the same weights as an
@@ -55,6 +57,7 @@ from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
+from mmal.train.schedule import lr_scale, set_lr
 from mmal.train.tensorboard import TrainLog
 from mmal.workspace import Round, open_round
 
@@ -150,6 +153,7 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
+    base_lrs = [g["lr"] for g in groups]  # the schedule scales these (a resumed opt holds scaled)
     opt = _optimizer(tc.optimizer, groups)
     start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
                                    else (0, [], []))
@@ -167,8 +171,11 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
             train_set.set_epoch(epoch)
             desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
             plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
+            scales = [lr_scale(epoch, i, len(plan), warmup_epochs=tc.warmup_epochs,
+                               milestones=tc.milestones) for i in range(len(plan))]
             loss, heads = _epoch(net, model, train_set, plan, opt, env,
-                                 num_workers=tc.num_workers, desc=desc, progress=progress)
+                                 lrs=(base_lrs, scales), num_workers=tc.num_workers, desc=desc,
+                                 progress=progress)
             losses.append(loss)
             head_history.append(heads)
             log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
@@ -214,9 +221,12 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
     return metrics
 
 
-def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_workers: int,
-           desc: str, progress: bool) -> tuple[float, list[float]]:
+def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *,
+           lrs: tuple[list[float], list[float]], num_workers: int, desc: str,
+           progress: bool) -> tuple[float, list[float]]:
     """One epoch of steps over ``plan``; the mean per-sample loss and per-head losses (all ranks).
+
+    ``lrs`` = (base rate per optimizer group, schedule factor per step of ``plan``).
 
     The per-head list follows :func:`head_losses` (fused head, then each
     modality's); the mean over it is the loss up to float rounding.
@@ -236,7 +246,8 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
     # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
     # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    for mb, batch in zip(plan, bar, strict=True):
+    base_lrs, scales = lrs
+    for mb, batch, scale in zip(plan, bar, scales, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
             model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
         terms = head_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
@@ -244,6 +255,7 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         mean = terms.mean()  # multimodal_loss, with the per-head terms kept for the log
         opt.zero_grad(set_to_none=True)
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
+        set_lr(opt, base_lrs, scale)  # factor 1 without warm-up or milestones: the base rates
         opt.step()
         value = float(mean.detach())
         if not math.isfinite(value) and bad is None:
