@@ -24,7 +24,8 @@ def report_command(workspace, out, target):
     """Summarize `mmal run`: a table per round and strategy, PNG plots, one HTML page.
 
     Writes results.csv and results.md (test top-1 of the fused and each
-    unimodal head, mean ± std over seeds, and selection time), accuracy.png,
+    unimodal head and each modality's contribution Φ, mean ± std over seeds,
+    and selection time), accuracy.png,
     contribution.png (modality contribution Φ), weaker_weight.png (BMMAL's
     weaker-modality weight per dominated sub-pool) and ttest.png/ttest.csv
     (rounds where a strategy beats another in a paired two-sided t-test at 90%),

@@ -161,30 +161,37 @@ def plot_labels_needed(results: Sequence[LabelsNeeded], heads: Sequence[str],
     fig, axes = plt.subplots(1, len(heads), figsize=(PANEL_WIDTH * len(heads),
                                                       1.6 + 0.45 * len(strategies)),
                              squeeze=False, layout="constrained")
+    # one labels scale for every panel, with room for the notes right of the bars
+    widest = max([r.needed for r in results if r.needed is not None], default=1.0)
     for ax, head in zip(axes[0], heads, strict=True):
         rows = [by[(s, head)] for s in strategies]
-        widest = max([r.needed for r in rows if r.needed is not None], default=1.0)
         for i, r in enumerate(rows):
             if r.needed is None:
                 ax.text(0, i, " not reached", va="center", ha="left", fontsize=8)
                 continue
             ax.barh(i, r.needed, color=colors[r.strategy], height=0.6)
             if r.saved is not None and r.strategy != "random":
-                note = f"{'> ' if r.saved_is_bound else ''}{r.saved:+,.0f}"
-                ax.text(r.needed, i, f" {note}", va="center", ha="left", fontsize=8)
+                ax.text(r.needed, i, f" {_saved_note(r)}", va="center", ha="left", fontsize=8)
         base = by.get(("random", head))
         if base is not None and base.needed is not None:
             ax.axvline(base.needed, color="black", linewidth=0.8, linestyle=":",
                        label="random")
         ax.set_yticks(range(len(rows)), [r.strategy for r in rows])
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1.3 * widest)  # room for the "saved" notes right of the bars
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # first strategy on top, whether or not bars exist
+        ax.set_xlim(0, 1.45 * widest)
         ax.set_xlabel("labeled samples to reach the target")
         _title(ax, f"{head_name(head)}: top-1 ≥ {100 * rows[0].target:.2f}%")
         ax.grid(axis="x", alpha=0.3)
     _suptitle(fig, "Labels needed to reach the target (mean curve over seeds, interpolated); "
-                   "bar notes: labels saved vs random")
+                   "notes: labels saved relative to random")
     return _save(fig, path)
+
+
+def _saved_note(r: LabelsNeeded) -> str:
+    """"saves 230", "saves > 120" (random never reached the target) or "needs 40 more"."""
+    if r.saved < 0 and not r.saved_is_bound:
+        return f"needs {-r.saved:,.0f} more"
+    return f"saves {'> ' if r.saved_is_bound else ''}{r.saved:,.0f}"
 
 
 def _subpool_series(data: RunData) -> dict[tuple[str, str], list[tuple]]:
