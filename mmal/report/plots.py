@@ -17,7 +17,7 @@ import numpy as np
 from mmal.atomic import atomic_open, check_replaceable
 from mmal.errors import WorkspaceError
 from mmal.report.collect import RunData
-from mmal.report.labels import LabelsNeeded
+from mmal.report.labels import BASELINE, LabelsNeeded
 from mmal.report.tables import PairwiseTTests, Row, mean_std
 
 #: What a report writes, for the message when its name is taken by another kind of file.
@@ -68,7 +68,8 @@ def plot_accuracy(rows: list[Row], data: RunData, path: Path) -> Path:
     plt = _pyplot()
     panels = ["mm", *data.modalities]
     colors = strategy_colors(data.strategies)
-    fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_WIDTH * len(panels), 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_WIDTH * len(panels), 3.6),
+                             squeeze=False, layout="constrained")
     for ax, metric in zip(axes[0], panels, strict=True):
         for name in data.strategies:
             mine = [row for row in rows if row.strategy == name]
@@ -91,7 +92,8 @@ def plot_contribution(rows: list[Row], data: RunData, path: Path) -> Path:
     plt = _pyplot()
     colors = strategy_colors(data.strategies)
     mods = data.modalities
-    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, m in zip(axes[0], mods, strict=True):
         for name in data.strategies:
             mine = [row for row in rows if row.strategy == name]
@@ -124,7 +126,8 @@ def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
     plt = _pyplot()
     colors = strategy_colors(data.strategies)
     mods = data.modalities
-    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, m in zip(axes[0], mods, strict=True):
         shares = []
         for name in data.strategies:
@@ -170,12 +173,11 @@ def plot_labels_needed(results: Sequence[LabelsNeeded], heads: Sequence[str],
                 ax.text(0, i, " not reached", va="center", ha="left", fontsize=8)
                 continue
             ax.barh(i, r.needed, color=colors[r.strategy], height=0.6)
-            if r.saved is not None and r.strategy != "random":
+            if r.saved is not None and r.strategy != BASELINE:
                 ax.text(r.needed, i, f" {_saved_note(r)}", va="center", ha="left", fontsize=8)
-        base = by.get(("random", head))
+        base = by.get((BASELINE, head))
         if base is not None and base.needed is not None:
-            ax.axvline(base.needed, color="black", linewidth=0.8, linestyle=":",
-                       label="random")
+            ax.axvline(base.needed, color="black", linewidth=0.8, linestyle=":")
         ax.set_yticks(range(len(rows)), [r.strategy for r in rows])
         ax.set_ylim(len(rows) - 0.5, -0.5)  # first strategy on top, whether or not bars exist
         ax.set_xlim(0, 1.45 * widest)
