@@ -57,7 +57,7 @@ from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
-from mmal.train.schedule import lr_scale, set_lr
+from mmal.train.schedule import epoch_scales, set_lr
 from mmal.train.tensorboard import TrainLog
 from mmal.workspace import Round, open_round
 
@@ -164,18 +164,19 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     board = TrainLog(paths.tensorboard, ["mm", *model.modalities], main=env.is_main,
                      on=tc.tensorboard if tensorboard is None else tensorboard)
     with board:
-        board.replay(losses, head_history, opt)
+        # a resumed run logs its finished epochs again, each with the rates it ended with
+        steps = len(ddp.micro_batches(list(range(n)), tc.batch_size, drop_last, 0, 1))
+        board.replay(losses, head_history, opt, [
+            [lr * _scales(tc, e, steps)[-1] for lr in base_lrs] for e in range(start)])
         for epoch in range(start, tc.epochs):
             torch.manual_seed(derive_seed(seed, round, epoch + 1))
             order = rng(seed, round, epoch).permutation(n).tolist()
             train_set.set_epoch(epoch)
             desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
             plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
-            scales = [lr_scale(epoch, i, len(plan), warmup_epochs=tc.warmup_epochs,
-                               milestones=tc.milestones) for i in range(len(plan))]
             loss, heads = _epoch(net, model, train_set, plan, opt, env,
-                                 lrs=(base_lrs, scales), num_workers=tc.num_workers, desc=desc,
-                                 progress=progress)
+                                 lrs=(base_lrs, _scales(tc, epoch, len(plan))),
+                                 num_workers=tc.num_workers, desc=desc, progress=progress)
             losses.append(loss)
             head_history.append(heads)
             log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
@@ -339,6 +340,11 @@ def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> d
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
             "pool_fingerprint": pool.fingerprint(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def _scales(tc, epoch: int, steps: int) -> list[float]:
+    """The learning-rate factor of every step of ``epoch`` under ``tc``'s schedule."""
+    return epoch_scales(epoch, steps, warmup_epochs=tc.warmup_epochs, milestones=tc.milestones)
 
 
 def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:

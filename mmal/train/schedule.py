@@ -37,6 +37,13 @@ def lr_scale(epoch: int, step: int, steps_per_epoch: int, *, warmup_epochs: int 
     return DECAY ** sum(1 for m in milestones if m <= epoch)
 
 
+def epoch_scales(epoch: int, steps_per_epoch: int, *, warmup_epochs: int = 0,
+                 milestones: Sequence[int] = ()) -> list[float]:
+    """:func:`lr_scale` of every step of ``epoch`` (0-based), in step order."""
+    return [lr_scale(epoch, i, steps_per_epoch, warmup_epochs=warmup_epochs,
+                     milestones=milestones) for i in range(steps_per_epoch)]
+
+
 def set_lr(opt, base_lrs: Sequence[float], scale: float) -> None:
     """Set each of ``opt``'s parameter groups to its base rate times ``scale`` (group order)."""
     for group, base in zip(opt.param_groups, base_lrs, strict=True):
