@@ -114,6 +114,7 @@ class TrainConfig:
     tensorboard: bool = False
     warmup_epochs: int = 0
     milestones: tuple[int, ...] = ()
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,7 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
 def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
                          "weight_decay", "num_workers", "augment", "tensorboard",
-                         "warmup_epochs", "milestones"))
+                         "warmup_epochs", "milestones", "betas"))
     vals = {}
     for key, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH_SIZE),
                         ("num_workers", 0, MAX_NUM_WORKERS)):
@@ -373,9 +374,9 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
         raise r.error("train.warmup_epochs", vals["warmup_epochs"], "must be >= 0")
     r.at_most("train.warmup_epochs", vals["warmup_epochs"], MAX_EPOCHS)
     vals["milestones"] = _milestones(r, t, vals["warmup_epochs"])
-    return TrainConfig(**vals,
-                       optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
-                                          default=TrainConfig.optimizer),
+    optimizer = r.choice(t, "train.optimizer", OPTIMIZERS, default=TrainConfig.optimizer)
+    vals["betas"] = _betas(r, t, optimizer)
+    return TrainConfig(**vals, optimizer=optimizer,
                        augment=r.get(t, "train.augment", bool, default=TrainConfig.augment),
                        tensorboard=r.get(t, "train.tensorboard", bool,
                                          default=TrainConfig.tensorboard))
@@ -394,6 +395,23 @@ def _milestones(r: _Reader, t: dict[str, Any], warmup_epochs: int) -> tuple[int,
     if value:
         r.at_most("train.milestones", value[-1], MAX_EPOCHS)
     return tuple(value)
+
+
+def _betas(r: _Reader, t: dict[str, Any], optimizer: str) -> tuple[float, float]:
+    """``train.betas``: Adam's two decay rates, each in [0, 1); only adam and adamw have them."""
+    if "betas" not in t:
+        return TrainConfig.betas
+    value = r.get(t, "train.betas", list)
+    ok = len(value) == 2 and all(isinstance(b, int | float) and not isinstance(b, bool)
+                                 and 0 <= b < 1 for b in value)
+    if not ok:
+        raise r.error("train.betas", value, "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    betas = float(value[0]), float(value[1])
+    # a written mmal.toml carries the default with every optimizer: only another value is an error
+    if optimizer not in ("adam", "adamw") and betas != TrainConfig.betas:
+        raise r.error("train.betas", value, f"applies to adam and adamw, not {optimizer}; "
+                      "remove it or change train.optimizer")
+    return betas
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:

@@ -154,7 +154,7 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     model = build_model(config, pool).to(dev)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     base_lrs = [g["lr"] for g in groups]  # the schedule scales these (a resumed opt holds scaled)
-    opt = _optimizer(tc.optimizer, groups)
+    opt = _optimizer(tc.optimizer, groups, tc.betas)
     start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
                                    else (0, [], []))
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
@@ -347,11 +347,12 @@ def _scales(tc, epoch: int, steps: int) -> list[float]:
     return epoch_scales(epoch, steps, warmup_epochs=tc.warmup_epochs, milestones=tc.milestones)
 
 
-def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+def _optimizer(name: str, groups: list[dict], betas: tuple[float, float]
+               ) -> torch.optim.Optimizer:
     if name == "adamw":
-        return torch.optim.AdamW(groups)
+        return torch.optim.AdamW(groups, betas=betas)
     if name == "adam":
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(groups, betas=betas)
     return torch.optim.SGD(groups, momentum=0.9)
 
 

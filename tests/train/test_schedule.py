@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmal.config import load_config
+from mmal.config import dump_config, load_config
 from mmal.errors import ConfigError
 from mmal.train import loop, train_round
 from mmal.train.schedule import DECAY, lr_scale
@@ -66,6 +66,10 @@ def test_scale_known_values():
     ("warmup_epochs = 4\nmilestones = [2, 6]", "key 'train.milestones' is [2, 6]; must be >= 1 "
      "and >= train.warmup_epochs (4): a milestone decays the rate after the warm-up"),
     ("milestones = [0]", "key 'train.milestones' is [0]; must be >= 1"),
+    ("betas = [0.9]", "key 'train.betas' is [0.9]; must be two numbers in [0, 1)"),
+    ("betas = [0.9, 1.0]", "key 'train.betas' is [0.9, 1.0]; must be two numbers in [0, 1)"),
+    ('optimizer = "sgd"\nbetas = [0.95, 0.999]', "key 'train.betas' is [0.95, 0.999]; applies "
+     "to adam and adamw, not sgd; remove it or change train.optimizer"),
 ])
 def test_bad_schedule_keys_are_one_line(tmp_path, train, message):
     path = make_tiny_dataset(tmp_path, "uci")
@@ -75,6 +79,22 @@ def test_bad_schedule_keys_are_one_line(tmp_path, train, message):
     assert str(info.value).startswith(f"{path}: {message}")
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_betas_reach_the_optimizer_and_a_written_config_reloads(tmp_path, optimizer):
+    extra = "" if optimizer == "sgd" else "betas = [0.95, 0.999]\n"
+    path = make_tiny_dataset(tmp_path, "uci")
+    path.write_text(path.read_text().replace("[train]\n",
+                                             f'[train]\noptimizer = "{optimizer}"\n{extra}'))
+    config = load_config(path)
+    again = tmp_path / "again.toml"
+    again.write_text(dump_config(config))  # what init writes: betas with every optimizer
+    assert load_config(again).train == config.train
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}]
+    opt = loop._optimizer(config.train.optimizer, groups, config.train.betas)
+    expected = None if optimizer == "sgd" else (0.95, 0.999)
+    assert opt.param_groups[0].get("betas") == expected
+
+
 def test_training_applies_the_schedule_at_every_step(tmp_path, monkeypatch):
     # 40 labeled samples in batches of 16: 3 steps per epoch; warm-up 1 epoch, decay at epoch 2.
     ws = make_workspace(tmp_path, "uci", overrides={
@@ -82,8 +102,8 @@ def test_training_applies_the_schedule_at_every_step(tmp_path, monkeypatch):
                   "lr": 0.01, "encoder_lr": 0.002}, "al": {"initial_budget": 40}})
     seen, real = [], loop._optimizer
 
-    def recording(name, groups):
-        opt = real(name, groups)
+    def recording(*args):
+        opt = real(*args)
         step = opt.step
 
         def step_and_record(*args, **kwargs):
