@@ -134,6 +134,9 @@ class TrainConfig:
     num_workers: int = 0
     augment: bool = True
     tensorboard: bool = False
+    warmup_epochs: int = 0
+    milestones: tuple[int, ...] = ()
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 @dataclass(frozen=True)
@@ -467,7 +470,8 @@ def _check_nl_gate(r: _Reader, mods: tuple[ModalityConfig, ...]) -> None:
 
 def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
     r.known(t, "train", ("epochs", "batch_size", "optimizer", "lr", "encoder_lr",
-                         "weight_decay", "num_workers", "augment", "tensorboard"))
+                         "weight_decay", "num_workers", "augment", "tensorboard",
+                         "warmup_epochs", "milestones", "betas"))
     vals = {}
     for key, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH_SIZE),
                         ("num_workers", 0, MAX_NUM_WORKERS)):
@@ -482,12 +486,50 @@ def _train(r: _Reader, t: dict[str, Any]) -> TrainConfig:
         vals[key] = float(r.number(t, f"train.{key}", default=getattr(TrainConfig, key)))
         if vals[key] < 0:
             raise r.error(f"train.{key}", vals[key], "must be >= 0")
-    return TrainConfig(**vals,
-                       optimizer=r.choice(t, "train.optimizer", OPTIMIZERS,
-                                          default=TrainConfig.optimizer),
+    vals["warmup_epochs"] = r.get(t, "train.warmup_epochs", int,
+                                  default=TrainConfig.warmup_epochs)
+    if vals["warmup_epochs"] < 0:
+        raise r.error("train.warmup_epochs", vals["warmup_epochs"], "must be >= 0")
+    r.at_most("train.warmup_epochs", vals["warmup_epochs"], MAX_EPOCHS)
+    vals["milestones"] = _milestones(r, t, vals["warmup_epochs"])
+    optimizer = r.choice(t, "train.optimizer", OPTIMIZERS, default=TrainConfig.optimizer)
+    vals["betas"] = _betas(r, t, optimizer)
+    return TrainConfig(**vals, optimizer=optimizer,
                        augment=r.get(t, "train.augment", bool, default=TrainConfig.augment),
                        tensorboard=r.get(t, "train.tensorboard", bool,
                                          default=TrainConfig.tensorboard))
+
+
+def _milestones(r: _Reader, t: dict[str, Any], warmup_epochs: int) -> tuple[int, ...]:
+    """``train.milestones``: increasing epochs, none inside the warm-up."""
+    value = r.get(t, "train.milestones", list, default=[])
+    if not all(isinstance(m, int) and not isinstance(m, bool) for m in value):
+        raise r.error("train.milestones", value, "must be a list of integers (epochs)")
+    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+        raise r.error("train.milestones", value, "must be strictly increasing")
+    if value and value[0] < max(1, warmup_epochs):
+        raise r.error("train.milestones", value, f"must be >= 1 and >= train.warmup_epochs "
+                      f"({warmup_epochs}): a milestone decays the rate after the warm-up")
+    if value:
+        r.at_most("train.milestones", value[-1], MAX_EPOCHS)
+    return tuple(value)
+
+
+def _betas(r: _Reader, t: dict[str, Any], optimizer: str) -> tuple[float, float]:
+    """``train.betas``: Adam's two decay rates, each in [0, 1); only adam and adamw have them."""
+    if "betas" not in t:
+        return TrainConfig.betas
+    value = r.get(t, "train.betas", list)
+    ok = len(value) == 2 and all(isinstance(b, int | float) and not isinstance(b, bool)
+                                 and 0 <= b < 1 for b in value)
+    if not ok:
+        raise r.error("train.betas", value, "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    betas = float(value[0]), float(value[1])
+    # a written mmal.toml carries the default with every optimizer: only another value is an error
+    if optimizer not in ("adam", "adamw") and betas != TrainConfig.betas:
+        raise r.error("train.betas", value, f"applies to adam and adamw, not {optimizer}; "
+                      "remove it or change train.optimizer")
+    return betas
 
 
 def _al(r: _Reader, t: dict[str, Any]) -> ALConfig:
@@ -612,7 +654,7 @@ def _to_dict(config: Config) -> dict[str, Any]:
         "dataset": dataset,
         "modalities": mods,
         "model": dict(vars(config.model)),
-        "train": dict(vars(config.train)),
+        "train": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config.train).items()},
         "al": dict(vars(config.al)),
     }
 

@@ -173,7 +173,8 @@ BAD = [
      "key 'train.lr' is True (boolean); expected a number"),
     (_replace(MANIFEST, "epochs = 3", "epoch = 3"),
      "key 'train.epoch' is unknown; known keys here: epochs, batch_size, optimizer, lr, "
-     "encoder_lr, weight_decay, num_workers, augment, tensorboard (see docs/config.md)"),
+     "encoder_lr, weight_decay, num_workers, augment, tensorboard, warmup_epochs, milestones, "
+     "betas (see docs/config.md)"),
     (_replace(MANIFEST, "epochs = 3", 'epochs = 3\ntensorboard = "yes"'),
      "key 'train.tensorboard' is 'yes' (string); expected true or false"),
     (_replace(MANIFEST, "image_size = 64", "max_tokens = 64"),

@@ -9,6 +9,9 @@ Outputs (``out``, default ``<workspace>/report``)::
     weaker_weight.png  weaker-modality weight per dominated sub-pool (Fig. 6)
     ttest.png          pairwise t-test wins (Fig. 5)
     ttest.csv          the same matrix as CSV
+    labels_needed.csv  labels each strategy needs to reach a target top-1, per head, and the
+                       labels it saves relative to random (mmal.report.labels)
+    labels_needed.png  the same as bars, one panel per head
     index.html         all of the above in one self-contained page (no network needed)
 """
 
@@ -25,8 +28,16 @@ from mmal.atomic import check_replaceable, write_text_atomic
 from mmal.errors import WorkspaceError
 from mmal.report import plots
 from mmal.report.collect import RunData, collect
+from mmal.report.labels import (
+    LABELS_NOTE,
+    LabelsNeeded,
+    default_targets,
+    labels_csv,
+    labels_needed,
+    labels_table,
+)
 from mmal.report.page import render_page
-from mmal.report.plots import REPORT_FILE
+from mmal.report.plots import REPORT_FILE, head_name
 from mmal.report.tables import (
     RESULTS_NOTE,
     TTEST_NOTE,
@@ -55,6 +66,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     data: RunData | None = None
     ttests: PairwiseTTests | None = None
+    labels: list[LabelsNeeded] = field(default_factory=list)
+    labels_table: str = ""
 
     @property
     def wins(self) -> np.ndarray | None:
@@ -63,12 +76,19 @@ class Report:
 
 
 def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                confidence: float = 0.9) -> Report:
+                confidence: float = 0.9, target: float | None = None) -> Report:
     """Write the tables and plots of the comparison run in ``workspace`` to ``out``.
+
+    ``target`` is the test top-1 (a fraction in (0, 1]) of the labels-needed
+    table, for every head; None: per head, the best mean top-1 random sampling
+    reaches (no table, and a warning, when the run has no random strategy).
 
     Works on partial runs: missing seeds or rounds are left out of the means
     and listed in :attr:`Report.warnings` (also at the end of results.md).
     """
+    if target is not None and not 0 < target <= 1:
+        raise WorkspaceError(f"target top-1 {target!r} is not a fraction in (0, 1]; "
+                             "pass e.g. --target 0.435 for 43.5%")
     workspace = Path(workspace)
     out = Path(out) if out is not None else workspace / "report"
     data = collect(workspace)
@@ -89,10 +109,26 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     else:
         files.append(weaker)
     files.append(plots.plot_ttest(tests, out / "ttest.png"))
+    heads = ["mm", *data.modalities]
+    targets = ({h: float(target) for h in heads} if target is not None
+               else default_targets(rows, heads))
+    needed, needed_table = [], None
+    if targets is None:
+        warnings.append("the run has no random strategy to take the target from; pass "
+                        "--target ACC for the labels-needed table")
+    else:
+        heads = [h for h in heads if h in targets]
+        needed = labels_needed(rows, data.strategies, targets)
+        needed_table = labels_table(needed, heads, {h: head_name(h) for h in heads})
+        files.append(_write(out / "labels_needed.csv", labels_csv(needed)))
+        files.append(plots.plot_labels_needed(needed, heads, data.strategies,
+                                              out / "labels_needed.png"))
     md = ["# Comparison run", "", f"Strategies: {', '.join(data.strategies)}; seeds: "
           f"{', '.join(map(str, data.seeds))}; rounds 0-{data.rounds}.", "",
           RESULTS_NOTE, "", table, "", f"## {ttest_title(tests, data.rounds)}", "",
           TTEST_NOTE, "", markdown(matrix)]
+    if needed_table is not None:
+        md += ["", "## Labels needed", "", LABELS_NOTE, "", markdown(needed_table)]
     if warnings:
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
@@ -102,11 +138,12 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
         ttest_heading=ttest_title(tests, data.rounds),
         plots=[p for p in files if p.suffix == ".png"], warnings=warnings,
         config=(CONFIG_NAME, config.read_text(encoding="utf-8")) if config.is_file() else None,
-        labels_needed=None)  # the hook: pass the labels-needed table once the report makes one
+        labels_needed=needed_table)
     files.append(_write(out / "index.html", page))
     for line in warnings:
         log.info("missing: %s", line)  # callers show Report.warnings; the CLI prints them once
-    return Report(out, files, table, warnings, data, tests)
+    return Report(out, files, table, warnings, data, tests, needed,
+                  markdown(needed_table) if needed_table is not None else "")
 
 
 def _write(path: Path, text: str) -> Path:

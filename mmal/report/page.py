@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mmal import __version__
 from mmal.report.collect import RunData
+from mmal.report.labels import LABELS_NOTE
 from mmal.report.tables import RESULTS_NOTE, TTEST_NOTE, Table
 
 #: Caption of each plot ``make_report`` draws; another PNG is captioned by its name.
@@ -26,6 +27,8 @@ CAPTIONS = {
                         "true class on the test split (mean ± std over seeds).",
     "weaker_weight.png": "BMMAL's weight of the weaker modality in the sub-pool each modality "
                          "dominates, per round (mean ± std over seeds).",
+    "labels_needed.png": "Labels each strategy needs for its mean test top-1 to reach the "
+                         "target, per head; bar notes: labels saved relative to random.",
     "ttest.png": "Pairwise t-tests: rounds where the row strategy beats the column strategy; "
                  "grey = never compared.",
 }
@@ -61,8 +64,8 @@ def render_page(data: RunData, *, workspace: str, results: Table, ttests: Table,
     plots : paths of the PNG files to embed, in page order.
     config : (file name, text) of the run's base config, or None.
     labels_needed : Table or None
-        The hook for the labels-needed table: a "Labels needed" section is
-        written only when one is given.
+        The labels-needed table of results.md (:func:`mmal.report.labels.labels_table`);
+        the "Labels needed" section is written only when one is given.
     """
     parts = [_section("run", "Run", _facts_table(data, workspace))]
     if warnings:
@@ -73,8 +76,8 @@ def render_page(data: RunData, *, workspace: str, results: Table, ttests: Table,
     parts.append(_section("ttests", ttest_heading, f"<p>{_e(TTEST_NOTE)}</p>"
                           + _table(ttests, "ttest-table", row_heads=True)))
     if labels_needed is not None:
-        parts.append(_section("labels-needed", "Labels needed",
-                              _table(labels_needed, "labels-needed-table")))
+        parts.append(_section("labels-needed", "Labels needed", f"<p>{_e(LABELS_NOTE)}</p>"
+                              + _table(labels_needed, "labels-needed-table")))
     parts.append(_section("plots", "Plots", "".join(_figure(p) for p in plots)))
     if config is not None:
         name, text = config

@@ -8,6 +8,8 @@ the run's strategy order.
 from __future__ import annotations
 
 import math
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,14 @@ import numpy as np
 from mmal.atomic import atomic_open, check_replaceable
 from mmal.errors import WorkspaceError
 from mmal.report.collect import RunData
+from mmal.report.labels import BASELINE, LabelsNeeded
 from mmal.report.tables import PairwiseTTests, Row, mean_std
 
 #: What a report writes, for the message when its name is taken by another kind of file.
 REPORT_FILE = "an mmal report file (tables, plots, index.html)"
+
+#: Width of one panel in inches (one panel per head or modality).
+PANEL_WIDTH = 4.2
 
 FIXED_COLORS = {"bmmal": "#d62728", "badge": "#1f77b4", "random": "#7f7f7f"}
 _TAB10 = ["#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -31,6 +37,11 @@ def strategy_colors(names: list[str]) -> dict[str, str]:
     for name in names:
         colors[name] = FIXED_COLORS.get(name) or next(free, "#000000")
     return colors
+
+
+def head_name(head: str) -> str:
+    """How plots and tables name a head: the fused head or a modality's unimodal head."""
+    return "multimodal (fused head)" if head == "mm" else f"{head} (unimodal head)"
 
 
 def _pyplot():
@@ -57,7 +68,8 @@ def plot_accuracy(rows: list[Row], data: RunData, path: Path) -> Path:
     plt = _pyplot()
     panels = ["mm", *data.modalities]
     colors = strategy_colors(data.strategies)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_WIDTH * len(panels), 3.6),
+                             squeeze=False, layout="constrained")
     for ax, metric in zip(axes[0], panels, strict=True):
         for name in data.strategies:
             mine = [row for row in rows if row.strategy == name]
@@ -66,12 +78,12 @@ def plot_accuracy(rows: list[Row], data: RunData, path: Path) -> Path:
             _band(ax, [row.num_labeled for row in mine],
                   [100 * row.top1[metric][0] for row in mine],
                   [100 * row.top1[metric][1] for row in mine], colors[name], name)
-        ax.set_title("multimodal (fused head)" if metric == "mm" else f"{metric} (unimodal head)")
+        _title(ax, head_name(metric))
         ax.set_xlabel("labeled samples")
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(title="strategy", fontsize=8)
-    fig.suptitle(f"Test accuracy per round (mean ± std over {len(data.seeds)} seeds)")
+    _suptitle(fig, f"Test accuracy per round (mean ± std over {len(data.seeds)} seeds)")
     return _save(fig, path)
 
 
@@ -80,7 +92,8 @@ def plot_contribution(rows: list[Row], data: RunData, path: Path) -> Path:
     plt = _pyplot()
     colors = strategy_colors(data.strategies)
     mods = data.modalities
-    fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, m in zip(axes[0], mods, strict=True):
         for name in data.strategies:
             mine = [row for row in rows if row.strategy == name]
@@ -90,13 +103,13 @@ def plot_contribution(rows: list[Row], data: RunData, path: Path) -> Path:
         ax.axhline(1 / len(mods), color="black", linewidth=0.8, linestyle=":",
                    label="balanced (1/M)")
         ax.set_ylim(0, 1)
-        ax.set_title(f"contribution Φ of {m}")
+        _title(ax, f"contribution Φ of {m}")
         ax.set_xlabel("round")
         _integer_rounds(ax)
         ax.set_ylabel("mean Φ at the true class (test)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(title="strategy", fontsize=8)
-    fig.suptitle("Modality contribution per round (mean ± std over seeds)")
+    _suptitle(fig, "Modality contribution per round (mean ± std over seeds)")
     return _save(fig, path)
 
 
@@ -113,7 +126,8 @@ def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
     plt = _pyplot()
     colors = strategy_colors(data.strategies)
     mods = data.modalities
-    fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, m in zip(axes[0], mods, strict=True):
         shares = []
         for name in data.strategies:
@@ -124,15 +138,62 @@ def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
                 shares += share
         others = ", ".join(o for o in mods if o != m)
         size = f" ({100 * np.nanmean(shares):.0f}% of the pool)" if shares else ""
-        ax.set_title(f"sub-pool dominated by {m}{size}")
+        _title(ax, f"sub-pool dominated by {m}{size}")
         ax.set_xlabel("round")
         _integer_rounds(ax)
         ax.set_ylabel(f"mean weight of {others}")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
     axes[0][0].legend(title="strategy", fontsize=8)
-    fig.suptitle("Weight of the weaker modality in each dominated sub-pool (mean ± std over seeds)")
+    _suptitle(fig, "Weight of the weaker modality in each dominated sub-pool "
+                   "(mean ± std over seeds)")
     return _save(fig, path)
+
+
+def plot_labels_needed(results: Sequence[LabelsNeeded], heads: Sequence[str],
+                       strategies: Sequence[str], path: Path) -> Path:
+    """Labels each strategy needs to reach the target, one panel per head (the paper's headline).
+
+    Horizontal bars, one per strategy; a strategy that never reaches the
+    target has no bar and reads "not reached". Each bar is labelled with its
+    labels saved relative to random; a dotted line marks random's labels.
+    """
+    plt = _pyplot()
+    colors = strategy_colors(list(strategies))
+    by = {(r.strategy, r.head): r for r in results}
+    fig, axes = plt.subplots(1, len(heads), figsize=(PANEL_WIDTH * len(heads),
+                                                      1.6 + 0.45 * len(strategies)),
+                             squeeze=False, layout="constrained")
+    # one labels scale for every panel, with room for the notes right of the bars
+    widest = max([r.needed for r in results if r.needed is not None], default=1.0)
+    for ax, head in zip(axes[0], heads, strict=True):
+        rows = [by[(s, head)] for s in strategies]
+        for i, r in enumerate(rows):
+            if r.needed is None:
+                ax.text(0, i, " not reached", va="center", ha="left", fontsize=8)
+                continue
+            ax.barh(i, r.needed, color=colors[r.strategy], height=0.6)
+            if r.saved is not None and r.strategy != BASELINE:
+                ax.text(r.needed, i, f" {_saved_note(r)}", va="center", ha="left", fontsize=8)
+        base = by.get((BASELINE, head))
+        if base is not None and base.needed is not None:
+            ax.axvline(base.needed, color="black", linewidth=0.8, linestyle=":")
+        ax.set_yticks(range(len(rows)), [r.strategy for r in rows])
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # first strategy on top, whether or not bars exist
+        ax.set_xlim(0, 1.45 * widest)
+        ax.set_xlabel("labeled samples to reach the target")
+        _title(ax, f"{head_name(head)}: top-1 ≥ {100 * rows[0].target:.2f}%")
+        ax.grid(axis="x", alpha=0.3)
+    _suptitle(fig, "Labels needed to reach the target (mean curve over seeds, interpolated); "
+                   "notes: labels saved relative to random")
+    return _save(fig, path)
+
+
+def _saved_note(r: LabelsNeeded) -> str:
+    """"saves 230", "saves > 120" (random never reached the target) or "needs 40 more"."""
+    if r.saved < 0 and not r.saved_is_bound:
+        return f"needs {-r.saved:,.0f} more"
+    return f"saves {'> ' if r.saved_is_bound else ''}{r.saved:,.0f}"
 
 
 def _subpool_series(data: RunData) -> dict[tuple[str, str], list[tuple]]:
@@ -158,7 +219,7 @@ def plot_ttest(tests: PairwiseTTests, path: Path) -> Path:
     plt = _pyplot()
     names, wins, settings = tests.names, tests.wins, tests.settings
     size = 1.0 + 0.9 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
     shown = np.ma.masked_where(tests.compared == 0, wins)
     cmap = plt.get_cmap("Blues").with_extremes(bad="0.85")
     image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=max(1, settings))
@@ -184,8 +245,26 @@ def _integer_rounds(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _title(ax, text: str) -> None:
+    """A panel title wrapped to the panel's width (less its axis labels), so none runs past it."""
+    title = ax.set_title(text)
+    title.set_text(_wrap(text, 0.9 * PANEL_WIDTH, title.get_fontsize()))
+
+
+def _suptitle(fig, text: str) -> None:
+    """A figure title wrapped to the figure's width."""
+    title = fig.suptitle(text)
+    title.set_text(_wrap(text, 0.95 * fig.get_figwidth(), title.get_fontsize()))
+
+
+def _wrap(text: str, width_in: float, size_pt: float) -> str:
+    # 0.55 em is about DejaVu Sans's mean character width (constrained layout makes room for
+    # the lines; tests/report check that every title stays inside its figure)
+    return textwrap.fill(text, max(12, int(width_in * 72 / (0.55 * size_pt))))
+
+
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+    # every figure uses constrained layout: titles, labels and legends get room, none is clipped
     check_replaceable(path, what=REPORT_FILE, error=WorkspaceError)  # never a file mmal stamps
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)

@@ -82,7 +82,9 @@ def to_csv(rows: list[Row], modalities: list[str]) -> str:
     return out.getvalue()
 
 
-RESULTS_NOTE = "Test top-1 in percent, mean ± sample std over seeds; selection time in seconds."
+RESULTS_NOTE = ("Test top-1 in percent, mean ± sample std over seeds; Φ m = mean Shapley "
+                "contribution of modality m at the true class on the test split (a fraction; "
+                "the modalities' Φ sum to 1); selection time in seconds.")
 TTEST_NOTE = ("Cell = rounds where the row strategy beats the column strategy; n/a = the pair "
               "never had two common seeds in a round.")
 
@@ -96,13 +98,16 @@ class Table:
 
 
 def results_table(rows: list[Row], modalities: list[str]) -> Table:
-    """Round-major: top-1 in percent (mean ± std over seeds), selection seconds."""
+    """Round-major: top-1 in percent and each modality's contribution Φ (a fraction), mean ±
+    std over seeds; selection seconds."""
     head = ["round", "labeled", "strategy", "seeds", "multimodal top-1 (%)",
-            *[f"{m} top-1 (%)" for m in modalities], "selection (s)"]
+            *[f"{m} top-1 (%)" for m in modalities], *[f"Φ {m}" for m in modalities],
+            "selection (s)"]
     body = []
     for row in sorted(rows, key=lambda x: (x.round, x.strategy)):
         cells = [f"{row.round}", f"{row.num_labeled}", row.strategy, f"{len(row.seeds)}"]
         cells += [_pm(*row.top1[m], scale=100, digits=2) for m in ["mm", *modalities]]
+        cells += [_pm(*row.contribution[m], digits=3) for m in modalities]
         cells.append(_pm(*row.select_s, digits=2) if row.select_s else "—")
         body.append(cells)
     return Table(head, body)

@@ -8,6 +8,8 @@ unimodal head's cross-entropy (binary cross-entropy for multi-label).
 Determinism and resuming: the model's initial weights, each epoch's sample
 order and dropout, and augmentation each draw from their own stream of
 ``al.seed`` (the table in :mod:`mmal.seeds`).
+The learning rates follow :mod:`mmal.train.schedule` (warm-up, milestones), a
+function of (epoch, step), so a resumed run needs no scheduler state.
 After every epoch the model, optimizer and loss history go to
 ``model.pt.partial``; a rerun with the same config and labeled set continues
 after the last finished epoch and ends with the same weights as an
@@ -59,6 +61,7 @@ from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
 from mmal.train.metrics import summarize
+from mmal.train.schedule import epoch_scales, set_lr
 from mmal.train.tensorboard import TrainLog
 from mmal.workspace import Round, list_rounds, open_round, round_paths
 
@@ -159,7 +162,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     model = build_model(config, pool).to(dev)
     rates = {m.name: encoder_lr(m, tc.lr, tc.encoder_lr) for m in config.modalities}
     groups = model.param_groups(lr=tc.lr, encoder_lr=rates, weight_decay=tc.weight_decay)
-    opt = _optimizer(tc.optimizer, groups)
+    base_lrs = [g["lr"] for g in groups]  # the schedule scales these (a resumed opt holds scaled)
+    opt = _optimizer(tc.optimizer, groups, tc.betas)
     arch = {s: config.to_dict(logging=False)[s] for s in ARCH_SECTIONS}
     start, losses, head_history = (_resume(partial, run_key, arch, model, opt, env) if resume
                                    else (0, [], []))
@@ -170,7 +174,10 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     board = TrainLog(paths.tensorboard, ["mm", *model.modalities], main=env.is_main,
                      on=tc.tensorboard if tensorboard is None else tensorboard)
     with board:
-        board.replay(losses, head_history, opt)
+        # a resumed run logs its finished epochs again, each with the rates it ended with
+        steps = len(ddp.micro_batches(list(range(n)), tc.batch_size, drop_last, 0, 1))
+        board.replay(losses, head_history, opt, [
+            [lr * _scales(tc, e, steps)[-1] for lr in base_lrs] for e in range(start)])
         for epoch in range(start, tc.epochs):
             torch.manual_seed(derive_seed(seed, round, epoch + 1))
             order = rng(seed, round, epoch).permutation(n).tolist()
@@ -178,6 +185,7 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
             desc = f"round {round:03d} epoch {epoch + 1}/{tc.epochs}"
             plan = ddp.micro_batches(order, tc.batch_size, drop_last, env.rank, env.world_size)
             loss, heads = _epoch(net, model, train_set, plan, opt, env,
+                                 lrs=(base_lrs, _scales(tc, epoch, len(plan))),
                                  num_workers=tc.num_workers, desc=desc, progress=progress)
             losses.append(loss)
             head_history.append(heads)
@@ -224,9 +232,12 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
     return metrics
 
 
-def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_workers: int,
-           desc: str, progress: bool) -> tuple[float, list[float]]:
+def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *,
+           lrs: tuple[list[float], list[float]], num_workers: int, desc: str,
+           progress: bool) -> tuple[float, list[float]]:
     """One epoch of steps over ``plan``; the mean per-sample loss and per-head losses (all ranks).
+
+    ``lrs`` = (base rate per optimizer group, schedule factor per step of ``plan``).
 
     The per-head list follows :func:`head_losses` (fused head, then each
     modality's); the mean over it is the loss up to float rounding.
@@ -246,7 +257,8 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
     # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
     # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    for mb, batch in zip(plan, bar, strict=True):
+    base_lrs, scales = lrs
+    for mb, batch, scale in zip(plan, bar, scales, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
             model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
         terms = head_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
@@ -254,6 +266,7 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
         mean = terms.mean()  # multimodal_loss, with the per-head terms kept for the log
         opt.zero_grad(set_to_none=True)
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
+        set_lr(opt, base_lrs, scale)  # factor 1 without warm-up or milestones: the base rates
         opt.step()
         value = float(mean.detach())
         if not math.isfinite(value) and bad is None:
@@ -339,11 +352,17 @@ def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> d
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
-def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+def _scales(tc, epoch: int, steps: int) -> list[float]:
+    """The learning-rate factor of every step of ``epoch`` under ``tc``'s schedule."""
+    return epoch_scales(epoch, steps, warmup_epochs=tc.warmup_epochs, milestones=tc.milestones)
+
+
+def _optimizer(name: str, groups: list[dict], betas: tuple[float, float]
+               ) -> torch.optim.Optimizer:
     if name == "adamw":
-        return torch.optim.AdamW(groups)
+        return torch.optim.AdamW(groups, betas=betas)
     if name == "adam":
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(groups, betas=betas)
     return torch.optim.SGD(groups, momentum=0.9)
 
 

@@ -82,24 +82,30 @@ class TrainLog:
         if self.writer is not None:
             self.writer.close()
 
-    def epoch(self, epoch: int, loss: float, heads: list[float] | None, opt) -> None:
+    def epoch(self, epoch: int, loss: float, heads: list[float] | None, opt,
+              lrs: list[float] | None = None) -> None:
         """Epoch ``epoch``'s (1-based) total and per-head losses, and the learning rates.
 
         ``heads`` follows :func:`mmal.train.loop.head_losses`; None (an epoch
         resumed from a partial checkpoint that predates them) logs the total only.
+        ``lrs``: the rate of each of ``opt``'s groups to log (default: their rates now).
         """
         if self.writer is None:
             return
         scalars = {"loss/total": loss}
         if heads is not None:
             scalars.update({f"loss/head/{h}": v for h, v in zip(self.heads, heads, strict=True)})
-        scalars.update({tag: g["lr"] for tag, g in zip(LR_TAGS, opt.param_groups, strict=False)})
+        rates = lrs if lrs is not None else [g["lr"] for g in opt.param_groups]
+        scalars.update(dict(zip(LR_TAGS, rates, strict=False)))
         self._write(scalars, epoch)
 
-    def replay(self, losses: list[float], head_history: list[list[float] | None], opt) -> None:
-        """Epochs 1..len(losses) again, after resuming (the learning rates are constant)."""
-        for epoch, (loss, heads) in enumerate(zip(losses, head_history, strict=True), 1):
-            self.epoch(epoch, loss, heads, opt)
+    def replay(self, losses: list[float], head_history: list[list[float] | None], opt,
+               lrs: list[list[float]]) -> None:
+        """Epochs 1..len(losses) again, after resuming; ``lrs[e]``: the rates epoch e+1 ended with
+        (under a schedule they change from epoch to epoch)."""
+        for epoch, (loss, heads, rates) in enumerate(zip(losses, head_history, lrs, strict=True),
+                                                     1):
+            self.epoch(epoch, loss, heads, opt, rates)
 
     def test(self, test: dict[str, Any], step: int) -> None:
         """The test metrics (:func:`metric_scalars`) at ``step``, the last epoch."""

@@ -118,18 +118,19 @@ def test_page_is_written_and_listed(report):
 
 def test_tables_equal_those_of_results_md(report):
     _, page = _page(report)
-    results, matrix = _markdown_tables((report.out / "results.md").read_text(encoding="utf-8"))
+    results, matrix, _ = _markdown_tables((report.out / "results.md").read_text(encoding="utf-8"))
     assert page.tables["results-table"] == results
     assert page.tables["ttest-table"] == matrix
     assert len(results) == 1 + 3 * 4 and matrix[0] == ["beats →", *STRATEGIES]
-    assert "labels-needed-table" not in page.tables  # the hook is empty until a table exists
+    labels = _markdown_tables((report.out / "results.md").read_text(encoding="utf-8"))[2]
+    assert page.tables["labels-needed-table"] == labels and labels[0][0] == "strategy"
 
 
 def test_every_plot_is_embedded_as_its_png(report):
     _, page = _page(report)
     images = page.all("img")
     plots = _plots(report)
-    assert len(images) == len(plots) == 4
+    assert len(images) == len(plots) == 5
     for attrs, path in zip(images, plots, strict=True):
         kind, data = attrs["src"].split(",", 1)
         assert kind == "data:image/png;base64"
@@ -205,7 +206,7 @@ def test_page_renders_in_chromium(report, tmp_path):
         images = browser.evaluate(_IMAGES)
         screenshot = browser.screenshot(full_page=True)
         requests = browser.requests
-    assert tables == ["run-table", "results-table", "ttest-table"]
+    assert tables == ["run-table", "results-table", "ttest-table", "labels-needed-table"]
     assert len(images) == len(_plots(report))
     broken = [i for i, image in enumerate(images) if not (image["complete"] and image["width"] > 0
                                                           and image["shown"] > 0)]

@@ -43,17 +43,20 @@ def _metrics(rng, strategy, seed, r):
             "model_fingerprint": f"{strategy}{seed}{r}"}
 
 
-def _write_run(ws, *, seeds=(0, 1, 2), rounds=3, skip=()):
-    """A fake run; ``skip`` holds (strategy, seed, round) whose metrics are left out."""
+def _write_run(ws, *, seeds=(0, 1, 2), rounds=3, skip=(), metrics=_metrics,
+               strategies=STRATEGIES, mods=MODS):
+    """A fake run; ``skip`` holds (strategy, seed, round) whose metrics are left out;
+    ``metrics(rng, strategy, seed, round)`` makes a round's metrics.json over ``a`` and ``b``,
+    renamed to ``mods``."""
     rng = np.random.default_rng(0)
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "mmal.toml").write_text("")
     layout = RunLayout(ws)
-    write_json_atomic(layout.plan, {"strategies": STRATEGIES, "seeds": list(seeds),
+    write_json_atomic(layout.plan, {"strategies": list(strategies), "seeds": list(seeds),
                                     "rounds": rounds, "budget": 10, "initial_budget": 20,
                                     "mc_dropout": 0})
     written = {}
-    for s in STRATEGIES:
+    for s in strategies:
         for k in seeds:
             folder = layout.trajectory(s, k)
             for r in range(rounds + 1):
@@ -61,7 +64,7 @@ def _write_run(ws, *, seeds=(0, 1, 2), rounds=3, skip=()):
                     continue
                 paths = round_paths(folder, r)
                 paths.root.mkdir(parents=True)
-                m = _metrics(rng, s, k, r)
+                m = _rename(metrics(rng, s, k, r), dict(zip(MODS, mods, strict=True)))
                 paths.metrics.write_text(json.dumps(m))
                 written[(s, k, r)] = m
                 if r < rounds:
@@ -69,14 +72,24 @@ def _write_run(ws, *, seeds=(0, 1, 2), rounds=3, skip=()):
                             "cache": "c.h5", "cache_fingerprint": "x", "backend": "numpy",
                             "wall_time_s": round(0.1 * (k + 1) + r, 3)}
                     if s == "bmmal":
+                        a, b = mods
                         prov["summary"] = {"pool_size": 100, "subpools": {
-                            "a": {"size": 70, "share": 0.7, "mean_weaker_weight": 0.6 + 0.01 * k,
-                                  "mean_weight": {"b": 0.6}},
-                            "b": {"size": 30, "share": 0.3, "mean_weaker_weight": 0.9,
-                                  "mean_weight": {"a": 0.9}}}}
+                            a: {"size": 70, "share": 0.7, "mean_weaker_weight": 0.6 + 0.01 * k,
+                                "mean_weight": {b: 0.6}},
+                            b: {"size": 30, "share": 0.3, "mean_weaker_weight": 0.9,
+                                "mean_weight": {a: 0.9}}}}
                     write_index(paths.selections / f"{s}-b10.json", [1000 + r], kind="selection",
                                 provenance=prov)
     return written
+
+
+def _rename(metrics, names):
+    """``metrics`` with modality keys a, b renamed by ``names``."""
+    test = metrics["test"]
+    test["top1"] = {names.get(k, k): v for k, v in test["top1"].items()}
+    for key, values in test["shapley_true_class"].items():
+        test["shapley_true_class"][key] = {names[k]: v for k, v in values.items()}
+    return metrics
 
 
 def _read_csv(path):
@@ -114,6 +127,12 @@ def test_table_values_equal_hand_computation_from_metrics(full):
     mm = [written[("bmmal", k, 2)]["test"]["top1"]["mm"] for k in (0, 1, 2)]
     cell = f"{100 * np.mean(mm):.2f} ± {100 * np.std(mm, ddof=1):.2f}"
     assert f"| 2 | 40 | bmmal | 3 | {cell} |" in report.table
+    # Φ of each modality, mean ± std over seeds, after the top-1 columns.
+    phi = [[m["test"]["shapley_true_class"]["contribution_mean"][k] for m in
+            (written[("bmmal", s, 2)] for s in (0, 1, 2))] for k in MODS]
+    row = next(line for line in report.table.splitlines() if line.startswith("| 2 | 40 | bmmal"))
+    assert row.split(" | ")[-3:-1] == [f"{np.mean(p):.3f} ± {np.std(p, ddof=1):.3f}" for p in phi]
+    assert report.table.splitlines()[0].endswith("| Φ a | Φ b | selection (s) |")
     assert report.warnings == []
 
 
@@ -121,8 +140,10 @@ def test_plots_exist_and_are_images(full):
     ws, _, report = full
     names = {p.name for p in report.files}
     assert names == {"results.csv", "results.md", "ttest.csv", "accuracy.png",
-                     "contribution.png", "weaker_weight.png", "ttest.png", "index.html"}
-    for name in ("accuracy.png", "contribution.png", "weaker_weight.png", "ttest.png"):
+                     "contribution.png", "weaker_weight.png", "ttest.png", "labels_needed.csv",
+                     "labels_needed.png", "index.html"}
+    for name in ("accuracy.png", "contribution.png", "weaker_weight.png", "ttest.png",
+                 "labels_needed.png"):
         with Image.open(ws / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
 

@@ -92,21 +92,29 @@ def test_logging_changes_no_weight_and_force_replaces_the_events(uci_ws):
     assert not paths.tensorboard.exists()
 
 
-def test_a_resumed_training_logs_each_epoch_once(tmp_path, request):
-    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "train": {**UCI["train"],
-                                                                      "tensorboard": True}})
+@pytest.mark.parametrize("kill_at, milestones, logged", [
+    (5, [], [1]),
+    # decay from epoch 2 (0-based 1) on; die in epoch 3: the replayed epoch 1 ran at full rate
+    (8, [1], [1, 2]),
+])
+def test_a_resumed_training_logs_each_epoch_once(tmp_path, request, kill_at, milestones, logged):
+    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "train": {
+        **UCI["train"], "tensorboard": True, "milestones": milestones}})
     paths = round_paths(ws, 0)
-    # 40 samples in batches of 16: 3 steps per epoch; die at the 5th step, in epoch 2
-    proc = subprocess.run([sys.executable, "-c", KILL, str(ws), "5"], capture_output=True,
-                          text=True, cwd=str(request.config.rootpath))
+    # 40 samples in batches of 16: 3 steps per epoch; die at step kill_at
+    proc = subprocess.run([sys.executable, "-c", KILL, str(ws), str(kill_at)],
+                          capture_output=True, text=True, cwd=str(request.config.rootpath))
     assert proc.returncode == -9, proc.stderr
-    assert [s for s, _ in read_scalars(paths.tensorboard)["loss/total"]] == [1]
+    assert [s for s, _ in read_scalars(paths.tensorboard)["loss/total"]] == logged
     metrics = train_round(ws, 0, device="cpu", progress=False)
     scalars = read_scalars(paths.tensorboard)
     assert len(event_files(paths.tensorboard)) == 1
     for tag in ("loss/total", "loss/head/fac", "lr/heads"):
         assert [s for s, _ in scalars[tag]] == [1, 2, 3], tag
     np.testing.assert_allclose(_values(scalars, "loss/total"), metrics["train_loss"], rtol=1e-6)
+    decay = [0.1 ** sum(m <= e for m in milestones) for e in range(3)]
+    np.testing.assert_allclose(_values(scalars, "lr/heads"), [0.002 * d for d in decay],
+                               rtol=1e-6)
 
 
 def test_multi_label_logs_map(tmp_path):
