@@ -61,8 +61,8 @@ def test_encoders_trained_from_scratch_learn_at_lr_unless_encoder_lr_is_set(tmp_
 
     seen = []
     real = loop._optimizer
-    monkeypatch.setattr(loop, "_optimizer", lambda name, groups: seen.append(groups) or
-                        real(name, groups))
+    monkeypatch.setattr(loop, "_optimizer", lambda name, groups, betas: seen.append(groups) or
+                        real(name, groups, betas))
     ws = make_workspace(tmp_path, "uci", overrides={**UCI, "train": {**UCI["train"], "epochs": 1,
                                                                      "lr": 1e-3, **train}})
     train_round(ws, 0, device="cpu", progress=False)
