@@ -1,0 +1,55 @@
+"""The body of one ``mmal run --jobs`` worker process (:mod:`mmal.loop.jobs`).
+
+``python -m mmal.loop.worker FD``: reads two pickles from stdin, ``(sys.path,
+log level, torch threads or None)`` and then ``(target, key, args)``, runs
+``target(key, *args, emit=...)``, and writes ``("event", event)`` for each
+``emit`` and a last ``("result", value)`` to file descriptor FD, pickled. An
+exception out of ``target`` becomes a one-line ``str`` result; Ctrl-C ends the
+process quietly with code 130 (the parent reports it once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import threading
+
+from mmal.errors import one_line
+
+log = logging.getLogger(__name__)
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # as `mmal`'s own (mmal/cli.py)
+
+
+def main() -> None:
+    out = os.fdopen(int(sys.argv[1]), "wb")
+    lock = threading.Lock()
+
+    def send(kind: str, value) -> None:
+        with lock:
+            pickle.dump((kind, value), out)
+            out.flush()
+
+    try:
+        paths, level, threads = pickle.load(sys.stdin.buffer)
+        sys.path[:0] = [p for p in paths if p not in sys.path]
+        logging.basicConfig(level=level, format=_LOG_FORMAT)
+        if threads is not None:
+            # deferred: torch only in a worker that will train, not in what imports mmal.loop
+            import torch
+
+            torch.set_num_threads(threads)
+        target, key, args = pickle.load(sys.stdin.buffer)
+        try:
+            result = target(key, *args, emit=lambda event: send("event", event))
+        except Exception as exc:  # noqa: BLE001 - reported by the parent, naming the task
+            log.debug("task %s failed", key, exc_info=True)
+            result = f"{type(exc).__name__}: {one_line(exc)}"
+        send("result", result)
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C reached every process; the parent says so once
+
+
+if __name__ == "__main__":
+    main()
