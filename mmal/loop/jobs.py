@@ -15,9 +15,11 @@ Robustness:
 - A worker that dies (killed, out of memory, a crash in native code) takes only
   its own task down: its result is a one-line reason (signal or exit code), and
   the other tasks go on.
-- Ctrl-C (or any exception here, e.g. from ``relay``) terminates every worker
-  still running before it propagates; a worker that received the Ctrl-C itself
-  exits quietly (code 130) instead of printing a traceback of its own.
+- Ctrl-C (or any exception here, e.g. from ``relay``) stops every worker still
+  running before it propagates: each gets SIGINT, as if Ctrl-C had reached it
+  (its ``finally`` blocks clean up), and SIGKILL if it is not gone 10 s later. A
+  worker that got the Ctrl-C from the terminal itself exits quietly (code 130)
+  instead of printing a traceback of its own.
 - Workers hold the same locks as one process would (:mod:`mmal.lock`); the
   kernel drops them when a worker dies, so nothing stays locked.
 - Workers find their code by name: strategies must be registered on import
@@ -136,9 +138,13 @@ class _Worker:
         return code
 
     def stop(self) -> None:
-        """Terminate it (Ctrl-C, an error here) and wait for it; kill it if it lingers."""
+        """Stop it (Ctrl-C, an error here) and wait for it; kill it if it lingers.
+
+        SIGINT, as a Ctrl-C in one process would: its ``finally`` blocks remove
+        temporary files and close partial ones for a resume.
+        """
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(_STOP_S)
             except subprocess.TimeoutExpired:
