@@ -16,10 +16,11 @@ Robustness:
   its own task down: its result is a one-line reason (signal or exit code), and
   the other tasks go on.
 - Ctrl-C (or any exception here, e.g. from ``relay``) stops every worker still
-  running before it propagates: each gets SIGINT, as if Ctrl-C had reached it
-  (its ``finally`` blocks clean up), and SIGKILL if it is not gone 10 s later. A
-  worker that got the Ctrl-C from the terminal itself exits quietly (code 130)
-  instead of printing a traceback of its own.
+  running before it propagates: each gets one SIGINT, as if Ctrl-C had reached
+  it (its ``finally`` blocks clean up, and it exits quietly with code 130), and
+  SIGKILL if it is not gone 10 s later. Workers run in sessions of their own,
+  so a Ctrl-C in the terminal reaches this process only, and each worker is
+  stopped once, by this process, not interrupted again in its cleanup.
 - Workers hold the same locks as one process would (:mod:`mmal.lock`); the
   kernel drops them when a worker dies, so nothing stays locked.
 - Workers find their code by name: strategies must be registered on import
@@ -119,7 +120,7 @@ class _Worker:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mmal.loop.worker", str(write)], stdin=subprocess.PIPE,
-                pass_fds=(write,), env=env)
+                pass_fds=(write,), env=env, start_new_session=True)
         finally:
             os.close(write)  # the worker has its own copy: EOF here when it ends
         self.reader = threading.Thread(target=_read, args=(os.fdopen(read, "rb"), key, inbox),

@@ -4,8 +4,9 @@
 log level, torch threads or None)`` and then ``(target, key, args)``, runs
 ``target(key, *args, emit=...)``, and writes ``("event", event)`` for each
 ``emit`` and a last ``("result", value)`` to file descriptor FD, pickled. An
-exception out of ``target`` becomes a one-line ``str`` result; Ctrl-C ends the
-process quietly with code 130 (the parent reports it once).
+exception out of ``target`` becomes a one-line ``str`` result; Ctrl-C (SIGINT
+from the parent) ends the process quietly with code 130 (the parent reports it
+once). A worker whose parent has died stops at its next event (exit code 1).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pickle
 import sys
 import threading
 
+import torch
+
 from mmal.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -23,22 +26,23 @@ _LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # as `mmal`'s own (mmal/cli
 
 
 def main() -> None:
-    out = os.fdopen(int(sys.argv[1]), "wb")
+    out = int(sys.argv[1])
     lock = threading.Lock()
 
     def send(kind: str, value) -> None:
+        data = memoryview(pickle.dumps((kind, value)))
         with lock:
-            pickle.dump((kind, value), out)
-            out.flush()
+            try:
+                while data:
+                    data = data[os.write(out, data):]
+            except BrokenPipeError:  # the parent is gone (killed): stop as Ctrl-C would
+                raise SystemExit(1) from None
 
     try:
         paths, level, threads = pickle.load(sys.stdin.buffer)
         sys.path[:0] = [p for p in paths if p not in sys.path]
         logging.basicConfig(level=level, format=_LOG_FORMAT)
         if threads is not None:
-            # deferred: torch only in a worker that will train, not in what imports mmal.loop
-            import torch
-
             torch.set_num_threads(threads)
         target, key, args = pickle.load(sys.stdin.buffer)
         try:
@@ -48,7 +52,7 @@ def main() -> None:
             result = f"{type(exc).__name__}: {one_line(exc)}"
         send("result", result)
     except KeyboardInterrupt:
-        sys.exit(130)  # Ctrl-C reached every process; the parent says so once
+        sys.exit(130)  # the parent stopped this one; it reports the interruption once
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -207,21 +208,40 @@ def _run_then_interrupt(tmp_path, whom: str):
     assert len(workers) == 2, proc.communicate()
     if whom == "terminal":  # Ctrl-C in a terminal reaches the whole foreground group
         os.killpg(proc.pid, signal.SIGINT)
-    else:
+    elif whom == "parent":
         os.kill(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out, err, workers, [folder_lock(layout.shared(0)), *locks]
 
 
+def _gone(pid: int, limit_s: float) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaps counts as gone)."""
+    end = time.monotonic() + limit_s
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("whom", ["terminal", "parent"])
-def test_ctrl_c_stops_every_worker(tmp_path, whom):
+@pytest.mark.parametrize("whom", ["terminal", "parent", "killed"])
+def test_ctrl_c_or_a_killed_command_stops_every_worker(tmp_path, whom):
     code, _, err, workers, locks = _run_then_interrupt(tmp_path, whom)
-    assert code == 1 and "Aborted!" in err
-    assert "Traceback" not in err
-    for pid in workers:  # gone, not orphaned
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    if whom == "killed":  # no Ctrl-C to relay: each worker stops at its next step
+        assert code == -signal.SIGKILL
+        assert all(_gone(pid, 120) for pid in workers)
+    else:
+        assert code == 1 and "Aborted!" in err
+        assert "Traceback" not in err
+        assert all(_gone(pid, 0) for pid in workers)  # gone with the command, not orphaned
     for lock in locks:  # and nothing stays locked
         with hold(lock, "test", timeout=0):
             pass
