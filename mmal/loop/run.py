@@ -47,19 +47,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmal.atomic import write_text_atomic
 from mmal.cache.index import read_index
-from mmal.config import dump_config, load_config
 from mmal.data import load_pool
-from mmal.errors import ConfigError, WorkspaceError, one_line
+from mmal.errors import ConfigError, one_line
 from mmal.lock import folder_lock, hold
 from mmal.loop.jobs import Task, run_tasks
-from mmal.loop.layout import RESERVED, RunLayout, link_or_copy, write_json_atomic
+from mmal.loop.layout import RESERVED, RunLayout, link_or_copy
+from mmal.loop.records import (
+    check_plan,
+    check_seed_config,
+    write_plan,
+    write_seed_config,
+    write_status,
+)
 from mmal.loop.tensorboard import require_tensorboard, write_trajectory_events
 from mmal.seeds import selection_seed
 from mmal.select.api import select
 from mmal.select.registry import get_strategy
-from mmal.stamp import RUN_PLAN, RUN_STATUS, stamped
 from mmal.workspace import (
     CONFIG_NAME,
     find_workspace,
@@ -207,10 +211,10 @@ def run_comparison(
     if tensorboard:
         require_tensorboard()  # the fix, before anything trains
     with hold(layout.lock, "mmal run"):  # the plan is read, merged and written as one step
-        plan = _check_plan(layout, budget, initial_budget, mc_dropout)
+        plan = check_plan(layout, budget, initial_budget, mc_dropout)
         for seed in seeds:
             check_seed_config(layout, base, seed, budget, initial_budget)
-        _write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
+        write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
     emit = callback or (lambda event: None)
     request = Request(workspace, rounds, budget, initial_budget, device, mc_dropout,
                       params or {}, tensorboard)
@@ -218,7 +222,7 @@ def run_comparison(
         completed, failures = _run_here(request, base, pairs, emit)
     else:
         completed, failures = _run_in_processes(request, pairs, jobs, emit)
-    _write_status(layout, pairs, completed, failures, rounds)
+    write_status(layout, pairs, completed, [dataclasses.asdict(f) for f in failures], rounds)
     return RunResult(layout, completed, failures, time.perf_counter() - start)
 
 
@@ -374,32 +378,6 @@ def _budgets(workspace: Path, base, budget: int | None,
     return chosen[0], chosen[1]
 
 
-def _write_status(layout: RunLayout, pairs, completed, failures: list[Failure],
-                  rounds: int) -> None:
-    """runs/status.json: this run's trajectories replace their own entries, others stay.
-
-    Separate runs (``--only`` under a scheduler) thus leave one status with
-    every trajectory's latest outcome.
-    """
-    ours, seeds = set(pairs), {k for _, k in pairs}
-    with hold(layout.lock, "mmal run"):
-        try:
-            old = layout.read_status() or {}
-        except WorkspaceError:  # a foreign or damaged file: this run rewrites it
-            old = {}
-        kept = [c for c in old.get("completed", [])
-                if (c.get("strategy"), c.get("seed")) not in ours]
-        kept_failures = [f for f in old.get("failures", []) if not (
-            (f.get("strategy"), f.get("seed")) in ours
-            or (f.get("strategy") is None and f.get("seed") in seeds))]
-        entries = kept + [{"strategy": s, "seed": k} for s, k in completed]
-        write_json_atomic(layout.status, stamped(RUN_STATUS, {
-            "completed": sorted(entries, key=lambda c: (str(c.get("strategy")), c.get("seed"))),
-            "failures": kept_failures + [dataclasses.asdict(f) for f in failures],
-            "rounds": rounds,
-        }))
-
-
 class _Steps:
     """The steps of the shared round 0 and of one trajectory round, each skipped when done."""
 
@@ -419,7 +397,7 @@ class _Steps:
         # one process computes round 0 of a seed; the others wait, then find it done
         with hold(folder_lock(folder), "mmal run"):
             self._step(None, seed, 0, "init", (folder / CONFIG_NAME).is_file(), lambda: (
-                _write_seed_config(base, config_file, seed, budget, initial_budget),
+                write_seed_config(base, config_file, seed, budget, initial_budget),
                 init_workspace(folder, config_file,
                                force=round_paths(folder, 0).labeled.exists())))
             self._train_extract(None, folder, seed, 0, extract=True)
@@ -501,24 +479,6 @@ def _round_info(folder: Path, r: int) -> dict[str, Any]:
     return {"top1": metrics["test"]["top1"], "num_labeled": metrics["num_labeled"]}
 
 
-def _write_seed_config(base, path: Path, seed: int, budget: int, initial_budget: int) -> None:
-    """runs/configs/seed<k>.toml: the base config with this seed and the run's budgets."""
-    text = _seed_config_text(base, seed, budget, initial_budget)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return
-    write_text_atomic(path, text)
-
-
-def _seed_config(base, seed: int, budget: int, initial_budget: int):
-    al = dataclasses.replace(base.al, seed=seed, budget=budget, initial_budget=initial_budget)
-    return dataclasses.replace(base, al=al)
-
-
-def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:
-    return dump_config(_seed_config(base, seed, budget, initial_budget),
-                       header=f"Config of seed {seed} of `mmal run` (written from mmal.toml).")
-
-
 def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout) -> None:
     if set(RESERVED) & set(strategies):
         raise ConfigError(f"--strategies: {', '.join(RESERVED)} are reserved folder names "
@@ -548,56 +508,6 @@ def _check_feasible(workspace: Path, base, strategies, rounds: int, budget: int,
         raise ConfigError(f"--initial-budget {initial_budget} + --rounds {rounds} x --budget "
                           f"{budget} = {needed} labels, but the train pool has {pool} samples; "
                           "lower --initial-budget, --rounds or --budget")
-
-
-def _check_plan(layout: RunLayout, budget, initial_budget, mc_dropout) -> dict | None:
-    """The stored plan; WorkspaceError when the request would mix incomparable results."""
-    plan = layout.read_plan()
-    if plan is not None:
-        for key, value in (("budget", budget), ("initial_budget", initial_budget),
-                           ("mc_dropout", mc_dropout)):
-            if plan.get(key) != value:
-                flag = "--" + key.replace("_", "-")
-                raise WorkspaceError(
-                    f"{layout.plan}: this run was started with {flag} {plan.get(key)}, not "
-                    f"{value}; pass the same value to resume or extend it, or use a new "
-                    "workspace")
-    return plan
-
-
-def _write_plan(layout: RunLayout, plan, strategies, seeds, rounds, budget, initial_budget,
-                mc_dropout) -> None:
-    """Record the union of every request in runs/plan.json (the report's expectations)."""
-    seen_strategies = list(plan["strategies"]) if plan else []
-    seen_seeds = list(plan["seeds"]) if plan else []
-    write_json_atomic(layout.plan, stamped(RUN_PLAN, {
-        "strategies": seen_strategies + [s for s in strategies if s not in seen_strategies],
-        "seeds": seen_seeds + [s for s in seeds if s not in seen_seeds],
-        "rounds": max(rounds, plan["rounds"] if plan else 0),
-        "budget": budget, "initial_budget": initial_budget, "mc_dropout": mc_dropout,
-    }))
-
-
-def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
-                      initial_budget: int) -> None:
-    """WorkspaceError when seed ``seed``'s stored config differs from mmal.toml's now.
-
-    Compared key by key with defaults filled in, less the logging keys: a key a
-    later mmal added with its old behaviour as default, or TensorBoard switched
-    on, leaves a run comparable.
-    """
-    path = layout.config(seed)
-    if not path.exists():
-        return
-    want = _seed_config(base, seed, budget, initial_budget).to_dict(logging=False)
-    try:
-        same = load_config(path).to_dict(logging=False) == want
-    except ConfigError:  # e.g. a folder it names is gone
-        same = False
-    if not same:
-        raise WorkspaceError(f"{path}: differs from what {layout.workspace}/mmal.toml gives now; "
-                             "the config changed since this run started, so its results would "
-                             "not be comparable; restore mmal.toml or use a new workspace")
 
 
 def _one_line(exc: BaseException) -> str:
