@@ -92,6 +92,8 @@ def run_tasks(tasks: Sequence[Task], jobs: int, target: Callable[..., Any], args
             for task in _startable(waiting, results, jobs - len(running)):
                 waiting.remove(task)
                 running[task.key] = _Worker(task.key, setup, (target, task.key, args), inbox)
+            if not running:  # the rest wait for tasks that did not run
+                break
             try:
                 kind, key, value = inbox.get(timeout=_POLL_S)
             except queue.Empty:
@@ -105,8 +107,10 @@ def run_tasks(tasks: Sequence[Task], jobs: int, target: Callable[..., Any], args
                 if key not in results:
                     results[key] = _died(code)
     finally:
+        for worker in running.values():  # all at once: each may take a while to clean up
+            worker.interrupt()
         for worker in running.values():
-            worker.stop()
+            worker.finish()
     return results
 
 
@@ -114,16 +118,20 @@ class _Worker:
     """One worker process and the thread that reads what it sends."""
 
     def __init__(self, key: tuple, setup: tuple, work: tuple, inbox: queue.Queue):
-        read, write = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])}
+        read, write = os.pipe()
+        stream = os.fdopen(read, "rb")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mmal.loop.worker", str(write)], stdin=subprocess.PIPE,
                 pass_fds=(write,), env=env, start_new_session=True)
+        except BaseException:
+            stream.close()
+            raise
         finally:
             os.close(write)  # the worker has its own copy: EOF here when it ends
-        self.reader = threading.Thread(target=_read, args=(os.fdopen(read, "rb"), key, inbox),
+        self.reader = threading.Thread(target=_read, args=(stream, key, inbox),
                                        name=f"mmal-run reader {key}", daemon=True)
         self.reader.start()
         try:
@@ -138,19 +146,18 @@ class _Worker:
         self.reader.join()
         return code
 
-    def stop(self) -> None:
-        """Stop it (Ctrl-C, an error here) and wait for it; kill it if it lingers.
-
-        SIGINT, as a Ctrl-C in one process would: its ``finally`` blocks remove
-        temporary files and close partial ones for a resume.
-        """
+    def interrupt(self) -> None:
+        """Send SIGINT, as Ctrl-C would: its ``finally`` blocks clean up for a resume."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(_STOP_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+
+    def finish(self) -> None:
+        """Wait for it to end after :meth:`interrupt`; SIGKILL if it lingers."""
+        try:
+            self.proc.wait(_STOP_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.reader.join(_STOP_S)
 
 

@@ -17,8 +17,6 @@ import pickle
 import sys
 import threading
 
-import torch
-
 from mmal.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -43,6 +41,9 @@ def main() -> None:
         sys.path[:0] = [p for p in paths if p not in sys.path]
         logging.basicConfig(level=level, format=_LOG_FORMAT)
         if threads is not None:
+            # deferred: a task that trains imports torch anyway; one that does not, never
+            import torch
+
             torch.set_num_threads(threads)
         target, key, args = pickle.load(sys.stdin.buffer)
         try:

@@ -292,3 +292,26 @@ def test_only_runs_just_that_trajectory_and_plans_it(tmp_path):
     assert not layout.shared(0).exists()  # seed 0's round 0 was not asked for
     plan = layout.read_plan()
     assert (plan["strategies"], plan["seeds"]) == (["random"], [1])
+
+
+def test_tasks_run_in_workers_after_what_they_need(monkeypatch):
+    """The scheduler alone: results, relayed events, a raising and a dying worker."""
+    from mmal.loop.jobs import Task, run_tasks
+    from tests.loop.jobs_targets import work
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers that never import torch
+    tasks = [Task(("a",)), Task(("b",), after=("a",)), Task(("c",)), Task(("d",), after=("c",)),
+             Task(("e",)), Task(("f",), after=("e",)), Task(("g",))]
+    how = {"c": "die", "e": "fail", "g": "raise"}
+    events = []
+    results = run_tasks(tasks, 2, work, (how,), lambda key, event: events.append((key, event)))
+    assert results == {
+        ("a",): [], ("b",): [], ("e",): ["e failed"],
+        ("c",): "its worker process exited with code 3; rerun to resume it",
+        ("g",): "ValueError: g could not",
+    }  # d and f never ran: what they needed failed
+    for name in "abceg":  # each worker's events arrive, in the order it sent them
+        assert [e for k, e in events if k == (name,)] == [f"{name} started", f"{name} halfway"]
+    assert {k for k, _ in events} == {("a",), ("b",), ("c",), ("e",), ("g",)}
+    # b started only after a had finished
+    assert events.index((("b",), "b started")) > events.index((("a",), "a halfway"))
