@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import mmal.extract.shards as shards
 from mmal.cache import CacheMeta, CacheWriter
@@ -51,6 +50,7 @@ from mmal.models import Encoded, MultimodalModel, model_from_checkpoint
 from mmal.models.checkpoint import check_fits_pool, check_same_architecture, load_checkpoint
 from mmal.models.encoders import describe
 from mmal.models.runtime import inputs_to
+from mmal.progress import progress_bar
 from mmal.seeds import derive_seed
 from mmal.workspace import Round, RoundPaths, open_round
 
@@ -205,8 +205,8 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
             dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
             pin_memory=dev.type == "cuda", persistent_workers=False)
         with _BackgroundWriter(writer, queue_size) as background, torch.inference_mode():
-            bar = tqdm(loader, desc=f"extract round {job.meta.round:03d}", total=len(loader),
-                       disable=not progress)
+            bar = progress_bar(loader, enabled=progress, total=len(loader),
+                               desc=f"extract round {job.meta.round:03d}")
             for batch in bar:
                 index = batch["index"].numpy()
                 fields = batch_fields(model, inputs_to(batch["inputs"], dev),

@@ -8,8 +8,13 @@ paper's protocol). Each trajectory then repeats, per round r < R:
 select (from round r's cache) -> next -> train round r+1 -> extract round r+1.
 Round R is trained (and tested) but neither extracted nor selected from.
 
-Work goes round-major (all seeds and strategies finish round r before any
-starts r+1), so an interrupted run leaves comparable results behind.
+In one process (``jobs=1``), work goes round-major (all seeds and strategies
+finish round r before any starts r+1), so an interrupted run leaves comparable
+results behind. With ``jobs`` > 1, round 0 of each seed and then each whole
+trajectory run in worker processes (:mod:`mmal.loop.jobs`); every step reads and
+writes the same files with the same seeds, so the results are the same. ``only``
+restricts a run to some trajectories (one per cluster job); ``runs/status.json``
+keeps every trajectory's latest outcome, whichever run it came from.
 
 Resuming: every step is skipped when its output exists (``model.pt``,
 ``cache.h5``, the selection file, the next round's ``labeled.json``); those
@@ -42,18 +47,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmal.atomic import write_text_atomic
 from mmal.cache.index import read_index
-from mmal.config import dump_config, load_config
 from mmal.data import load_pool
-from mmal.errors import ConfigError, WorkspaceError, one_line
+from mmal.errors import ConfigError, one_line
 from mmal.lock import folder_lock, hold
-from mmal.loop.layout import RESERVED, RunLayout, link_or_copy, write_json_atomic
+from mmal.loop.jobs import Task, run_tasks
+from mmal.loop.layout import RESERVED, RunLayout, link_or_copy
+from mmal.loop.records import (
+    check_plan,
+    check_seed_config,
+    write_plan,
+    write_seed_config,
+    write_status,
+)
 from mmal.loop.tensorboard import require_tensorboard, write_trajectory_events
 from mmal.seeds import selection_seed
 from mmal.select.api import select
 from mmal.select.registry import get_strategy
-from mmal.stamp import RUN_PLAN, RUN_STATUS, stamped
 from mmal.workspace import (
     CONFIG_NAME,
     find_workspace,
@@ -118,12 +128,14 @@ class RunResult:
 
 def run_comparison(
     workspace: str | os.PathLike,
-    strategies: Sequence[str],
+    strategies: Sequence[str] | None = None,
     *,
     rounds: int,
-    budget: int,
-    initial_budget: int,
-    seeds: Sequence[int] = (0,),
+    budget: int | None = None,
+    initial_budget: int | None = None,
+    seeds: Sequence[int] | None = None,
+    only: Sequence[tuple[str, int]] | None = None,
+    jobs: int = 1,
     device: str = "auto",
     mc_dropout: int = 0,
     params: dict[str, dict[str, Any]] | None = None,
@@ -137,22 +149,34 @@ def run_comparison(
     workspace : path-like
         A workspace (``mmal init``); its ``mmal.toml`` is the base config.
     strategies : sequence of str
-        Registered strategy names (``mmal strategies``).
+        Registered strategy names (``mmal strategies``); one trajectory per
+        strategy and seed. Leave out when ``only`` is given.
     rounds : int
         Selection rounds R >= 1: round r = 0..R-1 selects ``budget`` samples;
         rounds 0..R are trained and tested.
-    budget, initial_budget : int
-        Samples per selection; size of round 0's random labeled set.
-    seeds : sequence of int
-        One trajectory per strategy per seed; seed k sets ``al.seed`` (initial
-        draw, data split of uci-mfeat, training) and the selection seeds.
+    budget, initial_budget : int, optional
+        Samples per selection; size of round 0's random labeled set. Default:
+        ``al.budget`` and ``al.initial_budget`` of ``mmal.toml``; a value that
+        differs from the config's is logged (one warning line each).
+    seeds : sequence of int, optional
+        Default (0,). Seed k sets ``al.seed`` (initial draw, data split of
+        uci-mfeat, training) and the selection seeds.
+    only : sequence of (str, int), optional
+        Run just these (strategy, seed) trajectories, e.g. ``[("bmmal", 1)]``:
+        one trajectory per job under a cluster scheduler. Replaces
+        ``strategies`` and ``seeds``.
+    jobs : int
+        Worker processes (:mod:`mmal.loop.jobs`): round 0 of each seed, then
+        each trajectory, runs in a process of its own, ``jobs`` at a time. 1
+        runs everything in this process, round-major. The results are the same.
     device : {"auto", "cpu", "cuda"}
     mc_dropout : int
         MC-dropout samples stored in every cache (for bald and the like).
     params : dict, optional
         Strategy name -> keyword parameters for :func:`mmal.select.select`.
     callback : callable, optional
-        Receives an :class:`Event` for every step (progress display, tests).
+        Receives an :class:`Event` for every step (progress display, tests);
+        with ``jobs`` > 1 it is called in this process, as the workers report.
     tensorboard : bool
         Write each trajectory's test metrics per round to
         ``runs/tensorboard/<strategy>-seed<k>/`` (:mod:`mmal.loop.tensorboard`),
@@ -173,62 +197,185 @@ def run_comparison(
     start = time.perf_counter()
     workspace = Path(workspace)
     find_workspace(workspace)  # a clear error when this is not a workspace
-    strategies = list(dict.fromkeys(strategies))
-    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    pairs = _trajectories(strategies, seeds, only)
+    strategies = list(dict.fromkeys(s for s, _ in pairs))
+    seeds = list(dict.fromkeys(k for _, k in pairs))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    base = load_workspace_config(workspace)
+    budget, initial_budget = _budgets(workspace, base, budget, initial_budget)
     _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout)
     chosen = [get_strategy(name) for name in strategies]  # SelectionError naming unknown ones
     layout = RunLayout(workspace)
-    base = load_workspace_config(workspace)
     _check_feasible(workspace, base, chosen, rounds, budget, initial_budget, mc_dropout)
     if tensorboard:
         require_tensorboard()  # the fix, before anything trains
     with hold(layout.lock, "mmal run"):  # the plan is read, merged and written as one step
-        plan = _check_plan(layout, budget, initial_budget, mc_dropout)
+        plan = check_plan(layout, budget, initial_budget, mc_dropout)
         for seed in seeds:
             check_seed_config(layout, base, seed, budget, initial_budget)
-        _write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
+        write_plan(layout, plan, strategies, seeds, rounds, budget, initial_budget, mc_dropout)
     emit = callback or (lambda event: None)
-    failures: list[Failure] = []
-    steps = _Steps(layout, device, mc_dropout, budget, params or {}, emit, tensorboard)
-
-    live: dict[tuple[str, int], bool] = {}
-    for seed in seeds:
-        try:
-            steps.shared_round0(base, seed, budget, initial_budget)
-        except Exception as exc:  # noqa: BLE001 - one seed's failure must not stop the others
-            failure = Failure(None, seed, 0, steps.current, _one_line(exc))
-            failures.append(failure)
-            emit(Event("failed", None, seed, 0, steps.current, message=failure.message))
-            log.debug("round 0 of seed %d failed", seed, exc_info=True)
-            continue
-        for name in strategies:
-            live[(name, seed)] = True
-    for r in range(rounds + 1):
-        for seed in seeds:
-            for name in strategies:
-                if not live.get((name, seed)):
-                    continue
-                try:
-                    steps.current = "lock"
-                    with hold(folder_lock(layout.trajectory(name, seed)), "mmal run"):
-                        steps.advance(name, seed, r, rounds)
-                        if tensorboard:
-                            steps.current = "tensorboard"
-                            write_trajectory_events(layout, name, seed)
-                except Exception as exc:  # noqa: BLE001 - isolate trajectories
-                    live[(name, seed)] = False
-                    failure = Failure(name, seed, r, steps.current, _one_line(exc))
-                    failures.append(failure)
-                    emit(Event("failed", name, seed, r, steps.current, message=failure.message))
-                    log.debug("trajectory %s seed %d failed", name, seed, exc_info=True)
-    completed = sorted(k for k, ok in live.items() if ok)
-    with hold(layout.lock, "mmal run"):
-        write_json_atomic(layout.status, stamped(RUN_STATUS, {
-            "completed": [{"strategy": s, "seed": k} for s, k in completed],
-            "failures": [dataclasses.asdict(f) for f in failures],
-            "rounds": rounds,
-        }))
+    request = Request(workspace, rounds, budget, initial_budget, device, mc_dropout,
+                      params or {}, tensorboard)
+    if jobs == 1:
+        completed, failures = _run_here(request, base, pairs, emit)
+    else:
+        completed, failures = _run_in_processes(request, pairs, jobs, emit)
+    write_status(layout, pairs, completed, [dataclasses.asdict(f) for f in failures], rounds)
     return RunResult(layout, completed, failures, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What every trajectory of one ``mmal run`` shares (picklable, for worker processes)."""
+
+    workspace: Path
+    rounds: int
+    budget: int
+    initial_budget: int
+    device: str
+    mc_dropout: int
+    params: dict[str, dict[str, Any]]
+    tensorboard: bool
+
+    def steps(self, emit: Callable[[Event], None]) -> _Steps:
+        return _Steps(RunLayout(self.workspace), self.device, self.mc_dropout, self.budget,
+                      self.params, emit, self.tensorboard)
+
+
+def _run_here(request: Request, base, pairs: list[tuple[str, int]],
+              emit: Callable[[Event], None]) -> tuple[list[tuple[str, int]], list[Failure]]:
+    """Every trajectory in this process, round-major; (completed pairs, failures)."""
+    steps = request.steps(emit)
+    failures: list[Failure] = []
+    live: dict[tuple[str, int], bool] = {}
+    for seed in dict.fromkeys(k for _, k in pairs):
+        failure = _round0(steps, request, base, seed)
+        if failure is not None:
+            failures.append(failure)
+            continue
+        live.update({(s, k): True for s, k in pairs if k == seed})
+    for r in range(request.rounds + 1):
+        for name, seed in pairs:
+            if not live.get((name, seed)):
+                continue
+            failure = _advance(steps, request, name, seed, r)
+            if failure is not None:
+                live[(name, seed)] = False
+                failures.append(failure)
+    return sorted(k for k, ok in live.items() if ok), failures
+
+
+def _run_in_processes(request: Request, pairs: list[tuple[str, int]], jobs: int,
+                      emit: Callable[[Event], None]
+                      ) -> tuple[list[tuple[str, int]], list[Failure]]:
+    """Round 0 of each seed, then each trajectory, in ``jobs`` worker processes."""
+    seeds = list(dict.fromkeys(k for _, k in pairs))
+    tasks = [Task(("round0", k), None) for k in seeds] + [
+        Task((s, k), ("round0", k)) for s, k in pairs]
+    last: dict[tuple, Event] = {}
+
+    def relay(key: tuple, event: Event) -> None:
+        last[key] = event
+        emit(event)
+
+    outcome = run_tasks(tasks, jobs, run_task, (request,), relay)
+    failures: list[Failure] = []
+    for task in tasks:
+        result = outcome.get(task.key)
+        if isinstance(result, str):  # the worker died or raised: blame its last step
+            seen = last.get(task.key)
+            strategy = None if task.key[0] == "round0" else task.key[0]
+            failure = Failure(strategy, task.key[1], seen.round if seen else 0,
+                              seen.step if seen else "start", result)
+            emit(Event("failed", failure.strategy, failure.seed, failure.round, failure.step,
+                       message=failure.message))
+            result = [failure]
+        failures += result or []
+    completed = sorted(p for p in pairs if outcome.get(p) == [])
+    return completed, failures
+
+
+def run_task(key: tuple, request: Request, emit: Callable[[Event], None]) -> list[Failure]:
+    """One worker's task: ``("round0", k)`` or a whole ``(strategy, k)`` trajectory."""
+    steps = request.steps(emit)
+    name, seed = key
+    if name == "round0":
+        failure = _round0(steps, request, load_workspace_config(request.workspace), seed)
+        return [failure] if failure else []
+    for r in range(request.rounds + 1):
+        failure = _advance(steps, request, name, seed, r)
+        if failure is not None:
+            return [failure]
+    return []
+
+
+def _round0(steps: _Steps, request: Request, base, seed: int) -> Failure | None:
+    """Make (or find) round 0 of ``seed``; its Failure, reported, or None."""
+    try:
+        steps.shared_round0(base, seed, request.budget, request.initial_budget)
+    except Exception as exc:  # noqa: BLE001 - one seed's failure must not stop the others
+        log.debug("round 0 of seed %d failed", seed, exc_info=True)
+        return _failed(steps, Failure(None, seed, 0, steps.current, _one_line(exc)))
+    return None
+
+
+def _advance(steps: _Steps, request: Request, name: str, seed: int, r: int) -> Failure | None:
+    """Round ``r`` of one trajectory under its lock; its Failure, reported, or None."""
+    layout = steps.layout
+    try:
+        steps.current = "lock"
+        with hold(folder_lock(layout.trajectory(name, seed)), "mmal run"):
+            steps.advance(name, seed, r, request.rounds)
+            if request.tensorboard:
+                steps.current = "tensorboard"
+                write_trajectory_events(layout, name, seed)
+    except Exception as exc:  # noqa: BLE001 - isolate trajectories
+        log.debug("trajectory %s seed %d failed", name, seed, exc_info=True)
+        return _failed(steps, Failure(name, seed, r, steps.current, _one_line(exc)))
+    return None
+
+
+def _failed(steps: _Steps, failure: Failure) -> Failure:
+    steps.emit(Event("failed", failure.strategy, failure.seed, failure.round, failure.step,
+                     message=failure.message))
+    return failure
+
+
+def _trajectories(strategies, seeds, only) -> list[tuple[str, int]]:
+    """The (strategy, seed) pairs asked for, seed-major, each once."""
+    if only is None:
+        strategies = list(dict.fromkeys(strategies or ()))
+        seeds = list(dict.fromkeys(int(s) for s in ((0,) if seeds is None else seeds)))
+        if not strategies:
+            raise ConfigError("--strategies is empty; name at least one (see `mmal strategies`)")
+        if not seeds:
+            raise ConfigError("--seeds is empty; pass e.g. --seeds 0,1,2")
+        return [(s, k) for k in seeds for s in strategies]
+    if strategies is not None or seeds is not None:
+        raise ConfigError("--only names the trajectories itself; leave out --strategies and "
+                          "--seeds")
+    pairs = list(dict.fromkeys((str(s), int(k)) for s, k in only))
+    if not pairs:
+        raise ConfigError("--only is empty; name a trajectory, e.g. --only bmmal:seed=0")
+    return pairs
+
+
+def _budgets(workspace: Path, base, budget: int | None,
+             initial_budget: int | None) -> tuple[int, int]:
+    """The run's budgets: the flags where given, else ``[al]`` of mmal.toml; a difference is said."""
+    chosen = []
+    for flag, key, value in (("--budget", "budget", budget),
+                             ("--initial-budget", "initial_budget", initial_budget)):
+        configured = getattr(base.al, key)
+        if value is None:
+            value = configured
+        elif value != configured:
+            log.warning("%s %s differs from [al] %s = %s in %s; this run uses %s", flag, value,
+                        key, configured, workspace / CONFIG_NAME, value)
+        chosen.append(value)
+    return chosen[0], chosen[1]
 
 
 class _Steps:
@@ -250,7 +397,7 @@ class _Steps:
         # one process computes round 0 of a seed; the others wait, then find it done
         with hold(folder_lock(folder), "mmal run"):
             self._step(None, seed, 0, "init", (folder / CONFIG_NAME).is_file(), lambda: (
-                _write_seed_config(base, config_file, seed, budget, initial_budget),
+                write_seed_config(base, config_file, seed, budget, initial_budget),
                 init_workspace(folder, config_file,
                                force=round_paths(folder, 0).labeled.exists())))
             self._train_extract(None, folder, seed, 0, extract=True)
@@ -332,32 +479,10 @@ def _round_info(folder: Path, r: int) -> dict[str, Any]:
     return {"top1": metrics["test"]["top1"], "num_labeled": metrics["num_labeled"]}
 
 
-def _write_seed_config(base, path: Path, seed: int, budget: int, initial_budget: int) -> None:
-    """runs/configs/seed<k>.toml: the base config with this seed and the run's budgets."""
-    text = _seed_config_text(base, seed, budget, initial_budget)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return
-    write_text_atomic(path, text)
-
-
-def _seed_config(base, seed: int, budget: int, initial_budget: int):
-    al = dataclasses.replace(base.al, seed=seed, budget=budget, initial_budget=initial_budget)
-    return dataclasses.replace(base, al=al)
-
-
-def _seed_config_text(base, seed: int, budget: int, initial_budget: int) -> str:
-    return dump_config(_seed_config(base, seed, budget, initial_budget),
-                       header=f"Config of seed {seed} of `mmal run` (written from mmal.toml).")
-
-
 def _check_request(strategies, seeds, rounds, budget, initial_budget, mc_dropout) -> None:
-    if not strategies:
-        raise ConfigError("--strategies is empty; name at least one (see `mmal strategies`)")
     if set(RESERVED) & set(strategies):
         raise ConfigError(f"--strategies: {', '.join(RESERVED)} are reserved folder names "
                           "of runs/; name the strategies otherwise")
-    if not seeds:
-        raise ConfigError("--seeds is empty; pass e.g. --seeds 0,1,2")
     if any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds must be >= 0, got {seeds}")
     for name, value, low in (("--rounds", rounds, 1), ("--budget", budget, 1),
@@ -383,56 +508,6 @@ def _check_feasible(workspace: Path, base, strategies, rounds: int, budget: int,
         raise ConfigError(f"--initial-budget {initial_budget} + --rounds {rounds} x --budget "
                           f"{budget} = {needed} labels, but the train pool has {pool} samples; "
                           "lower --initial-budget, --rounds or --budget")
-
-
-def _check_plan(layout: RunLayout, budget, initial_budget, mc_dropout) -> dict | None:
-    """The stored plan; WorkspaceError when the request would mix incomparable results."""
-    plan = layout.read_plan()
-    if plan is not None:
-        for key, value in (("budget", budget), ("initial_budget", initial_budget),
-                           ("mc_dropout", mc_dropout)):
-            if plan.get(key) != value:
-                flag = "--" + key.replace("_", "-")
-                raise WorkspaceError(
-                    f"{layout.plan}: this run was started with {flag} {plan.get(key)}, not "
-                    f"{value}; pass the same value to resume or extend it, or use a new "
-                    "workspace")
-    return plan
-
-
-def _write_plan(layout: RunLayout, plan, strategies, seeds, rounds, budget, initial_budget,
-                mc_dropout) -> None:
-    """Record the union of every request in runs/plan.json (the report's expectations)."""
-    seen_strategies = list(plan["strategies"]) if plan else []
-    seen_seeds = list(plan["seeds"]) if plan else []
-    write_json_atomic(layout.plan, stamped(RUN_PLAN, {
-        "strategies": seen_strategies + [s for s in strategies if s not in seen_strategies],
-        "seeds": seen_seeds + [s for s in seeds if s not in seen_seeds],
-        "rounds": max(rounds, plan["rounds"] if plan else 0),
-        "budget": budget, "initial_budget": initial_budget, "mc_dropout": mc_dropout,
-    }))
-
-
-def check_seed_config(layout: RunLayout, base, seed: int, budget: int,
-                      initial_budget: int) -> None:
-    """WorkspaceError when seed ``seed``'s stored config differs from mmal.toml's now.
-
-    Compared key by key with defaults filled in, less the logging keys: a key a
-    later mmal added with its old behaviour as default, or TensorBoard switched
-    on, leaves a run comparable.
-    """
-    path = layout.config(seed)
-    if not path.exists():
-        return
-    want = _seed_config(base, seed, budget, initial_budget).to_dict(logging=False)
-    try:
-        same = load_config(path).to_dict(logging=False) == want
-    except ConfigError:  # e.g. a folder it names is gone
-        same = False
-    if not same:
-        raise WorkspaceError(f"{path}: differs from what {layout.workspace}/mmal.toml gives now; "
-                             "the config changed since this run started, so its results would "
-                             "not be comparable; restore mmal.toml or use a new workspace")
 
 
 def _one_line(exc: BaseException) -> str:

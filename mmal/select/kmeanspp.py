@@ -46,9 +46,9 @@ import logging
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmal.errors import SelectionError, preview
+from mmal.progress import progress_bar
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances, lower_bound_inplace
 from mmal.select.params import int_param
@@ -122,7 +122,8 @@ def kmeans_pp(
 def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
     sampler = _BoundSampler(emb, xp, block)
     sampler.accept(int(xp.argmax(emb.sq_norms())))
-    bar = tqdm(total=budget, desc="k-means++", unit="center", disable=not progress, leave=False)
+    bar = progress_bar(total=budget, enabled=progress, desc="k-means++", unit="center",
+                       leave=False)
     bar.update(1)
     # Each pass accepts a center or rejects a proposal. After rejection_limit + 1
     # rejections the bound is refreshed and the next proposal is an exact draw

@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
 from mmal.data import MultimodalDataset, collate
@@ -57,6 +56,7 @@ from mmal.models.checkpoint import (
 )
 from mmal.models.kinds import encoder_lr
 from mmal.models.runtime import inputs_to
+from mmal.progress import progress_bar
 from mmal.seeds import derive_seed, rng
 from mmal.stamp import METRICS, stamped
 from mmal.train import ddp
@@ -256,7 +256,7 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *,
     bad: TrainingError | None = None  # under DDP, raised once every rank has seen the epoch out
     # tqdm.auto opens an extra loader iterator, and each iterator draws a seed from the global
     # RNG, which the dropout masks come from next: keep wrapping the loader the same way.
-    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(loader, enabled=progress, desc=desc, leave=False)
     base_lrs, scales = lrs
     for mb, batch, scale in zip(plan, bar, scales, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
@@ -330,7 +330,7 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
                                          num_workers=num_workers)
     mm, uni, coal, labels = [], {m: [] for m in model.modalities}, [], []
-    for batch in tqdm(loader, desc="test", disable=not progress, leave=False):
+    for batch in progress_bar(loader, enabled=progress, desc="test", leave=False):
         out = model(inputs_to(batch["inputs"], device))
         mm.append(out.logits_mm.float().cpu().numpy())
         for m in model.modalities:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -262,3 +263,36 @@ def test_cli_refuses_a_strategy_or_seed_listed_twice(tmp_path, option, value, er
     assert res.exit_code == 2
     assert res.output.splitlines()[-1] == f"Error: {error}"
     assert not (tmp_path / "runs").exists()
+
+
+def test_budgets_come_from_al_unless_given_and_a_differing_flag_is_said(tmp_path, caplog):
+    """Issue 11: both flags were required and silently overrode [al] of mmal.toml."""
+    ws = _workspace(tmp_path)  # [al] initial_budget = 20, budget = 10
+    # rounds=200 cannot fit the pool: the error shows the budgets the run would use
+    res = CliRunner().invoke(cli, ["run", "--workspace", str(ws), "--strategies", "random",
+                                   "--rounds", "200", "--device", "cpu"])
+    assert res.exit_code == 1, res.output
+    assert res.output.splitlines()[-1].startswith(
+        "Error: --initial-budget 20 + --rounds 200 x --budget 10 = 2020 labels")
+    assert [r for r in caplog.records if r.name == "mmal.loop.run"] == []
+    with caplog.at_level("WARNING", logger="mmal.loop.run"):
+        with pytest.raises(ConfigError, match=r"--initial-budget 30 \+ --rounds 200 x --budget 10 "):
+            run_comparison(ws, ["random"], rounds=200, initial_budget=30, budget=10)
+    assert [r.getMessage() for r in caplog.records if r.name == "mmal.loop.run"] == [
+        f"--initial-budget 30 differs from [al] initial_budget = 20 in {ws / 'mmal.toml'}; "
+        "this run uses 30"]
+
+
+def test_quiet_prints_one_line_per_finished_round(tmp_path):
+    """Issue 11: `mmal run -q` printed nothing until the end, minutes later."""
+    ws = _workspace(tmp_path)
+    res = CliRunner().invoke(cli, ["run", "--workspace", str(ws), "--strategies", "random",
+                                   "--rounds", "1", "--device", "cpu", "-q"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 3, lines  # round 0, round 1, the summary
+    for line, (r, labeled) in zip(lines, [(0, 20), (1, 30)], strict=False):
+        top1 = r"top-1 mm \d\.\d{3} fac \d\.\d{3} fou \d\.\d{3}"
+        assert re.fullmatch(rf"round {r:03d} random seed 0: {labeled} labeled, {top1}"
+                            rf"(, selected in \d+\.\d\d s)? \((shared|\d+\.\d s)\)", line), line
+    assert lines[-1].startswith("finished 1 of 1 trajectories in ")

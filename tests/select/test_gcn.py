@@ -139,7 +139,10 @@ def test_no_labeled_sample_is_a_clear_error(tmp_path):
             select_coregcn(cache, 5, rng=np.random.default_rng(0))
 
 
-def test_progress_bar_counts_the_training_epochs(capsys):
+def test_progress_bar_counts_the_training_epochs(capsys, monkeypatch):
+    from mmal import progress
+
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)  # bars show on terminals
     features = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     labeled = np.arange(20) < 5
     train_gcn(features, labeled, config=GCNConfig(epochs=3, hidden=4), seed=0, progress=True)

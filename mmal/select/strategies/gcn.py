@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmal.cache.reader import Cache
 from mmal.errors import SelectionError
+from mmal.progress import progress_bar
 from mmal.select.backend import backend_name
 from mmal.select.knn import FlatIndex
 from mmal.select.params import float_param, int_param
@@ -188,8 +188,8 @@ def train_gcn(
 
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     loss = torch.zeros(())
-    for _ in tqdm(range(config.epochs), desc="GCN", unit="epoch", disable=not progress,
-                  leave=False):
+    for _ in progress_bar(range(config.epochs), enabled=progress, desc="GCN", unit="epoch",
+                          leave=False):
         optimizer.zero_grad()
         logit, _ = forward(train=True)
         log_s = torch.nn.functional.logsigmoid(logit)
