@@ -134,7 +134,7 @@ class MultimodalModel(nn.Module):
         self.head_input_is_linear = self.fusion != "nl-gate"
         if self.fusion == "nl-gate":
             self.video, self.audio = (self._modality_of_kind(config, k) for k in ("video", "audio"))
-            self.fused_branch = FusedBranch(self.encoders[self.video])
+            self.fused_branch = FusedBranch()
             self.feature_dims = [FUSED_DIM] * len(dims)
             self.fused_dim = FUSED_DIM
         else:

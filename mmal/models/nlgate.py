@@ -6,8 +6,9 @@ non-local gate lets the audio-video maps attend over the video map,
     g(v, a) = v + h(softmax(θ(v) φ(av)ᵀ) g(av)),
 
 with ``av`` the audio map concatenated with the video map pooled over space and
-tiled over the audio map's positions; a layer 4 of the video architecture and
-global pooling then give the fused 512-d feature the fused head reads. Each
+tiled over the audio map's positions; a layer 4 of the video architecture,
+global pooling and a 512x512 linear layer then give the fused 512-d feature the
+fused head reads. Each
 unimodal head reads its own full encoder (layers 1-4 and pooling). A coalition
 drops a modality by zeroing its layer-3 map, so coalition logits are not a
 linear function of any stored feature.
@@ -18,15 +19,14 @@ S the time axis of the spectrogram ((B, 1, 257, T) input, :mod:`mmal.data.loader
 
 Where this differs from the paper's code (``model/avmodel_nl_gate.py`` of
 MengShen0709/bmmal): the pooled video frames are aligned with the audio map's
-*time* axis (each audio time step gets the video frame covering it); the fused
-layer 4 starts as a copy of the video encoder's layer 4 (so pretrained video
-weights initialise it too) instead of from random weights, and no extra
-512x512 linear layer follows its pooling (the fused head is linear already).
+*time* axis (each audio time step gets the video frame covering it; the paper's
+audio maps are (time, frequency), mmal's spectrograms (frequency, time), so this
+is the same alignment). As in the paper's code, the fused layer 4 is a layer of
+its own with torchvision's random initialisation (Kaiming, fan-out), and the
+linear layer after the pooling starts from N(0, 0.01²) weights and zero bias.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
@@ -74,15 +74,20 @@ def _tiled_video(v: torch.Tensor, freqs: int, steps: int) -> torch.Tensor:
 class FusedBranch(nn.Module):
     """Gate, then a layer 4 of the video architecture and global pooling: (B, 512) fused feature."""
 
-    def __init__(self, video_encoder: nn.Module):
+    def __init__(self):
         super().__init__()
         self.gate = NonLocalGate(LAYER3_CHANNELS)
-        # trains even when the video encoder is frozen (the copy would inherit its frozen flags)
-        self.layer4 = copy.deepcopy(video_encoder.layer4).requires_grad_(True)
+        from torchvision.models.video import r2plus1d_18  # deferred: as in mmal.models.encoders
+
+        # a fresh R(2+1)D-18 layer 4, initialised as torchvision initialises the whole network
+        self.layer4 = r2plus1d_18(weights=None).layer4
         self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(FUSED_DIM, FUSED_DIM)
+        nn.init.normal_(self.fc.weight, 0.0, 0.01)
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.layer4(self.gate(v, a))).flatten(1)
+        return self.fc(self.pool(self.layer4(self.gate(v, a))).flatten(1))
 
 
 def to_layer3(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

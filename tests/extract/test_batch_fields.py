@@ -82,7 +82,7 @@ def test_nl_gate_coalitions_and_blocks_rerun_the_gate_with_maps_zeroed(dtype):
 
         def fused(keep):  # the fused 512-d feature, absent modalities' layer-3 maps zeroed
             v, a = (maps[m] if keep[m] else torch.zeros_like(maps[m]) for m in ("clip", "sound"))
-            return torch.flatten(branch.pool(branch.layer4(branch.gate(v, a))), 1)
+            return branch.fc(torch.flatten(branch.pool(branch.layer4(branch.gate(v, a))), 1))
 
         coalitions = {mask: fused({"clip": bool(mask & 1), "sound": bool(mask & 2)})
                       for mask in range(4)}

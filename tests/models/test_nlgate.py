@@ -62,7 +62,7 @@ def test_forward_reads_the_fused_branch_and_each_full_encoder():
         out = model(inputs)
         v, a = to_layer3(model.encoders["clip"], inputs["clip"]), \
             to_layer3(model.encoders["sound"], inputs["sound"])
-        h = torch.flatten(branch.pool(branch.layer4(branch.gate(v, a))), 1)
+        h = branch.fc(torch.flatten(branch.pool(branch.layer4(branch.gate(v, a))), 1))
         want_mm = h @ model.head.weight.T + model.head.bias
         want_uni = {m: model.heads[m](model.encoders[m](inputs[m])) for m in ("clip", "sound")}
     assert h.shape == (3, 512) and model.fused_dim == 512 and model.feature_dims == [512, 512]
@@ -82,18 +82,21 @@ def test_coalitions_zero_the_absent_layer3_maps(video_first):
             to_layer3(model.encoders["sound"], inputs["sound"])
         for mask in range(4):
             keep = dict(zip(model.modalities, (bool(mask & 1), bool(mask & 2)), strict=True))
-            h = torch.flatten(branch.pool(branch.layer4(branch.gate(
-                v * keep["clip"], a * keep["sound"]))), 1)
+            h = branch.fc(torch.flatten(branch.pool(branch.layer4(branch.gate(
+                v * keep["clip"], a * keep["sound"]))), 1))
             torch.testing.assert_close(coal[:, mask], model.head(h))
     assert not torch.allclose(coal[:, 1], coal[:, 2])  # the two single-modality coalitions differ
 
 
-def test_the_fused_layer4_starts_as_the_video_encoders_and_is_its_own_module():
+def test_the_fused_branch_is_initialised_as_in_the_papers_code():
     model, _ = nl_gate_model()
-    mine = dict(model.fused_branch.layer4.named_parameters())
+    branch = model.fused_branch
+    mine = dict(branch.layer4.named_parameters())
     video = dict(model.encoders["clip"].layer4.named_parameters())
-    assert mine.keys() == video.keys() and all(torch.equal(mine[k], video[k]) for k in video)
-    assert model.fused_branch.layer4 is not model.encoders["clip"].layer4
+    assert mine.keys() == video.keys()  # the same architecture, its own random weights
+    assert not any(torch.equal(mine[k], video[k]) for k in video if k.endswith("0.weight"))
+    assert branch.fc.weight.shape == (512, 512) and torch.count_nonzero(branch.fc.bias) == 0
+    assert 0.005 < float(branch.fc.weight.std()) < 0.015  # N(0, 0.01²)
 
 
 def test_frozen_encoders_keep_still_while_the_gate_branch_and_heads_train():
