@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -255,6 +256,9 @@ class HFAudioEncoder(nn.Module):
         if spec is not None and not (getattr(cfg, "apply_spec_augment", False)
                                      and getattr(cfg, "mask_time_prob", 0) > 0):
             spec.requires_grad_(False)  # never used: DDP refuses a trainable unused parameter
+        # transformers draws SpecAugment's masks from NumPy's global generator: see forward
+        self.spec_augment = bool(getattr(cfg, "apply_spec_augment", False) and (
+            getattr(cfg, "mask_time_prob", 0) > 0 or getattr(cfg, "mask_feature_prob", 0) > 0))
         self.extractor = extractor if is_ast else None
         self.normalize = bool(getattr(extractor, "do_normalize", False))
         self.rate = rate
@@ -269,7 +273,10 @@ class HFAudioEncoder(nn.Module):
         if self.normalize:  # as Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
             x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False,
                                                                 keepdim=True) + 1e-7)
-        return self.model(input_values=x).last_hidden_state.mean(1)
+        if not (self.training and self.spec_augment):
+            return self.model(input_values=x).last_hidden_state.mean(1)
+        with _numpy_seeded_from_torch():  # masks follow the round's torch seed, like dropout
+            return self.model(input_values=x).last_hidden_state.mean(1)
 
 
 def bundled_minilm() -> Path:
@@ -354,6 +361,22 @@ def _loading(key: str, pretrained: str, what: str, short: str, fix: str) -> Iter
         raise ConfigError(f"key '{key}' is {pretrained!r}: cannot load the local {short} "
                           f"({_described(exc)}); replace the damaged file, or point it at "
                           "another model folder") from None
+
+
+@contextlib.contextmanager
+def _numpy_seeded_from_torch() -> Iterator[None]:
+    """Seed NumPy's global generator from torch's for the block, then restore its state.
+
+    For transformers code that draws from ``np.random`` (wav2vec2's SpecAugment
+    masks), which mmal never seeds: the draw then repeats with the torch seed
+    of the round and leaves everyone else's NumPy stream as it was.
+    """
+    state = np.random.get_state()
+    np.random.seed(int(torch.randint(2**31 - 1, ())))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _hf_model(cls: Any, source: str, *, weights: bool = True, **kwargs: Any) -> nn.Module:

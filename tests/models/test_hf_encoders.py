@@ -190,3 +190,25 @@ def test_a_whole_clip_or_a_vit_classifier_folder_gives_its_vision_tower(tmp_path
         enc = build_encoder(_modality(tmp_path, encoder, tmp_path / encoder.split("-")[0])).eval()
         with torch.no_grad():
             torch.testing.assert_close(enc(given), tower(given * enc.scale + enc.shift))
+
+
+def test_a_trained_wav2vec2s_spec_augment_masks_follow_torchs_seed_not_numpys(tmp_path):
+    """transformers draws SpecAugment's masks from NumPy's global generator, which mmal never
+    seeds: the same seed trained a different model each time."""
+    import numpy as np
+
+    folder = tiny_hf(tmp_path / "w2v", "wav2vec2")
+    enc = build_encoder(_modality(tmp_path, "wav2vec2", folder)).train()
+    assert enc.model.config.apply_spec_augment and enc.model.config.mask_time_prob > 0
+    _, wave = _input("wav2vec2")
+    outs = []
+    for numpy_seed in (1, 2):  # whatever else moved NumPy's global state meanwhile
+        np.random.seed(numpy_seed)
+        torch.manual_seed(0)
+        outs.append(enc(wave))
+        after = np.random.get_state()[1].copy()
+        np.random.seed(numpy_seed)
+        assert np.array_equal(after, np.random.get_state()[1])  # left as it was
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    torch.manual_seed(1)
+    assert not torch.equal(enc(wave), outs[0])  # masks (and dropout) still drawn per step
