@@ -169,9 +169,9 @@ class HFImageEncoder(nn.Module):
     works too), features = its pooled output, the post-layer-norm CLS token
     that CLIP projects into its joint space. The images arrive normalized
     with ImageNet statistics (the image pipeline's); they are renormalized
-    here with the model's own ``image_mean`` and ``image_std`` (from the
-    folder's ``preprocessor_config.json``, else the family's defaults), an
-    exact affine map. S must be the model's ``image_size``.
+    here with the model's own ``image_mean`` and ``image_std`` (from its
+    ``preprocessor_config.json``, in the folder or the cache, else the
+    family's defaults), an exact affine map. S must be the model's ``image_size``.
     """
 
     def __init__(self, modality: ModalityConfig):
@@ -237,7 +237,7 @@ class HFAudioEncoder(nn.Module):
         with _loading(key, modality.pretrained, f"{modality.encoder} model", "audio model",
                       "a model folder with config.json"):
             self.model = _hf_model(ASTModel if is_ast else AutoModel, modality.pretrained)
-            if (Path(modality.pretrained) / "preprocessor_config.json").is_file():
+            if _preprocessor_file(modality.pretrained) is not None:
                 extractor = AutoFeatureExtractor.from_pretrained(modality.pretrained,
                                                                  local_files_only=True)
             elif is_ast:  # the family's defaults, sized like the model
@@ -396,10 +396,23 @@ def _hf_model(cls: Any, source: str, *, weights: bool = True, **kwargs: Any) -> 
     return build(config, **kwargs)
 
 
-def _preprocessor_config(folder: str) -> dict[str, Any]:
-    """The folder's ``preprocessor_config.json`` (image statistics), or {} without one."""
-    path = Path(folder) / "preprocessor_config.json"
-    if not path.is_file():
+def _preprocessor_file(source: str) -> Path | None:
+    """``preprocessor_config.json`` of a model folder or a cached model name, or None.
+
+    Looked up offline, like the model: a name is read from the local Hugging Face cache.
+    """
+    from transformers.utils import cached_file  # deferred: see TextEncoder
+
+    found = cached_file(source, "preprocessor_config.json", local_files_only=True,
+                        _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+    return Path(found) if found else None
+
+
+def _preprocessor_config(source: str) -> dict[str, Any]:
+    """The model's ``preprocessor_config.json`` (image statistics), or {} without one."""
+    path = _preprocessor_file(source)
+    if path is None:
         return {}
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))

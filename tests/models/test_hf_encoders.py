@@ -212,3 +212,37 @@ def test_a_trained_wav2vec2s_spec_augment_masks_follow_torchs_seed_not_numpys(tm
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
     torch.manual_seed(1)
     assert not torch.equal(enc(wave), outs[0])  # masks (and dropout) still drawn per step
+
+
+def _in_hf_cache(cache, name, folder):
+    """Lay ``folder``'s files out as the Hugging Face cache holds a downloaded model ``name``."""
+    repo = cache / ("models--" + name.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+@pytest.mark.parametrize("encoder,preprocessor", [
+    ("wav2vec2", {"do_normalize": False}),  # e.g. HuBERT's checkpoints do not normalize
+    ("vit", {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.8, 0.7]}),
+])
+def test_a_model_name_in_the_hf_cache_reads_its_preprocessor_config_too(tmp_path, monkeypatch,
+                                                                      encoder, preprocessor):
+    """A cached name ignored its preprocessor_config.json: wrong statistics, or a wrong rate."""
+    import huggingface_hub.constants
+
+    folder = tiny_hf(tmp_path / "folder", encoder)
+    path = folder / "preprocessor_config.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**stored, **preprocessor}), encoding="utf-8")
+    _in_hf_cache(tmp_path / "hub", "org/tiny", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    cached = build_encoder(_modality(tmp_path, encoder, "org/tiny")).eval()
+    local = build_encoder(_modality(tmp_path, encoder, folder)).eval()
+    _, given = _input(encoder)
+    with torch.no_grad():
+        torch.testing.assert_close(cached(given), local(given), rtol=0, atol=0)
