@@ -217,8 +217,9 @@ class HFAudioEncoder(nn.Module):
     any model ``AutoModel`` reads from the folder that takes raw audio
     (wav2vec2, HuBERT, WavLM), each waveform normalized to zero mean and unit
     variance when the feature extractor says ``do_normalize``, features = the
-    mean of the last hidden state over time frames. ``sample_rate`` must be the
-    feature extractor's ``sampling_rate``.
+    mean of the last hidden state over time frames, LayerDrop off (see
+    docs/config.md). ``sample_rate`` must be the feature extractor's
+    ``sampling_rate``.
     """
 
     def __init__(self, modality: ModalityConfig):
@@ -253,6 +254,10 @@ class HFAudioEncoder(nn.Module):
                               f"{modality.pretrained} takes audio at {rate} Hz: set it to {rate}")
         spec = getattr(self.model, "masked_spec_embed", None)
         cfg = self.model.config
+        if getattr(cfg, "layerdrop", 0) > 0:  # read at each forward: this turns it off
+            # LayerDrop skips whole layers at random while training; DDP refuses a step in
+            # which a trainable weight got no gradient, and ranks would skip differently
+            cfg.layerdrop = 0.0
         if spec is not None and not (getattr(cfg, "apply_spec_augment", False)
                                      and getattr(cfg, "mask_time_prob", 0) > 0):
             spec.requires_grad_(False)  # never used: DDP refuses a trainable unused parameter

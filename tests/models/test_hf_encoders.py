@@ -246,3 +246,19 @@ def test_a_model_name_in_the_hf_cache_reads_its_preprocessor_config_too(tmp_path
     _, given = _input(encoder)
     with torch.no_grad():
         torch.testing.assert_close(cached(given), local(given), rtol=0, atol=0)
+
+
+def test_every_trainable_weight_of_a_trained_wav2vec2_gets_a_gradient_in_every_step(tmp_path):
+    """DistributedDataParallel refuses a step in which a trainable weight got no gradient;
+    wav2vec2's LayerDrop skipped whole layers at random (config.layerdrop, 0.1 by default)."""
+    folder = tiny_hf(tmp_path / "w2v", "wav2vec2")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layerdrop": 0.9}))
+    enc = build_encoder(_modality(tmp_path, "wav2vec2", folder)).train()
+    _, wave = _input("wav2vec2")
+    for step in range(5):
+        torch.manual_seed(step)
+        enc.zero_grad(set_to_none=True)
+        enc(wave).sum().backward()
+        missing = [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None]
+        assert missing == [], f"step {step}"
