@@ -146,6 +146,9 @@ class TextEncoder(nn.Module):
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
             # "" = the bundled MiniLM's architecture only, whatever files its folder holds
             self.model = _hf_model(AutoModel, source, weights=bool(pretrained))
+        pooler = getattr(self.model, "pooler", None)  # BERT-style: the mean below never reads it
+        if pooler is not None:
+            pooler.requires_grad_(False)  # DDP refuses a trainable unused parameter
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
 

@@ -262,3 +262,23 @@ def test_every_trainable_weight_of_a_trained_wav2vec2_gets_a_gradient_in_every_s
         enc(wave).sum().backward()
         missing = [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None]
         assert missing == [], f"step {step}"
+
+
+@pytest.mark.parametrize("encoder", ["vit", "clip-vision", "ast", "bert"])
+def test_every_trainable_weight_of_the_other_transformers_encoders_gets_a_gradient(tmp_path,
+                                                                                  encoder):
+    """BERT-style text models carry a pooler that the mean over tokens never reads."""
+    from tests.models.tiny import tiny_bert
+
+    if encoder == "bert":
+        modality = config_from_dict({
+            "dataset": {"kind": "manifest", "root": str(tmp_path), "classes": ["x", "y"]},
+            "modalities": {"m": {"kind": "text", "encoder": "bert",
+                                 "pretrained": str(tiny_bert(tmp_path / "bert"))}}}).modalities[0]
+        given = ["the recipe", "a bake"]
+    else:
+        modality = _modality(tmp_path, encoder, tiny_hf(tmp_path / encoder, encoder))
+        given = _input(encoder)[1]
+    enc = build_encoder(modality).train()
+    enc(given).sum().backward()
+    assert [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None] == []
