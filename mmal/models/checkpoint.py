@@ -127,7 +127,8 @@ def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os
     check_fusion_meaning(ckpt, config, path)
     now = config.to_dict()
     for section in ARCH_SECTIONS:
-        if _recorded(ckpt["config"], section) != now[section]:
+        if _model_keys(_recorded(ckpt["config"], section), section) != \
+                _model_keys(now[section], section):
             raise WorkspaceError(f"{path}: was trained with a different [{section}] section than "
                                  "mmal.toml has now; retrain with `mmal train --force`")
 
@@ -145,6 +146,19 @@ def _recorded(recorded: dict[str, Any], section: str) -> Any:
         return value
     return {name: {k: v for k, v in table.items() if not (k == "column" and v == name)}
             for name, table in value.items()}
+
+
+#: Keys of ``[modalities.<name>]`` that change how a model trains, not which model it is:
+#: a checkpoint still fits a config that changed them (extraction never augments).
+TRAINING_ONLY_MODALITY_KEYS = ("augment",)
+
+
+def _model_keys(value: Any, section: str) -> Any:
+    """``value`` of ``section`` without :data:`TRAINING_ONLY_MODALITY_KEYS`."""
+    if section != "modalities" or not isinstance(value, dict):
+        return value
+    return {name: {k: v for k, v in table.items() if k not in TRAINING_ONLY_MODALITY_KEYS}
+            if isinstance(table, dict) else table for name, table in value.items()}
 
 
 def check_fits_pool(ckpt: dict[str, Any], config: Config, pool: Any,

@@ -25,3 +25,11 @@ def test_a_checkpoint_recording_the_column_older_mmal_wrote_for_every_kind_still
     with pytest.raises(WorkspaceError, match=r"model.pt: was trained with a different "
                                              r"\[modalities\] section"):
         check_same_architecture({"config": old}, config, "model.pt")
+
+
+def test_changing_a_modalitys_augmentation_after_training_keeps_the_checkpoint_usable():
+    trained = config_from_dict(UCI)
+    now = config_from_dict({**UCI, "modalities": {
+        **UCI["modalities"], "fac": {**UCI["modalities"]["fac"], "augment": False}}})
+    assert now.to_dict()["modalities"] != trained.to_dict()["modalities"]
+    check_same_architecture({"config": trained.to_dict()}, now, "model.pt")  # extraction never augments
