@@ -150,7 +150,7 @@ def _recorded(recorded: dict[str, Any], section: str) -> Any:
 
 #: Keys of ``[modalities.<name>]`` that change how a model trains, not which model it is:
 #: a checkpoint still fits a config that changed them (extraction never augments).
-TRAINING_ONLY_MODALITY_KEYS = ("augment",)
+TRAINING_ONLY_MODALITY_KEYS = ("augment", "lr")
 
 
 def _model_keys(value: Any, section: str) -> Any:

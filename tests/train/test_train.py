@@ -53,9 +53,12 @@ def test_writes_a_weights_only_checkpoint_and_metrics(uci_ws):
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("train,want", [({}, 1e-3), ({"encoder_lr": 5e-4}, 5e-4)])
+@pytest.mark.parametrize("train,fou,want", [
+    ({}, {}, [1e-3, 1e-3]), ({"encoder_lr": 5e-4}, {}, [5e-4, 5e-4]),
+    ({"encoder_lr": 5e-4}, {"lr": 2e-5}, [5e-4, 2e-5]),  # a modality's own rate wins
+])
 def test_encoders_trained_from_scratch_learn_at_lr_unless_encoder_lr_is_set(tmp_path, monkeypatch,
-                                                                            train, want):
+                                                                            train, fou, want):
     """encoder_lr defaulted to 1e-4, a tenth of lr, for the MLPs that start from random weights."""
     import mmal.train.loop as loop
 
@@ -63,11 +66,13 @@ def test_encoders_trained_from_scratch_learn_at_lr_unless_encoder_lr_is_set(tmp_
     real = loop._optimizer
     monkeypatch.setattr(loop, "_optimizer", lambda name, groups, betas: seen.append(groups) or
                         real(name, groups, betas))
-    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "train": {**UCI["train"], "epochs": 1,
-                                                                     "lr": 1e-3, **train}})
+    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "modalities.fou": fou,
+                                                    "train": {**UCI["train"], "epochs": 1,
+                                                              "lr": 1e-3, **train}})
     train_round(ws, 0, device="cpu", progress=False)
     (groups,) = seen
-    assert [g["lr"] for g in groups] == [1e-3, want]  # the heads, then both MLP encoders
+    # the heads, then one group per encoder rate in modality order (fac, fou)
+    assert [g["lr"] for g in groups] == [1e-3, *dict.fromkeys(want)]
 
 
 def test_same_seed_same_model_and_existing_model_needs_force(uci_ws):
