@@ -115,6 +115,10 @@ class ModalityConfig:
         return ENCODER_KINDS[self.encoder].waveform
 
 
+#: ``model.head_init``: PyTorch's default for nn.Linear, or the paper's Xavier-uniform + bias 0.01.
+HEAD_INITS = ("torch", "xavier")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Fusion and head (section ``[model]``)."""
@@ -122,6 +126,7 @@ class ModelConfig:
     fusion: str = "concat"
     fused_dim: int = 0
     dropout: float = 0.0
+    head_init: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -458,7 +463,7 @@ def _check_modalities_fit_dataset(r: _Reader, dataset: DatasetConfig,
 
 
 def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
-    r.known(t, "model", ("fusion", "fused_dim", "dropout"))
+    r.known(t, "model", ("fusion", "fused_dim", "dropout", "head_init"))
     dropout = r.number(t, "model.dropout", default=ModelConfig.dropout)
     if not 0 <= dropout < 1:
         raise r.error("model.dropout", dropout, "must lie in [0, 1)")
@@ -468,7 +473,9 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
                       "only feature-sum reads it)")
     r.at_most("model.fused_dim", fused_dim, MAX_DIM)
     return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default=ModelConfig.fusion),
-                       fused_dim=fused_dim, dropout=float(dropout))
+                       fused_dim=fused_dim, dropout=float(dropout),
+                       head_init=r.choice(t, "model.head_init", HEAD_INITS,
+                                          default=ModelConfig.head_init))
 
 
 def _check_nl_gate(r: _Reader, mods: tuple[ModalityConfig, ...]) -> None:

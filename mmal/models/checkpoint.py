@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from mmal.atomic import atomic_open
-from mmal.config import Config
+from mmal.config import Config, ModelConfig
 from mmal.data.kinds import DATASET_KINDS
 from mmal.errors import WorkspaceError, one_line
 from mmal.models import input_dims
@@ -133,6 +133,10 @@ def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os
                                  "mmal.toml has now; retrain with `mmal train --force`")
 
 
+#: ``[model]`` keys newer than the first checkpoints, with the value that keeps older models.
+_MODEL_KEYS_ADDED = {"head_init": ModelConfig.head_init}
+
+
 def _recorded(recorded: dict[str, Any], section: str) -> Any:
     """``recorded[section]`` as this mmal writes it.
 
@@ -141,6 +145,8 @@ def _recorded(recorded: dict[str, Any], section: str) -> Any:
     where the dataset kind reads no columns; that one is left out here.
     """
     value = recorded.get(section)
+    if section == "model" and isinstance(value, dict):  # keys added since: their defaults
+        value = {**_MODEL_KEYS_ADDED, **value}
     kind = DATASET_KINDS.get(recorded.get("dataset", {}).get("kind"))
     if section != "modalities" or not isinstance(value, dict) or kind is None or kind.columns:
         return value

@@ -77,6 +77,16 @@ class Output:
         return self.encoded.features
 
 
+#: The bias every head starts from under ``model.head_init = "xavier"`` (the paper's code).
+XAVIER_HEAD_BIAS = 0.01
+
+
+def xavier_head_(linear: nn.Linear) -> None:
+    """The paper's head initialisation, in place: Xavier-uniform weights, every bias 0.01."""
+    nn.init.xavier_uniform_(linear.weight)
+    nn.init.constant_(linear.bias, XAVIER_HEAD_BIAS)
+
+
 class MultimodalModel(nn.Module):
     """Encoders + fusion + heads.
 
@@ -142,6 +152,9 @@ class MultimodalModel(nn.Module):
             self.fused_dim = width if self.fusion == "feature-sum" else sum(dims)
         # sum has no fused head of its own: effective_head() builds it from the unimodal heads
         self.head = None if self.fusion == "sum" else nn.Linear(self.fused_dim, num_classes)
+        if config.model.head_init == "xavier":
+            for linear in [*self.heads.values(), *([self.head] if self.head is not None else [])]:
+                xavier_head_(linear)
         self.dropout_p = float(config.model.dropout)
         self.dropout = nn.Dropout(self.dropout_p)
 
