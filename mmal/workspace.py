@@ -10,6 +10,8 @@
       rounds/000/cache.h5       feature cache from `mmal extract`
       rounds/000/selections/    index files from `mmal select`
       rounds/000/.lock          held by whoever writes into the round (mmal.lock)
+      encoded/train/image.h5    a frozen encoder's outputs over a split, shared by
+                                every round (mmal.encoded; docs/training.md)
 
 Every stage finds its inputs and outputs through this module. A stage opens
 its round once with :func:`open_round`; the :class:`Round` it gets carries the
@@ -56,6 +58,7 @@ NAMES_KEY = "names_fingerprint"
 #: file from a change of the data when NAMES_KEY no longer matches (see Pool.check_names).
 IDS_KEY = "ids_fingerprint"
 ROUNDS_DIR = "rounds"
+ENCODED_DIR = "encoded"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,14 @@ def round_paths(workspace: str | os.PathLike, round: int) -> RoundPaths:
     if round < 0:
         raise WorkspaceError(f"round must be >= 0, got {round}")
     return RoundPaths(Path(workspace) / ROUNDS_DIR / f"{round:03d}", round)
+
+
+def encoded_path(workspace: str | os.PathLike, split: str, modality: str) -> Path:
+    """Where a frozen encoder's outputs over ``split`` live: ``encoded/<split>/<modality>.h5``.
+
+    One file per workspace, not per round: every round reads it (:mod:`mmal.encoded`).
+    """
+    return Path(workspace) / ENCODED_DIR / split / f"{modality}.h5"
 
 
 def list_rounds(workspace: str | os.PathLike) -> list[int]:
@@ -216,6 +227,10 @@ class Round:
     def paths(self) -> RoundPaths:
         """This round's files."""
         return round_paths(self.workspace, self.number)
+
+    def encoded(self, split: str, modality: str) -> Path:
+        """The workspace's stored encoder outputs of ``modality`` over ``split`` (:func:`encoded_path`)."""
+        return encoded_path(self.workspace, split, modality)
 
     def pool(self, split: str = "train") -> Pool:
         """The ``"train"`` pool (the active-learning pool) or the ``"test"`` split, loaded once."""

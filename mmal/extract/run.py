@@ -27,7 +27,7 @@ import shutil
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ import mmal.extract.shards as shards
 from mmal.cache import CacheMeta, CacheWriter
 from mmal.cache.writer import is_cache_file
 from mmal.config import Config
-from mmal.data import MultimodalDataset, Pool, collate
+from mmal.data import Pool
 from mmal.distributed import setup
+from mmal.encoded import StoredDataset, collate, load_or_encode
 from mmal.errors import ConfigError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import MultimodalModel, model_from_checkpoint
@@ -60,7 +61,7 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
                   mc_dropout: int = 0, dtype: str = "float32", batch_size: int = 256,
                   num_workers: int | None = None, force: bool = False, resume: bool = True,
                   progress: bool = True, queue_size: int = 4, distributed: bool | None = None,
-                  keep_shards: bool = False):
+                  keep_shards: bool = False, store: bool = True):
     """Write ``rounds/RRR/cache.h5`` from ``rounds/RRR/model.pt`` over the whole train pool.
 
     Parameters
@@ -91,6 +92,10 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
         (see :mod:`mmal.extract.shards`); False: one process regardless.
     keep_shards : bool
         Distributed only: leave ``cache.shards/`` in place after the join.
+    store : bool
+        Read frozen encoders' outputs from the workspace's encoder-output store
+        (:mod:`mmal.encoded`; computed on first use) instead of decoding their
+        media and running them; False: run every encoder.
 
     Returns
     -------
@@ -111,6 +116,10 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
         job = _prepare(rnd, env.device, dtype=dtype, mc_dropout=mc_dropout,
                        batch_size=batch_size, force=force)
         workers = job.config.train.num_workers if num_workers is None else num_workers
+        if store:  # frozen encoders' outputs: the cache is the fusion and heads over them
+            job.stored = load_or_encode(job.model, job.config, job.pool, rnd.encoded, env.device,
+                                        batch_size=batch_size, num_workers=workers,
+                                        progress=progress, env=env)
         run = dict(batch_size=batch_size, num_workers=workers, queue_size=queue_size)
         if not env.enabled:
             writer = CacheWriter(job.paths.cache, job.meta, len(job.pool), overwrite=force,
@@ -132,6 +141,7 @@ class _Job:
     labels: np.ndarray
     is_labeled: np.ndarray
     device: torch.device
+    stored: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _prepare(rnd: Round, dev: torch.device, *, dtype: str, mc_dropout: int,
@@ -194,8 +204,8 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
     dev, model, pool = job.device, job.model, job.pool
     try:
         start = rows.start + writer.rows_written
-        dataset = MultimodalDataset(pool, job.config.modalities, training=False,
-                                    rows=range(start, rows.stop))
+        dataset = StoredDataset(pool, job.config.modalities, job.stored, training=False,
+                                rows=range(start, rows.stop))
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
             pin_memory=dev.type == "cuda", persistent_workers=False)
@@ -205,6 +215,7 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
             for batch in bar:
                 index = batch["index"].numpy()
                 fields = batch_fields(model, inputs_to(batch["inputs"], dev),
+                                      encoded=inputs_to(batch["encoded"], dev),
                                       dtype=job.meta.feature_dtype,
                                       mc_samples=job.meta.mc_samples,
                                       mc_seed=derive_seed(job.config.al.seed, job.meta.round,
@@ -255,14 +266,16 @@ def _extract_sharded(job: _Job, env, *, force: bool, resume: bool, keep_shards: 
 
 
 def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
-                 mc_samples: int = 0, mc_seed: int = 0) -> dict[str, np.ndarray]:
+                 mc_samples: int = 0, mc_seed: int = 0,
+                 encoded: Mapping[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
     """One batch's cache fields (features, logits, coalitions, MC logits) as NumPy arrays.
 
     Features are rounded to ``dtype`` first and every logit is computed from
-    the rounded features, so the cache is self-consistent.
+    the rounded features, so the cache is self-consistent. ``encoded``: stored
+    encoder outputs of frozen modalities (see ``MultimodalModel.encode``).
     """
     stored = getattr(torch, dtype)
-    feats = {m: z.to(stored).float() for m, z in model.encode(inputs).items()}
+    feats = {m: z.to(stored).float() for m, z in model.encode(inputs, encoded).items()}
     out = {f"features/{m}": z.to(stored) for m, z in feats.items()}
     out["logits/mm"] = model.fused_logits_from_features(feats)
     out.update({f"logits/{m}": v for m, v in model.unimodal_logits(feats).items()})

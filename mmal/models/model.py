@@ -94,9 +94,17 @@ class MultimodalModel(nn.Module):
 
     # -- pieces ------------------------------------------------------------------
 
-    def encode(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """modality -> (B, D_m) features as they enter the fusion (projected for sum)."""
-        return {m: self.project[m](self.encoders[m](inputs[m])) for m in self.modalities}
+    def encode(self, inputs: Mapping[str, Any],
+               encoded: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """modality -> (B, D_m) features as they enter the fusion (projected for sum).
+
+        ``encoded`` maps a modality to its encoder's output (B, D_m) computed
+        beforehand (a frozen encoder's stored features, :mod:`mmal.encoded`);
+        that encoder is then not run and ``inputs`` need not hold the modality.
+        """
+        encoded = encoded or {}
+        return {m: self.project[m](encoded[m] if m in encoded else self.encoders[m](inputs[m]))
+                for m in self.modalities}
 
     def fuse(self, features: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
              present: Sequence[bool] | None = None) -> torch.Tensor:
@@ -142,8 +150,9 @@ class MultimodalModel(nn.Module):
 
     # -- whole model -------------------------------------------------------------
 
-    def forward(self, inputs: Mapping[str, Any]) -> Output:
-        features = self.encode(inputs)
+    def forward(self, inputs: Mapping[str, Any],
+                encoded: Mapping[str, torch.Tensor] | None = None) -> Output:
+        features = self.encode(inputs, encoded)
         logits_mm = self.head(self.dropout(self.fuse(features)))
         return Output(features=features, logits_mm=logits_mm,
                       logits_uni=self.unimodal_logits(features))

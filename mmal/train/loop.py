@@ -39,8 +39,8 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
-from mmal.data import MultimodalDataset, collate
 from mmal.distributed import setup
+from mmal.encoded import StoredDataset, collate, load_or_encode
 from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import build_model, input_dims
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 def train_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
                 device: str = "auto", resume: bool = True, force: bool = False,
                 progress: bool = True, distributed: bool | None = None,
-                tensorboard: bool | None = None) -> dict[str, Any]:
+                tensorboard: bool | None = None, store: bool = True) -> dict[str, Any]:
     """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
 
     Parameters
@@ -89,6 +89,11 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
         (:mod:`mmal.train.tensorboard`); None: as ``train.tensorboard`` says.
         Every training removes the round's old event files; the weights are the
         same bit for bit either way.
+    store : bool
+        Read frozen encoders' outputs from the workspace's encoder-output store
+        (computed on first use, :mod:`mmal.encoded`) instead of running them on
+        decoded media every epoch. False: run them as the other encoders
+        (in evaluation mode all the same).
 
     Returns
     -------
@@ -109,11 +114,11 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     rnd = open_round(workspace, round)
     with rnd.locked("mmal train"):  # another train or extract of this round waits
         return _train(rnd, device=device, resume=resume, force=force, progress=progress,
-                      distributed=distributed, tensorboard=tensorboard)
+                      distributed=distributed, tensorboard=tensorboard, store=store)
 
 
 def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool,
-           distributed: bool | None, tensorboard: bool | None) -> dict[str, Any]:
+           distributed: bool | None, tensorboard: bool | None, store: bool) -> dict[str, Any]:
     """:func:`train_round`'s work, under the round's lock."""
     # -- settings ---------------------------------------------------------------
     round, paths = rnd.number, rnd.paths
@@ -136,10 +141,7 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # neither restarts an interrupted run nor changes a byte of the checkpoint.
     run_key = _run_key(config.to_dict(logging=False), labeled, round, pool.fingerprint(),
                        known.labels[rows])
-    train_set = MultimodalDataset(known, config.modalities, training=tc.augment,
-                                  seed=derive_seed(seed, round)).subset(labeled)
-    test_set = MultimodalDataset(test_pool, config.modalities, training=False)
-    n = len(train_set)
+    n = len(labeled)
     if n < 2:  # batch norm cannot normalise a single sample's 1x1 feature maps
         raise TrainingError(f"{paths.labeled}: round {round:03d} has {n} labeled sample; "
                             "training needs at least 2 (raise al.initial_budget)")
@@ -149,6 +151,15 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
+    # Frozen encoders' outputs over both splits, from the workspace's store (computed on
+    # first use, once per workspace); those modalities are then never decoded here.
+    stored = {p.split: load_or_encode(model, config, p, rnd.encoded, dev,
+                                      batch_size=tc.batch_size, num_workers=tc.num_workers,
+                                      progress=progress, env=env) if store else {}
+              for p in (pool, test_pool)}
+    train_set = StoredDataset(known, config.modalities, stored["train"], training=tc.augment,
+                              seed=derive_seed(seed, round)).subset(labeled)
+    test_set = StoredDataset(test_pool, config.modalities, stored["test"], training=False)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
     start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
@@ -239,8 +250,8 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *, num_w
     for mb, batch in zip(plan, bar, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
             model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
-        terms = head_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
-                            model.modalities)
+        terms = head_losses(net(inputs_to(batch["inputs"], dev), inputs_to(batch["encoded"], dev)),
+                            batch["label"].to(dev), model.modalities)
         mean = terms.mean()  # multimodal_loss, with the per-head terms kept for the log
         opt.zero_grad(set_to_none=True)
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
@@ -308,7 +319,7 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
                                          num_workers=num_workers)
     mm, uni, coal, labels = [], {m: [] for m in model.modalities}, [], []
     for batch in tqdm(loader, desc="test", disable=not progress, leave=False):
-        out = model(inputs_to(batch["inputs"], device))
+        out = model(inputs_to(batch["inputs"], device), inputs_to(batch.get("encoded", {}), device))
         mm.append(out.logits_mm.float().cpu().numpy())
         for m in model.modalities:
             uni[m].append(out.logits_uni[m].float().cpu().numpy())
