@@ -14,8 +14,8 @@ decoded and stored modalities).
 """
 
 from mmal.encoded.dataset import StoredDataset, collate
-from mmal.encoded.encode import load_or_encode, store_key, stored_modalities
+from mmal.encoded.encode import load_or_encode, store_key, stored_modalities, weights_digest
 from mmal.encoded.store import read_store, write_store
 
 __all__ = ["StoredDataset", "collate", "load_or_encode", "read_store", "store_key",
-           "stored_modalities", "write_store"]
+           "stored_modalities", "weights_digest", "write_store"]

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +50,20 @@ def stored_modalities(config: Config) -> list[str]:
     return [m.name for m in config.modalities if m.freeze]
 
 
-def load_or_encode(model: torch.nn.Module, config: Config, pool: Pool,
+def load_or_encode(model: torch.nn.Module, config: Config, pools: Sequence[Pool],
                    path_of: Callable[[str, str], Path], device: torch.device, *,
                    batch_size: int = 64, num_workers: int = 0, progress: bool = False,
-                   env: Any = None) -> dict[str, np.ndarray]:
-    """modality -> (N, D_m) float32 outputs of ``model``'s frozen encoders over ``pool``'s rows.
+                   env: Any = None) -> dict[str, dict[str, np.ndarray]]:
+    """split -> modality -> (N, D_m) float32 outputs of ``model``'s frozen encoders over a pool.
 
     Parameters
     ----------
     model : MultimodalModel
         Its ``encoders[m]`` (already on ``device``) compute a missing or stale store.
     config : Config
-    pool : Pool
-        The split to encode (train pool or test split); row ``i`` of every
-        array is pool row ``i``.
+    pools : sequence of Pool
+        The splits to encode (train pool, test split); row ``i`` of every
+        array is that pool's row ``i``.
     path_of : callable
         ``path_of(split, modality)`` -> the store's path (:meth:`mmal.workspace.Round.encoded`).
     device : torch.device
@@ -78,28 +78,41 @@ def load_or_encode(model: torch.nn.Module, config: Config, pool: Pool,
     Returns
     -------
     dict
-        One entry per :func:`stored_modalities` name; empty when none.
+        ``out[pool.split][m]`` for every pool and every :func:`stored_modalities`
+        name; the inner dicts are empty when none.
+
+    Examples
+    --------
+    >>> stored = load_or_encode(model, rnd.config, [rnd.pool("train")], rnd.encoded,
+    ...                         torch.device("cpu"))  # doctest: +SKIP
+    >>> stored["train"]["image"].shape  # doctest: +SKIP
+    (1000, 512)
     """
     names = stored_modalities(config)
+    out: dict[str, dict[str, np.ndarray]] = {pool.split: {} for pool in pools}
     if not names:
-        return {}
+        return out
     distributed = env is not None and env.enabled
     if distributed and not env.is_main:
         env.barrier()  # rank 0 computes first
     by_name = {m.name: m for m in config.modalities}
-    out = {name: _load_or_encode_one(model.encoders[name], by_name[name], pool,
-                                     path_of(pool.split, name), device, batch_size=batch_size,
-                                     num_workers=num_workers, progress=progress)
-           for name in names}
+    for name in names:
+        weights = weights_digest(model.encoders[name])  # once for every split
+        for pool in pools:
+            out[pool.split][name] = _load_or_encode_one(
+                model.encoders[name], by_name[name], pool, path_of(pool.split, name), device,
+                store_key(weights, by_name[name], pool), batch_size=batch_size,
+                num_workers=num_workers, progress=progress)
     if distributed and env.is_main:
         env.barrier()
     return out
 
 
-def store_key(encoder: torch.nn.Module, modality: ModalityConfig, pool: Pool) -> str:
+def store_key(weights: str, modality: ModalityConfig, pool: Pool) -> str:
     """sha256 (hex) of what a store's features depend on.
 
-    The encoder's weights (every tensor of its state dict, bit for bit), the
+    The encoder's weights (``weights``: :func:`weights_digest`, every tensor
+    of its state dict, bit for bit), the
     modality's config (kind, encoder, options such as ``image_size``,
     ``sample_rate``, ``clip_seconds``), the split's ids and the modality's
     sources with each file's size and modification time
@@ -109,7 +122,7 @@ def store_key(encoder: torch.nn.Module, modality: ModalityConfig, pool: Pool) ->
     spec = {k: v for k, v in dataclasses.asdict(modality).items() if k != "freeze"}
     h = hashlib.sha256(json.dumps([FILE_KINDS[ENCODED].version, spec], sort_keys=True,
                                   default=str).encode())
-    h.update(weights_digest(encoder).encode())
+    h.update(weights.encode())
     h.update(pool.sources_fingerprint(modality.name, stat=True).encode())
     return h.hexdigest()
 
@@ -154,9 +167,8 @@ def encode_split(encoder: torch.nn.Module, modality: ModalityConfig, pool: Pool,
 
 
 def _load_or_encode_one(encoder: torch.nn.Module, modality: ModalityConfig, pool: Pool,
-                        path: Path, device: torch.device, **run: Any) -> np.ndarray:
-    """The store at ``path`` when it matches, else computed and written (under its lock)."""
-    key = store_key(encoder, modality, pool)
+                        path: Path, device: torch.device, key: str, **run: Any) -> np.ndarray:
+    """The store at ``path`` when its fingerprint is ``key``, else computed and written (under its lock)."""
     with hold(output_lock(path), f"mmal encode {modality.name}"):
         found = read_store(path, key)
         if found is not None and np.array_equal(found[1], pool.ids):

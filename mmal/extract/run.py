@@ -117,9 +117,9 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
                        batch_size=batch_size, force=force)
         workers = job.config.train.num_workers if num_workers is None else num_workers
         if store:  # frozen encoders' outputs: the cache is the fusion and heads over them
-            job.stored = load_or_encode(job.model, job.config, job.pool, rnd.encoded, env.device,
-                                        batch_size=batch_size, num_workers=workers,
-                                        progress=progress, env=env)
+            job.stored = load_or_encode(job.model, job.config, [job.pool], rnd.encoded,
+                                        env.device, batch_size=batch_size, num_workers=workers,
+                                        progress=progress, env=env)["train"]
         run = dict(batch_size=batch_size, num_workers=workers, queue_size=queue_size)
         if not env.enabled:
             writer = CacheWriter(job.paths.cache, job.meta, len(job.pool), overwrite=force,

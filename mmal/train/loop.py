@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from mmal.atomic import write_json_atomic
 from mmal.distributed import setup
-from mmal.encoded import StoredDataset, collate, load_or_encode
+from mmal.encoded import StoredDataset, collate, load_or_encode, weights_digest
 from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import build_model, input_dims
@@ -153,16 +153,17 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     model = build_model(config, pool).to(dev)
     # Frozen encoders' outputs over both splits, from the workspace's store (computed on
     # first use, once per workspace); those modalities are then never decoded here.
-    stored = {p.split: load_or_encode(model, config, p, rnd.encoded, dev,
-                                      batch_size=tc.batch_size, num_workers=tc.num_workers,
-                                      progress=progress, env=env) if store else {}
-              for p in (pool, test_pool)}
+    stored = (load_or_encode(model, config, [pool, test_pool], rnd.encoded, dev,
+                             batch_size=tc.batch_size, num_workers=tc.num_workers,
+                             progress=progress, env=env)
+              if store else {"train": {}, "test": {}})
     train_set = StoredDataset(known, config.modalities, stored["train"], training=tc.augment,
                               seed=derive_seed(seed, round)).subset(labeled)
     test_set = StoredDataset(test_pool, config.modalities, stored["test"], training=False)
     groups = model.param_groups(lr=tc.lr, encoder_lr=tc.encoder_lr, weight_decay=tc.weight_decay)
     opt = _optimizer(tc.optimizer, groups)
-    start, losses, head_history = (_resume(partial, run_key, model, opt, env) if resume
+    frozen = _frozen_weights(model)
+    start, losses, head_history = (_resume(partial, run_key, model, opt, env, frozen) if resume
                                    else (0, [], []))
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
@@ -184,8 +185,11 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
             head_history.append(heads)
             log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
             if env.is_main:
+                # Frozen encoders' weights stay out of the partial checkpoint (a resume builds
+                # them again, checked by their digest): it is written every epoch.
                 save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
-                                                     len(labeled)),
+                                                     len(labeled), leave_out=frozen[0]),
+                                          "frozen_weights": frozen[1],
                                           "optimizer": opt.state_dict(), "losses": losses,
                                           "head_losses": head_history, "run_key": run_key})
             board.epoch(epoch + 1, loss, heads, opt)
@@ -331,13 +335,23 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
                      np.concatenate(coal), y, model.modalities)
 
 
-def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
+def _payload(model, config, pool, round: int, epoch: int, num_labeled: int,
+             leave_out: frozenset[str] = frozenset()) -> dict[str, Any]:
     return {**checkpoint_header(), "config": config.to_dict(logging=False),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
             "pool_fingerprint": pool.fingerprint(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()
+                           if k not in leave_out}}
+
+
+def _frozen_weights(model) -> tuple[frozenset[str], str]:
+    """State-dict keys of the frozen encoders and one digest of their weights."""
+    keys = frozenset(f"encoders.{m}.{k}" for m in model.frozen
+                     for k in model.encoders[m].state_dict())
+    digest = "|".join(weights_digest(model.encoders[m]) for m in model.frozen)
+    return keys, digest
 
 
 def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
@@ -348,9 +362,14 @@ def _optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, momentum=0.9)
 
 
-def _resume(partial: Path, run_key: str, model, opt, env
+def _resume(partial: Path, run_key: str, model, opt, env,
+            frozen: tuple[frozenset[str], str] = (frozenset(), "")
             ) -> tuple[int, list[float], list[list[float]]]:
     """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
+
+    A partial without the frozen encoders' weights (``frozen``: their keys and
+    digest, :func:`_frozen_weights`) resumes only when the freshly built
+    encoders have the weights it was trained with.
 
     Returns (epochs done, loss per epoch, per-head losses per epoch); a partial
     written before per-head losses were kept has None for each of its epochs.
@@ -360,16 +379,21 @@ def _resume(partial: Path, run_key: str, model, opt, env
     start, losses, heads = 0, [], []
     if partial.exists():
         ckpt = _try_load(partial)
-        if ckpt is not None and ckpt.get("run_key") == run_key:
-            model.load_state_dict(ckpt["state_dict"])
+        if ckpt is not None and ckpt.get("run_key") == run_key and \
+                ckpt.get("frozen_weights", frozen[1]) == frozen[1]:
+            state = ckpt["state_dict"]
+            if "frozen_weights" in ckpt:  # the frozen encoders are already the built ones
+                state = {**{k: v for k, v in model.state_dict().items() if k in frozen[0]},
+                         **state}
+            model.load_state_dict(state)
             opt.load_state_dict(ckpt["optimizer"])
             start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
             heads = list(ckpt.get("head_losses", [None] * start))
             log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
                         partial, start)
         else:
-            log.warning("%s belongs to another config, labeled set or labels; training from "
-                        "scratch", partial)
+            log.warning("%s belongs to another config, labeled set, labels or frozen encoder "
+                        "weights; training from scratch", partial)
     starts = env.all_gather(start)
     if len(set(starts)) > 1:
         raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "
