@@ -98,3 +98,22 @@ def test_heads_trained_from_stored_features_match_recomputed_encoders(tmp_path, 
         for k, v in full.items():
             np.testing.assert_allclose(cache.features(k), v, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(cache.coalitions(), coalitions, rtol=1e-4, atol=1e-5)
+
+
+def test_no_store_flag_runs_the_encoders_and_writes_no_store(tmp_path):
+    from click.testing import CliRunner
+
+    from mmal.cli import cli
+
+    ws = frozen_workspace(tmp_path, frozen=("image",), n_train=6, n_test=2)
+    runner = CliRunner()
+    for command in ("train", "extract"):
+        done = runner.invoke(cli, [command, "--workspace", str(ws), "--device", "cpu", "-q",
+                                   "--no-store"])
+        assert done.exit_code == 0, done.output
+    assert not (ws / "encoded").exists()
+    done = runner.invoke(cli, ["extract", "--workspace", str(ws), "--device", "cpu", "-q",
+                               "--force"])
+    assert done.exit_code == 0, done.output
+    assert encoded_path(ws, "train", "image").is_file()
+    assert not encoded_path(ws, "test", "image").exists()  # extraction reads the pool only
