@@ -11,7 +11,8 @@
       rounds/000/selections/    index files from `mmal select`
       rounds/000/.lock          held by whoever writes into the round (mmal.lock)
       encoded/train/image.h5    a frozen encoder's outputs over a split, shared by
-                                every round (mmal.encoded; docs/training.md)
+                                every round and by the workspaces of `mmal run`
+                                inside this one (mmal.encoded; docs/training.md)
 
 Every stage finds its inputs and outputs through this module. A stage opens
 its round once with :func:`open_round`; the :class:`Round` it gets carries the
@@ -127,8 +128,21 @@ def encoded_path(workspace: str | os.PathLike, split: str, modality: str) -> Pat
     """Where a frozen encoder's outputs over ``split`` live: ``encoded/<split>/<modality>.h5``.
 
     One file per workspace, not per round: every round reads it (:mod:`mmal.encoded`).
+    A workspace inside another workspace's folder (the trajectories of ``mmal
+    run`` under ``runs/``) uses the outermost one's ``encoded/``, so every
+    strategy and seed of a comparison shares one store; the store's
+    fingerprint keeps a workspace with other encoders or data from reading it.
     """
-    return Path(workspace) / ENCODED_DIR / split / f"{modality}.h5"
+    return _store_root(Path(workspace)) / ENCODED_DIR / split / f"{modality}.h5"
+
+
+def _store_root(workspace: Path) -> Path:
+    """The outermost folder holding an ``mmal.toml`` among ``workspace`` and its parents."""
+    root = workspace
+    for folder in workspace.resolve().parents:
+        if (folder / CONFIG_NAME).is_file():
+            root = folder
+    return root
 
 
 def list_rounds(workspace: str | os.PathLike) -> list[int]:

@@ -230,3 +230,14 @@ def test_two_processes_starting_together_compute_the_store_once(ws, tmp_path):
     assert log.read_text() == "computed\n"
     assert outs[0][0] == outs[1][0]
 
+
+
+def test_workspaces_inside_a_workspace_share_its_store(ws, calls):
+    from mmal.workspace import init_workspace
+
+    _load(ws)
+    nested = init_workspace(ws / "runs" / "random" / "seed0", ws / CONFIG_NAME)
+    assert encoded_path(nested, "train", "image") == encoded_path(ws, "train", "image").resolve()
+    _load(nested)
+    assert calls == [("image", "train")]
+    assert not (nested / "encoded").exists()
