@@ -392,8 +392,8 @@ def _resume(partial: Path, run_key: str, model, opt, env,
             log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
                         partial, start)
         else:
-            log.warning("%s belongs to another config, labeled set, labels or frozen encoder "
-                        "weights; training from scratch", partial)
+            log.warning("%s belongs to another config, labeled set, frozen encoder weights or "
+                        "labels; training from scratch", partial)
     starts = env.all_gather(start)
     if len(set(starts)) > 1:
         raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "

@@ -409,5 +409,6 @@ def test_partial_trained_with_other_frozen_weights_is_not_resumed(tmp_path, monk
     torch.save({**ckpt, "frozen_weights": "0" * 64}, partial)
     with caplog.at_level("WARNING"):
         metrics = train_round(ws, 0, device="cpu", progress=False)
-    assert "frozen encoder weights; training from scratch" in caplog.text
+    assert "frozen encoder weights or labels; training from scratch" in caplog.text
+    assert "resuming" not in caplog.text
     assert len(metrics["train_loss"]) == 3
