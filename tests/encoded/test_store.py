@@ -241,3 +241,19 @@ def test_workspaces_inside_a_workspace_share_its_store(ws, calls):
     _load(nested)
     assert calls == [("image", "train")]
     assert not (nested / "encoded").exists()
+
+
+def test_a_frozen_text_encoder_is_stored_and_trained_on(tmp_path, calls):
+    from mmal.extract import extract_round
+    from mmal.train import train_round
+    from tests.models.tiny import make_workspace
+
+    ws = make_workspace(tmp_path, "manifest", modalities=("text", "vector"), n_train=6,
+                        n_test=2, overrides={"modalities.text": {"freeze": True},
+                                             "train": {"augment": False},
+                                             "al": {"initial_budget": 4}})
+    train_round(ws, 0, device="cpu", progress=False)
+    extract_round(ws, 0, device="cpu", progress=False)
+    assert calls == [("text", "train"), ("text", "test")]
+    features, _ = read_store(encoded_path(ws, "train", "text"))
+    assert features.shape == (6, 16)  # the tiny BERT's hidden size
