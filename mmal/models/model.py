@@ -165,11 +165,22 @@ class MultimodalModel(nn.Module):
 
     # -- pieces ------------------------------------------------------------------
 
-    def encode(self, inputs: Mapping[str, Any]) -> Encoded:
-        """The batch through the encoders (and feature-sum's projections); nl-gate keeps layer-3 maps."""
+    def encode(self, inputs: Mapping[str, Any],
+               stored: Mapping[str, torch.Tensor] | None = None) -> Encoded:
+        """The batch through the encoders (and feature-sum's projections); nl-gate keeps layer-3 maps.
+
+        ``stored`` maps a modality to its encoder's output (B, D_m) computed
+        beforehand (a frozen encoder's stored features, :mod:`mmal.encoded`);
+        that encoder is then not run and ``inputs`` need not hold the modality.
+        nl-gate needs the layer-3 maps, so it never takes stored outputs.
+        """
+        stored = stored or {}
         if self.fusion != "nl-gate":
-            return Encoded({m: self.project[m](self.encoders[m](inputs[m]))
+            return Encoded({m: self.project[m](stored[m] if m in stored
+                                               else self.encoders[m](inputs[m]))
                             for m in self.modalities})
+        if stored:
+            raise ValueError("nl-gate fuses layer-3 maps; it cannot run from stored encoder outputs")
         maps = {m: to_layer3(self.encoders[m], inputs[m]) for m in self.modalities}
         return Encoded({m: from_layer3(self.encoders[m], z) for m, z in maps.items()}, maps)
 
@@ -246,8 +257,9 @@ class MultimodalModel(nn.Module):
 
     # -- whole model -------------------------------------------------------------
 
-    def forward(self, inputs: Mapping[str, Any]) -> Output:
-        encoded = self.encode(inputs)
+    def forward(self, inputs: Mapping[str, Any],
+                stored: Mapping[str, torch.Tensor] | None = None) -> Output:
+        encoded = self.encode(inputs, stored)
         logits_mm = self.fused_logits(self.dropout(self.head_input(encoded)))
         return Output(encoded=encoded, logits_mm=logits_mm,
                       logits_uni=self.unimodal_logits(encoded.features))
