@@ -288,10 +288,10 @@ def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
     ``stored``: stored encoder outputs of frozen modalities (see
     :meth:`MultimodalModel.encode`).
     """
-    stored = getattr(torch, dtype)
+    storage = getattr(torch, dtype)
 
     def rounded(x: torch.Tensor) -> torch.Tensor:
-        return x.to(stored).float()
+        return x.to(storage).float()
 
     encoded = model.encode(inputs, stored)
     out: dict[str, torch.Tensor] = {}
@@ -302,8 +302,8 @@ def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
     else:
         inputs_s = [rounded(h) for h in model.coalition_inputs(encoded)]
         blocks = {m: inputs_s[1 << i] for i, m in enumerate(model.modalities)}
-        out["head_input"] = inputs_s[-1].to(stored)
-    out.update({f"features/{m}": z.to(stored) for m, z in blocks.items()})
+        out["head_input"] = inputs_s[-1].to(storage)
+    out.update({f"features/{m}": z.to(storage) for m, z in blocks.items()})
     out["logits/mm"] = model.fused_logits(inputs_s[-1])
     out.update({f"logits/{m}": v for m, v in model.unimodal_logits(encoded.features).items()})
     out["coalitions"] = torch.stack([model.fused_logits(h) for h in inputs_s], dim=1)
