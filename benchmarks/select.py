@@ -295,8 +295,9 @@ def main(argv=None) -> None:
               f"cache): {cmd['wall_s']:.2f} s, peak RSS {gib(cmd['peak_rss'])} "
               f"= {cmd['peak_rss'] / arrays_bytes:.2f}x the cache arrays read")
         print(f"    {cmd['output'].splitlines()[0]}")
-        print(f"    target: peak <= {PEAK_TARGET:.1f}x the cache arrays: "
-              f"{'met' if cmd['peak_rss'] <= PEAK_TARGET * arrays_bytes else 'NOT met'}")
+        if args.scale == "vgg":  # at KineticsSound scale the interpreter alone is larger
+            print(f"    target: peak <= {PEAK_TARGET:.1f}x the cache arrays: "
+                  f"{'met' if cmd['peak_rss'] <= PEAK_TARGET * arrays_bytes else 'NOT met'}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
