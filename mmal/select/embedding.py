@@ -291,8 +291,8 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
     Returns
     -------
     int
-        Row-group products computed, in rows × ``m/group`` units (``n`` means the
-        work of one dense pass; for logging).
+        ``u`` products computed, counted in rows with all ``m`` centers (``n`` is
+        the work of one dense pass; for logging).
     """
     n, m = len(emb), len(r_c)
     default_chunk, default_group = refresh_blocking(xp)
