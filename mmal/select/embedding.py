@@ -329,8 +329,11 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
         for cols, hit in zip(groups, hits, strict=True):
             if len(hit) == 0:
                 continue
-            computed += len(hit) * (cols.stop - cols.start) / m
-            if len(hit) == rows.stop - rows.start:  # every row: no gather
+            width, skipped = cols.stop - cols.start, rows.stop - rows.start - len(hit)
+            computed += len(hit) * width / m
+            if skipped * width <= len(hit) * GATHER_COST:
+                # Multiplying the few rows that need nothing costs less than gathering
+                # the rest; their exact distances cannot lower the bound (the test's margin).
                 idx, u_rows, rr_rows = rows, emb.u[rows], rr[:, cols]
             else:
                 idx, u_rows, rr_rows = hit + start, emb.u[hit + start], rr[hit, cols]
