@@ -69,6 +69,12 @@ class Check:
     run: Callable[[Path], str]  # returns the detail of an "ok"; raises AssertionError to fail
 
 
+def _env_with_root() -> dict[str, str]:
+    """This environment with the repository first on PYTHONPATH (mmal and benchmarks import)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 # ---- prerequisites -----------------------------------------------------------------------
 
 
@@ -232,7 +238,7 @@ def check_torchrun_nccl(work: Path) -> str:
     make_data(root, 256, 32, dim=32)
     config = argparse.Namespace(encoder="resnet18", image_size=32, num_workers=2)
     ws = init_workspace(root / "ws", write_config(root, config))
-    env = {**os.environ, "MMAL_DIST_TIMEOUT_S": "120", "PYTHONPATH": str(ROOT)}
+    env = {**_env_with_root(), "MMAL_DIST_TIMEOUT_S": "120"}
     for stage in ("train", "extract"):
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
@@ -284,7 +290,7 @@ def run_isolated(command: Sequence[str], timeout_s: float) -> tuple[str, str]:
     start = time.monotonic()
     proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=_env_with_root())
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
