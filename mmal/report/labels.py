@@ -50,7 +50,8 @@ class LabelsNeeded:
     saved : random's ``needed`` minus this one's; None when this strategy never
         reaches the target, or neither a value nor a bound is known.
     saved_is_bound : True when random never reaches the target: the saving is
-        more than ``saved`` (random's last round's labels minus ``needed``).
+        more than ``saved`` (random's last round's labels minus ``needed``, kept
+        only when positive).
     """
 
     strategy: str
@@ -128,7 +129,9 @@ def labels_needed(rows: Sequence[Row], strategies: Sequence[str],
             saved, bound = None, False
             if needed is not None and base is not None:
                 saved = base - needed
-            elif needed is not None and base_last is not None:
+            elif needed is not None and base_last is not None and base_last > needed:
+                # random needs more than base_last labels; the bound says something only
+                # when it is positive (else "—": neither a value nor a bound is known)
                 saved, bound = base_last - needed, True
             out.append(LabelsNeeded(strategy, head, target, needed, saved, bound))
     return out

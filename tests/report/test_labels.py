@@ -134,3 +134,18 @@ def test_labels_to_reach_lies_between_the_rounds_it_crosses():
         got = labels_to_reach(x, y, target)
         i = next(k for k, v in enumerate(y) if v >= target)
         assert x[i - 1] < got <= x[i]
+
+
+def test_no_bound_is_claimed_when_random_stops_short_of_the_strategys_labels():
+    from mmal.report.labels import labels_needed
+    from mmal.report.tables import Row
+
+    def row(strategy, r, labeled, top1):
+        return Row(strategy, r, labeled, [0], {"mm": (top1, 0.0)}, {}, None)
+
+    # random ran 2 rounds (up to 30 labels) and never reached 0.7; bmmal reached it at 45.
+    rows = [row("random", 0, 20, 0.5), row("random", 1, 30, 0.6),
+            row("bmmal", 0, 20, 0.5), row("bmmal", 1, 30, 0.6), row("bmmal", 2, 40, 0.65),
+            row("bmmal", 3, 50, 0.75)]
+    (got,) = labels_needed(rows, ["bmmal"], {"mm": 0.7})
+    assert got.needed == pytest.approx(45) and got.saved is None and not got.saved_is_bound
