@@ -6,4 +6,4 @@ The pipeline has three stages that talk only through files owned by
 and writes an index file of the samples to label next.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
