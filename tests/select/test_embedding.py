@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from mmal.cache import open_cache
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import (
     FactorizedEmbedding,
+    cache_embedding,
     logit_gradient,
     min_sq_distances,
     pairwise_sq_distances,
     scaled_head_input,
+    working_dtypes,
 )
 
 
@@ -148,3 +151,37 @@ def test_rounding_tolerance_keeps_small_real_distances():
     emb = FactorizedEmbedding(np.ones((2, 1)), u)
     d2 = pairwise_sq_distances(emb, emb)
     np.testing.assert_allclose(d2[0, 1], 50e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("precision, u_dtype", [("float32", np.float16), ("float64", np.float64)])
+def test_float16_cache_keeps_a_float16_u_in_float32(cache_factory, precision, u_dtype):
+    with open_cache(cache_factory("float16")) as cache:
+        positions, emb = cache_embedding(cache, dtype=precision, block_rows=50)
+        assert working_dtypes(cache.meta, precision) == (precision, np.dtype(u_dtype).name)
+        # u is h computed in the precision, then stored as the working dtype says
+        h = cache.head_input(positions).astype(precision)
+        np.testing.assert_array_equal(emb.u, h.astype(u_dtype))
+        assert emb.u.dtype == u_dtype and emb.r.dtype == precision
+        # ‖u‖² of the stored u, summed in r's dtype, never in float16
+        _, u_sq = emb.factor_sq_norms()
+        wide = emb.u.astype(precision)
+        np.testing.assert_allclose(u_sq, np.einsum("ij,ij->i", wide, wide), rtol=1e-6)
+        assert u_sq.dtype == precision
+
+
+def test_float32_cache_keeps_float32_u():
+    from mmal.cache.schema import CacheMeta
+
+    meta = CacheMeta(modalities=("a", "b"), feature_dims=(2, 2), fusion="concat", num_classes=3,
+                     multi_label=False, round=0, model_fingerprint="m", pool_fingerprint="p")
+    assert working_dtypes(meta, "float32") == ("float32", "float32")
+    assert working_dtypes(meta, "float64") == ("float64", "float64")
+
+
+def test_given_u_norms_are_used_and_float16_norms_do_not_overflow():
+    r = np.ones((2, 3), dtype=np.float32)
+    u = np.full((2, 4096), 200.0, dtype=np.float16)  # ‖u‖² = 1.6e8, far past float16's 65504
+    emb = FactorizedEmbedding(r, u)
+    assert np.allclose(emb.factor_sq_norms()[1], 4096 * 200.0**2) and not emb.overflowing_rows().any()
+    given = FactorizedEmbedding(r, u, np.array([1.0, 2.0], dtype=np.float32))
+    np.testing.assert_array_equal(given.factor_sq_norms()[1], [1.0, 2.0])
