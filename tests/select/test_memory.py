@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -13,6 +15,7 @@ from mmal.cli import cli
 from mmal.errors import SelectionError
 from mmal.select import api
 from mmal.select.api import select
+from mmal.select.embedding import cache_embedding
 from mmal.select.memory import (
     BLOCK_ALLOWANCE,
     MIN_BLOCK_ROWS,
@@ -194,3 +197,36 @@ def test_limit_is_resolved_before_the_strategy_runs(monkeypatch):
     monkeypatch.setattr(api, "default_max_memory", lambda: 123)
     assert api._max_memory(None) == 123
     assert api._max_memory("1K") == 1024
+
+
+@pytest.mark.parametrize("kind, value", [("concat2", 1e20), ("featuresum2", 3e38)])
+def test_float64_rereading_spills_too_and_picks_the_same_ids(cache_factory, tmp_path, caplog,
+                                                            kind, value):
+    path = tmp_path / "planted.h5"
+    shutil.copy(cache_factory(kind), path)
+    with h5py.File(path, "r+") as f:  # one huge unlabeled row: float32 overflows
+        row = int(np.flatnonzero(~f["labeled"][:])[3])
+        for name in f["features"]:
+            f[f"features/{name}"][row, 1] = value
+    in_memory = select(path, "badge", 8, seed=2, out=tmp_path / "a.json")
+    with caplog.at_level(logging.INFO, logger="mmal.select"):
+        spilled = select(path, "badge", 8, seed=2, out=tmp_path / "b.json", max_memory=TINY)
+    np.testing.assert_array_equal(in_memory.ids, spilled.ids)
+    assert "computing it in float64" in caplog.text
+    assert caplog.text.count("spilled to") == 2  # the float32 reading, then the float64 one
+    assert not list(tmp_path.glob("mmal-spill-*"))
+
+
+def test_float16_u_that_overflows_is_read_again_in_float64(cache_factory, tmp_path, caplog):
+    # feature-sum's h = z_1 + z_2 of two large float16 values is past float16's 65504
+    path = tmp_path / "planted.h5"
+    shutil.copy(cache_factory("featuresum2", feature_dtype="float16"), path)
+    with h5py.File(path, "r+") as f:
+        row = int(np.flatnonzero(~f["labeled"][:])[3])
+        for name in f["features"]:
+            f[f"features/{name}"][row, 1] = 60000.0
+    with open_cache(path) as cache, caplog.at_level(logging.WARNING, "mmal.select.embedding"):
+        _, emb = cache_embedding(cache, dtype="float32", memory=WorkingSet(None))
+    assert emb.u.dtype == emb.r.dtype == np.float64
+    assert not emb.overflowing_rows().any()
+    assert "overflows; computing it in float64" in caplog.text
