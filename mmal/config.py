@@ -94,7 +94,9 @@ class ModalityConfig:
     (default the modality name) where the dataset kind reads columns
     (manifest, hf). ``augment`` is the modality's own choice among
     :data:`AUGMENTATIONS` of its kind, or None: as ``train.augment`` says
-    (see :meth:`Config.augmentations`).
+    (see :meth:`Config.augmentations`). ``lr`` is the learning rate of this
+    modality's encoder, or None: as ``train.encoder_lr`` says
+    (:func:`mmal.models.kinds.encoder_lr`).
     """
 
     name: str
@@ -105,11 +107,16 @@ class ModalityConfig:
     dim: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     augment: tuple[str, ...] | None = None
+    lr: float | None = None
 
     @property
     def waveform(self) -> bool:
         """Audio: the encoder takes (1, n) waveforms rather than (1, 257, T) spectrograms."""
         return ENCODER_KINDS[self.encoder].waveform
+
+
+#: ``model.head_init``: PyTorch's default for nn.Linear, or the paper's Xavier-uniform + bias 0.01.
+HEAD_INITS = ("torch", "xavier")
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class ModelConfig:
     fusion: str = "concat"
     fused_dim: int = 0
     dropout: float = 0.0
+    head_init: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -370,7 +378,7 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
         kind = r.choice(t, f"{key}.kind", MODALITY_KINDS, required=True)
         opt_defaults = dict(MODALITY_OPTIONS[kind])
         r.known(t, key, ("kind", "encoder", "pretrained", "freeze", "dim", "column", "augment",
-                         *opt_defaults))
+                         "lr", *opt_defaults))
         encoder = r.choice(t, f"{key}.encoder", encoder_names(kind), required=True)
         pretrained = r.get(t, f"{key}.pretrained", str, default=ModalityConfig.pretrained)
         if not pretrained and ENCODER_KINDS[encoder].needs_pretrained:
@@ -407,9 +415,20 @@ def _modalities(r: _Reader, raw: dict[str, Any], dataset: DatasetConfig) -> tupl
                                   freeze=r.get(t, f"{key}.freeze", bool,
                                                default=ModalityConfig.freeze),
                                   dim=dim, options=options,
-                                  augment=_augment(r, t, f"{key}.augment", kind)))
+                                  augment=_augment(r, t, f"{key}.augment", kind),
+                                  lr=_encoder_rate(r, t, f"{key}.lr")))
     _check_modalities_fit_dataset(r, dataset, out)
     return tuple(out)
+
+
+def _encoder_rate(r: _Reader, t: dict[str, Any], key: str) -> float | None:
+    """``modalities.<name>.lr``: None (unset), or this encoder's learning rate (>= 0)."""
+    if t.get("lr") is None:
+        return None
+    value = float(r.number(t, key, default=0.0))
+    if value < 0:
+        raise r.error(key, value, "must be >= 0")
+    return value
 
 
 def _augment(r: _Reader, t: dict[str, Any], key: str, kind: str) -> tuple[str, ...] | None:
@@ -444,7 +463,7 @@ def _check_modalities_fit_dataset(r: _Reader, dataset: DatasetConfig,
 
 
 def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
-    r.known(t, "model", ("fusion", "fused_dim", "dropout"))
+    r.known(t, "model", ("fusion", "fused_dim", "dropout", "head_init"))
     dropout = r.number(t, "model.dropout", default=ModelConfig.dropout)
     if not 0 <= dropout < 1:
         raise r.error("model.dropout", dropout, "must lie in [0, 1)")
@@ -454,7 +473,9 @@ def _model(r: _Reader, t: dict[str, Any]) -> ModelConfig:
                       "only feature-sum reads it)")
     r.at_most("model.fused_dim", fused_dim, MAX_DIM)
     return ModelConfig(fusion=r.choice(t, "model.fusion", FUSIONS, default=ModelConfig.fusion),
-                       fused_dim=fused_dim, dropout=float(dropout))
+                       fused_dim=fused_dim, dropout=float(dropout),
+                       head_init=r.choice(t, "model.head_init", HEAD_INITS,
+                                          default=ModelConfig.head_init))
 
 
 def _check_nl_gate(r: _Reader, mods: tuple[ModalityConfig, ...]) -> None:
@@ -650,6 +671,8 @@ def _to_dict(config: Config) -> dict[str, Any]:
                         "freeze": m.freeze, "dim": m.dim, **m.options}
         if m.augment is not None:
             mods[m.name]["augment"] = list(m.augment)
+        if m.lr is not None:
+            mods[m.name]["lr"] = m.lr
     return {
         "dataset": dataset,
         "modalities": mods,

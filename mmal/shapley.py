@@ -50,13 +50,18 @@ def coalition_values(
     -------
     (n, 2^M) float64 probabilities.
     """
-    logits = coalitions.astype(xp.float64)
     idx = xp.asarray(target).astype(xp.int64)[:, None, None]
-    picked = xp.take_along_axis(logits, xp.broadcast_to(idx, (*logits.shape[:2], 1)), axis=2)[..., 0]
+    picked = xp.take_along_axis(coalitions, xp.broadcast_to(idx, (*coalitions.shape[:2], 1)),
+                                axis=2)[..., 0].astype(xp.float64)
     if multi_label:
         return 1.0 / (1.0 + xp.exp(-picked))
-    top = logits.max(axis=2, keepdims=True)
-    log_norm = xp.log(xp.exp(logits - top).sum(axis=2)) + top[..., 0]
+    # The max is exact in the input's dtype, and the difference of two float32 (or
+    # float16) logits is exact in float64, so this equals the float64 computation
+    # without a float64 copy of the logits.
+    top = coalitions.max(axis=2, keepdims=True)
+    shifted = xp.subtract(coalitions, top, dtype=xp.float64)
+    xp.exp(shifted, out=shifted)
+    log_norm = xp.log(shifted.sum(axis=2)) + top[..., 0].astype(xp.float64)
     return xp.exp(picked - log_norm)
 
 

@@ -30,6 +30,7 @@ METRICS = "mmal-metrics"
 DIAGNOSTICS = "mmal-selection-diagnostics"
 RUN_PLAN = "mmal-run-plan"
 RUN_STATUS = "mmal-run-status"
+ENCODED = "mmal-encoded-features"
 
 STAMP_KEYS = ("mmal_type", "schema_version", "mmal_version", "created")
 #: ``FileKind.legacy`` of kinds whose files from before the stamp carry none.
@@ -67,6 +68,7 @@ FILE_KINDS: dict[str, FileKind] = {
     DIAGNOSTICS: FileKind(1, "rounds/RRR/selections/*.diagnostics.npz", legacy=UNSTAMPED),
     RUN_PLAN: FileKind(1, "runs/plan.json", legacy=UNSTAMPED),
     RUN_STATUS: FileKind(1, "runs/status.json", legacy=UNSTAMPED),
+    ENCODED: FileKind(1, "encoded/<split>/<modality>.h5"),
 }
 
 

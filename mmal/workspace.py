@@ -10,6 +10,9 @@
       rounds/000/cache.h5       feature cache from `mmal extract`
       rounds/000/selections/    index files from `mmal select`
       rounds/000/.lock          held by whoever writes into the round (mmal.lock)
+      encoded/train/image.h5    a frozen encoder's outputs over a split, shared by
+                                every round and by the workspaces of `mmal run`
+                                inside this one (mmal.encoded; docs/training.md)
 
 Every stage finds its inputs and outputs through this module. A stage opens
 its round once with :func:`open_round`; the :class:`Round` it gets carries the
@@ -57,6 +60,7 @@ NAMES_KEY = "names_fingerprint"
 #: file from a change of the data when NAMES_KEY no longer matches (see Pool.check_names).
 IDS_KEY = "ids_fingerprint"
 ROUNDS_DIR = "rounds"
+ENCODED_DIR = "encoded"
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,27 @@ def round_paths(workspace: str | os.PathLike, round: int) -> RoundPaths:
     if round < 0:
         raise WorkspaceError(f"round must be >= 0, got {round}")
     return RoundPaths(Path(workspace) / ROUNDS_DIR / f"{round:03d}", round)
+
+
+def encoded_path(workspace: str | os.PathLike, split: str, modality: str) -> Path:
+    """Where a frozen encoder's outputs over ``split`` live: ``encoded/<split>/<modality>.h5``.
+
+    One file per workspace, not per round: every round reads it (:mod:`mmal.encoded`).
+    A workspace inside another workspace's folder (the trajectories of ``mmal
+    run`` under ``runs/``) uses the outermost one's ``encoded/``, so every
+    strategy and seed of a comparison shares one store; the store's
+    fingerprint keeps a workspace with other encoders or data from reading it.
+    """
+    return _store_root(Path(workspace)) / ENCODED_DIR / split / f"{modality}.h5"
+
+
+def _store_root(workspace: Path) -> Path:
+    """The outermost folder holding an ``mmal.toml`` among ``workspace`` and its parents."""
+    root = workspace
+    for folder in workspace.resolve().parents:
+        if (folder / CONFIG_NAME).is_file():
+            root = folder
+    return root
 
 
 def list_rounds(workspace: str | os.PathLike) -> list[int]:
@@ -217,6 +242,10 @@ class Round:
     def paths(self) -> RoundPaths:
         """This round's files."""
         return round_paths(self.workspace, self.number)
+
+    def encoded(self, split: str, modality: str) -> Path:
+        """The workspace's stored encoder outputs of ``modality`` over ``split`` (:func:`encoded_path`)."""
+        return encoded_path(self.workspace, split, modality)
 
     def pool(self, split: str = "train") -> Pool:
         """The ``"train"`` pool (the active-learning pool) or the ``"test"`` split, loaded once."""

@@ -179,7 +179,7 @@ BAD = [
      "key 'train.tensorboard' is 'yes' (string); expected true or false"),
     (_replace(MANIFEST, "image_size = 64", "max_tokens = 64"),
      "key 'modalities.image.max_tokens' is unknown; known keys here: kind, encoder, "
-     "pretrained, freeze, dim, column, augment, image_size (see docs/config.md)"),
+     "pretrained, freeze, dim, column, augment, lr, image_size (see docs/config.md)"),
     (_replace(MANIFEST, "image_size = 64", "image_size = 4"),
      "key 'modalities.image.image_size' is 4; must lie in [16, 2048]"),
     (_replace(MANIFEST, 'fusion = "sum"', 'fusion = "attention"'),
@@ -404,3 +404,14 @@ def test_every_fusion_is_accepted_for_video_and_audio_in_either_order(tmp_path, 
     for text, order in ((AV, ["clip", "sound"]), (swapped, ["sound", "clip"])):
         config = load_config(_write(tmp_path, text.replace('"nl-gate"', f'"{fusion}"')))
         assert config.model.fusion == fusion and config.modality_names == order
+
+
+def test_a_modalitys_own_encoder_rate_is_read_checked_and_written_back(tmp_path):
+    text = _replace(MANIFEST, "image_size = 64", "image_size = 64\nlr = 2e-4")
+    config = load_config(_write(tmp_path, text))
+    assert [m.lr for m in config.modalities] == [2e-4, None]
+    again = load_config(_write(tmp_path, dump_config(config), "again.toml"))
+    assert again.to_dict() == config.to_dict() and again.modalities[0].lr == 2e-4
+    with pytest.raises(ConfigError, match="key 'modalities.image.lr' is -1.0; must be >= 0"):
+        load_config(_write(tmp_path, _replace(MANIFEST, "image_size = 64",
+                                              "image_size = 64\nlr = -1.0"), "bad.toml"))

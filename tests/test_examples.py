@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from mmal.config import load_config
-from mmal.errors import ConfigError
 from mmal.train import train_round
 from mmal.workspace import init_workspace
 from tests.fixtures_data import MODALITY_TABLES, make_tiny_dataset, write_toml
@@ -61,15 +60,6 @@ def _tiny_config(example: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("example", _examples(), ids=lambda p: p.stem)
 def test_example_inits_and_trains_one_batch(example, tmp_path):
     config = _tiny_config(example, tmp_path)
-    fusion = tomllib.loads(example.read_text(encoding="utf-8")).get("model", {}).get("fusion")
-    try:
-        load_config(config)
-    except ConfigError as exc:
-        if "key 'model.fusion'" in str(exc):  # a fusion this mmal does not know yet
-            pytest.skip(f"{example.name}: model.fusion = {fusion!r} is not accepted by this "
-                        f"mmal's config ({exc}); the case runs once the fusion exists "
-                        "(branch fusion-model)")
-        raise
     ws = init_workspace(tmp_path / "ws", config)
     metrics = train_round(ws, 0, device="cpu", progress=False)
     assert metrics["num_labeled"] == 4 and len(metrics["train_loss"]) == 1

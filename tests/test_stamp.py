@@ -19,6 +19,7 @@ import pytest
 from mmal.cache.index import INDEX_TYPE, INDEX_VERSION, read_index
 from mmal.cache.reader import open_cache
 from mmal.cache.schema import CACHE_TYPE, SCHEMA_VERSION, CacheMeta
+from mmal.encoded.store import read_store, write_store
 from mmal.errors import DataError, WorkspaceError
 from mmal.labels import read_labels_document
 from mmal.loop.layout import RunLayout
@@ -26,6 +27,7 @@ from mmal.select.diagnostics import summarize_diagnostics
 from mmal.stamp import (
     CACHE,
     DIAGNOSTICS,
+    ENCODED,
     FILE_KINDS,
     INDEX,
     LABELS,
@@ -105,6 +107,15 @@ def _diagnostics(path, header):
         np.savez(out, **arrays, **header)
 
 
+def _encoded(path, header):
+    write_store(path, np.zeros((2, 3)), np.arange(2), modality="image", split="train",
+                fingerprint="k")
+    with h5py.File(path, "a") as f:
+        for key in STAMP_KEYS:
+            f.attrs.pop(key, None)
+        f.attrs.update(header)
+
+
 def _plan(path, header):
     path.write_text(json.dumps({**header, **PLAN}))
 
@@ -120,6 +131,7 @@ KINDS = {  # kind: (file name, write, read, error)
     LABELS: ("labels.json", _labels, read_labels, "DataError"),
     METRICS: ("w/rounds/000/metrics.json", _metrics, _read_metrics, "WorkspaceError"),
     DIAGNOSTICS: ("s.diagnostics.npz", _diagnostics, summarize_diagnostics, "IndexFileError"),
+    ENCODED: ("encoded/train/image.h5", _encoded, read_store, "CacheError"),
     RUN_PLAN: ("runs/plan.json", _plan, lambda p: RunLayout(p.parent.parent).read_plan(),
                "WorkspaceError"),
     RUN_STATUS: ("runs/status.json", _status, lambda p: RunLayout(p.parent.parent).read_status(),

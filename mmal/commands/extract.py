@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from mmal.commands.options import device_option, force_option, workspace_option
+from mmal.commands.options import (
+    device_option,
+    force_option,
+    no_store_option,
+    workspace_option,
+)
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
 # commands do not load what this one needs (torch).
@@ -28,9 +33,10 @@ from mmal.commands.options import device_option, force_option, workspace_option
 @click.option("--no-resume", is_flag=True, default=False,
               help="Start over instead of continuing an interrupted cache.h5.partial.")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.")
+@no_store_option
 @force_option
 def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_workers, device,
-                    keep_shards, no_resume, quiet, force):
+                    keep_shards, no_resume, quiet, no_store, force):
     """Run a round's model over the whole pool and write rounds/RRR/cache.h5.
 
     Stores every modality's features, the fused, unimodal and 2^M coalition
@@ -56,6 +62,7 @@ def extract_command(round_, workspace, mc_dropout, dtype, batch_size, num_worker
     root = find_workspace(workspace)
     path = extract_round(root, round_, device=device, mc_dropout=mc_dropout, dtype=dtype,
                          batch_size=batch_size, num_workers=num_workers, force=force,
-                         resume=not no_resume, progress=not quiet, keep_shards=keep_shards)
+                         resume=not no_resume, progress=not quiet, keep_shards=keep_shards,
+                         store=not no_store)
     if env_rank() == 0:
         click.echo(f"wrote {path}")

@@ -41,3 +41,10 @@ workspace_option = click.option(
     "--workspace", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Workspace folder  [default: the one containing the current directory]",
 )
+
+
+#: ``--no-store`` of ``mmal train`` and ``mmal extract`` (docs/training.md, the encoder-output store).
+no_store_option = click.option(
+    "--no-store", is_flag=True, default=False,
+    help="Run frozen encoders on decoded media instead of reading their outputs from the "
+         "workspace's store (encoded/<split>/<modality>.h5).")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from mmal.commands.options import device_option, force_option, workspace_option
+from mmal.commands.options import (
+    device_option,
+    force_option,
+    no_store_option,
+    workspace_option,
+)
 
 # Library code is imported inside each command body, so that `mmal --help` and the other
 # commands do not load what this one needs (torch).
@@ -21,8 +26,10 @@ from mmal.commands.options import device_option, force_option, workspace_option
 @click.option("--tensorboard", is_flag=True, default=False,
               help="Write losses, learning rates and test metrics to rounds/RRR/tensorboard/ "
                    "(on even where mmal.toml has train.tensorboard = false).")
+@no_store_option
 @force_option
-def train_command(round_, workspace, device, no_resume, quiet, tensorboard, force):
+def train_command(round_, workspace, device, no_resume, quiet, tensorboard, no_store,
+                  force):
     """Train a round's model from scratch on rounds/RRR/labeled.json.
 
     Uses the [modalities], [model] and [train] sections of mmal.toml, then tests
@@ -52,7 +59,8 @@ def train_command(round_, workspace, device, no_resume, quiet, tensorboard, forc
 
     root = find_workspace(workspace)
     metrics = train_round(root, round_, device=device, resume=not no_resume, force=force,
-                          progress=not quiet, tensorboard=True if tensorboard else None)
+                          progress=not quiet, tensorboard=True if tensorboard else None,
+                          store=not no_store)
     if env_rank() != 0:
         return
     test = metrics["test"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,18 +96,36 @@ class Pool:
         h.update(json.dumps([self.split, self.class_names, self.multi_label]).encode())
         h.update(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(self.labels).tobytes())
+        for name in sorted(self.records):
+            self._hash_sources(h, name)
+        return h.hexdigest()
+
+    def sources_fingerprint(self, modality: str, *, stat: bool = False) -> str:
+        """sha256 (hex) of the split, ids and ``modality``'s sources alone (not the labels).
+
+        With ``stat``, each file source adds its size and modification time, so
+        a file rewritten in place under the same name changes it too (a
+        ``stat`` per sample; nothing is read or decoded).
+        """
+        h = hashlib.sha256(json.dumps([self.split, modality]).encode())
+        h.update(np.ascontiguousarray(self.ids, dtype=np.int64).tobytes())
+        self._hash_sources(h, modality, stat=stat)
+        return h.hexdigest()
+
+    def _hash_sources(self, h: Any, name: str, *, stat: bool = False) -> None:
+        """Feed modality ``name``'s sources into the hash ``h``."""
         # Files are keyed by their path relative to the dataset root, so moving the
         # dataset folder keeps the fingerprint.
         root = None if self.root is None else self.root.as_posix().rstrip("/") + "/"
-        for name in sorted(self.records):
-            h.update(name.encode() + b"\0")
-            values = self.records[name]
-            if isinstance(values, np.ndarray):
-                h.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
-            else:
-                for v in values:
-                    h.update(_source_key(v, root).encode() + b"\0")
-        return h.hexdigest()
+        h.update(name.encode() + b"\0")
+        values = self.records[name]
+        if isinstance(values, np.ndarray):
+            h.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+            return
+        for v in values:
+            h.update(_source_key(v, root).encode() + b"\0")
+            if stat and isinstance(v, Path):
+                h.update(_stat_key(v).encode() + b"\0")
 
     def has_id(self, sample_id: int) -> bool:
         """Whether ``sample_id`` is one of the pool's ids."""
@@ -279,6 +298,18 @@ def _source_key(value: Any, root: str | None) -> str:
         return "file:" + path
     key = getattr(value, "source_key", None)
     return key if key is not None else "text:" + str(value)
+
+
+def _stat_key(path: Path) -> str:
+    """``size:mtime_ns`` of a file (of its newest entry for a folder of frames); "" if absent."""
+    try:
+        if path.is_dir():
+            stamps = [e.stat() for e in os.scandir(path)]
+            return f"{len(stamps)}:{max((s.st_mtime_ns for s in stamps), default=0)}"
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return ""
 
 
 def vector_dim(pool: Pool, modality: str) -> int:

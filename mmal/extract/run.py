@@ -31,7 +31,7 @@ import shutil
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,9 @@ import mmal.extract.shards as shards
 from mmal.cache import CacheMeta, CacheWriter
 from mmal.cache.writer import is_cache_file
 from mmal.config import Config
-from mmal.data import MultimodalDataset, Pool, collate
+from mmal.data import Pool
 from mmal.distributed import setup
+from mmal.encoded import StoredDataset, collate, load_or_encode
 from mmal.errors import ConfigError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import Encoded, MultimodalModel, model_from_checkpoint
@@ -64,7 +65,7 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
                   mc_dropout: int = 0, dtype: str = "float32", batch_size: int = 256,
                   num_workers: int | None = None, force: bool = False, resume: bool = True,
                   progress: bool = True, queue_size: int = 4, distributed: bool | None = None,
-                  keep_shards: bool = False):
+                  keep_shards: bool = False, store: bool = True):
     """Write ``rounds/RRR/cache.h5`` from ``rounds/RRR/model.pt`` over the whole train pool.
 
     Parameters
@@ -95,6 +96,10 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
         (see :mod:`mmal.extract.shards`); False: one process regardless.
     keep_shards : bool
         Distributed only: leave ``cache.shards/`` in place after the join.
+    store : bool
+        Read frozen encoders' outputs from the workspace's encoder-output store
+        (:mod:`mmal.encoded`; computed on first use) instead of decoding their
+        media and running them; False: run every encoder.
 
     Returns
     -------
@@ -115,6 +120,10 @@ def extract_round(workspace: str | os.PathLike | Round, round: int | None = None
         job = _prepare(rnd, env.device, dtype=dtype, mc_dropout=mc_dropout,
                        batch_size=batch_size, force=force)
         workers = job.config.train.num_workers if num_workers is None else num_workers
+        if store:  # frozen encoders' outputs: the cache is the fusion and heads over them
+            job.stored = load_or_encode(job.model, job.config, [job.pool], rnd.encoded,
+                                        env.device, batch_size=batch_size, num_workers=workers,
+                                        progress=progress, env=env)["train"]
         run = dict(batch_size=batch_size, num_workers=workers, queue_size=queue_size)
         if not env.enabled:
             writer = CacheWriter(job.paths.cache, job.meta, len(job.pool), overwrite=force,
@@ -136,6 +145,7 @@ class _Job:
     labels: np.ndarray
     is_labeled: np.ndarray
     device: torch.device
+    stored: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _prepare(rnd: Round, dev: torch.device, *, dtype: str, mc_dropout: int,
@@ -199,8 +209,8 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
     dev, model, pool = job.device, job.model, job.pool
     try:
         start = rows.start + writer.rows_written
-        dataset = MultimodalDataset(pool, job.config.modalities, training=False,
-                                    rows=range(start, rows.stop))
+        dataset = StoredDataset(pool, job.config.modalities, job.stored, training=False,
+                                rows=range(start, rows.stop))
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
             pin_memory=dev.type == "cuda", persistent_workers=False)
@@ -210,6 +220,7 @@ def _fill(writer, job: _Job, rows: range, *, batch_size: int, num_workers: int,
             for batch in bar:
                 index = batch["index"].numpy()
                 fields = batch_fields(model, inputs_to(batch["inputs"], dev),
+                                      stored=inputs_to(batch["encoded"], dev),
                                       dtype=job.meta.feature_dtype,
                                       mc_samples=job.meta.mc_samples,
                                       mc_seed=derive_seed(job.config.al.seed, job.meta.round,
@@ -259,7 +270,8 @@ def _extract_sharded(job: _Job, env, *, force: bool, resume: bool, keep_shards: 
 
 
 def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
-                 mc_samples: int = 0, mc_seed: int = 0) -> dict[str, np.ndarray]:
+                 mc_samples: int = 0, mc_seed: int = 0,
+                 stored: Mapping[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
     """One batch's cache fields as NumPy arrays, B rows each.
 
     ``features/<m>`` (B, D_m) the embedding blocks (:meth:`MultimodalModel.blocks`)
@@ -273,13 +285,15 @@ def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
     linear fusions from the rounded blocks; for nl-gate each coalition's head
     input is rounded (the single-modality ones are the blocks, the full one is
     ``head_input``). Unimodal logits come from each modality's own features.
+    ``stored``: stored encoder outputs of frozen modalities (see
+    :meth:`MultimodalModel.encode`).
     """
-    stored = getattr(torch, dtype)
+    storage = getattr(torch, dtype)
 
     def rounded(x: torch.Tensor) -> torch.Tensor:
-        return x.to(stored).float()
+        return x.to(storage).float()
 
-    encoded = model.encode(inputs)
+    encoded = model.encode(inputs, stored)
     out: dict[str, torch.Tensor] = {}
     if model.head_input_is_linear:
         encoded = Encoded({m: rounded(z) for m, z in encoded.features.items()})
@@ -288,8 +302,8 @@ def batch_fields(model, inputs: Mapping[str, Any], *, dtype: str = "float32",
     else:
         inputs_s = [rounded(h) for h in model.coalition_inputs(encoded)]
         blocks = {m: inputs_s[1 << i] for i, m in enumerate(model.modalities)}
-        out["head_input"] = inputs_s[-1].to(stored)
-    out.update({f"features/{m}": z.to(stored) for m, z in blocks.items()})
+        out["head_input"] = inputs_s[-1].to(storage)
+    out.update({f"features/{m}": z.to(storage) for m, z in blocks.items()})
     out["logits/mm"] = model.fused_logits(inputs_s[-1])
     out.update({f"logits/{m}": v for m, v in model.unimodal_logits(encoded.features).items()})
     out["coalitions"] = torch.stack([model.fused_logits(h) for h in inputs_s], dim=1)

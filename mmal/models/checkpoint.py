@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from mmal.atomic import atomic_open
-from mmal.config import Config
+from mmal.config import Config, ModelConfig
 from mmal.data.kinds import DATASET_KINDS
 from mmal.errors import WorkspaceError, one_line
 from mmal.models import input_dims
@@ -127,9 +127,14 @@ def check_same_architecture(ckpt: dict[str, Any], config: Config, path: str | os
     check_fusion_meaning(ckpt, config, path)
     now = config.to_dict()
     for section in ARCH_SECTIONS:
-        if _recorded(ckpt["config"], section) != now[section]:
+        if _model_keys(_recorded(ckpt["config"], section), section) != \
+                _model_keys(now[section], section):
             raise WorkspaceError(f"{path}: was trained with a different [{section}] section than "
                                  "mmal.toml has now; retrain with `mmal train --force`")
+
+
+#: ``[model]`` keys newer than the first checkpoints, with the value that keeps older models.
+_MODEL_KEYS_ADDED = {"head_init": ModelConfig.head_init}
 
 
 def _recorded(recorded: dict[str, Any], section: str) -> Any:
@@ -140,11 +145,26 @@ def _recorded(recorded: dict[str, Any], section: str) -> Any:
     where the dataset kind reads no columns; that one is left out here.
     """
     value = recorded.get(section)
+    if section == "model" and isinstance(value, dict):  # keys added since: their defaults
+        value = {**_MODEL_KEYS_ADDED, **value}
     kind = DATASET_KINDS.get(recorded.get("dataset", {}).get("kind"))
     if section != "modalities" or not isinstance(value, dict) or kind is None or kind.columns:
         return value
     return {name: {k: v for k, v in table.items() if not (k == "column" and v == name)}
             for name, table in value.items()}
+
+
+#: Keys of ``[modalities.<name>]`` that change how a model trains, not which model it is:
+#: a checkpoint still fits a config that changed them (extraction never augments).
+TRAINING_ONLY_MODALITY_KEYS = ("augment", "lr")
+
+
+def _model_keys(value: Any, section: str) -> Any:
+    """``value`` of ``section`` without :data:`TRAINING_ONLY_MODALITY_KEYS`."""
+    if section != "modalities" or not isinstance(value, dict):
+        return value
+    return {name: {k: v for k, v in table.items() if k not in TRAINING_ONLY_MODALITY_KEYS}
+            if isinstance(table, dict) else table for name, table in value.items()}
 
 
 def check_fits_pool(ckpt: dict[str, Any], config: Config, pool: Any,

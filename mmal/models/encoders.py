@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -145,6 +146,9 @@ class TextEncoder(nn.Module):
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
             # "" = the bundled MiniLM's architecture only, whatever files its folder holds
             self.model = _hf_model(AutoModel, source, weights=bool(pretrained))
+        pooler = getattr(self.model, "pooler", None)  # BERT-style: the mean below never reads it
+        if pooler is not None:
+            pooler.requires_grad_(False)  # DDP refuses a trainable unused parameter
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
 
@@ -168,9 +172,9 @@ class HFImageEncoder(nn.Module):
     works too), features = its pooled output, the post-layer-norm CLS token
     that CLIP projects into its joint space. The images arrive normalized
     with ImageNet statistics (the image pipeline's); they are renormalized
-    here with the model's own ``image_mean`` and ``image_std`` (from the
-    folder's ``preprocessor_config.json``, else the family's defaults), an
-    exact affine map. S must be the model's ``image_size``.
+    here with the model's own ``image_mean`` and ``image_std`` (from its
+    ``preprocessor_config.json``, in the folder or the cache, else the
+    family's defaults), an exact affine map. S must be the model's ``image_size``.
     """
 
     def __init__(self, modality: ModalityConfig):
@@ -216,8 +220,9 @@ class HFAudioEncoder(nn.Module):
     any model ``AutoModel`` reads from the folder that takes raw audio
     (wav2vec2, HuBERT, WavLM), each waveform normalized to zero mean and unit
     variance when the feature extractor says ``do_normalize``, features = the
-    mean of the last hidden state over time frames. ``sample_rate`` must be the
-    feature extractor's ``sampling_rate``.
+    mean of the last hidden state over time frames, LayerDrop off (see
+    docs/config.md). ``sample_rate`` must be the feature extractor's
+    ``sampling_rate``.
     """
 
     def __init__(self, modality: ModalityConfig):
@@ -236,7 +241,7 @@ class HFAudioEncoder(nn.Module):
         with _loading(key, modality.pretrained, f"{modality.encoder} model", "audio model",
                       "a model folder with config.json"):
             self.model = _hf_model(ASTModel if is_ast else AutoModel, modality.pretrained)
-            if (Path(modality.pretrained) / "preprocessor_config.json").is_file():
+            if _preprocessor_file(modality.pretrained) is not None:
                 extractor = AutoFeatureExtractor.from_pretrained(modality.pretrained,
                                                                  local_files_only=True)
             elif is_ast:  # the family's defaults, sized like the model
@@ -252,9 +257,16 @@ class HFAudioEncoder(nn.Module):
                               f"{modality.pretrained} takes audio at {rate} Hz: set it to {rate}")
         spec = getattr(self.model, "masked_spec_embed", None)
         cfg = self.model.config
+        if getattr(cfg, "layerdrop", 0) > 0:  # read at each forward: this turns it off
+            # LayerDrop skips whole layers at random while training; DDP refuses a step in
+            # which a trainable weight got no gradient, and ranks would skip differently
+            cfg.layerdrop = 0.0
         if spec is not None and not (getattr(cfg, "apply_spec_augment", False)
                                      and getattr(cfg, "mask_time_prob", 0) > 0):
             spec.requires_grad_(False)  # never used: DDP refuses a trainable unused parameter
+        # transformers draws SpecAugment's masks from NumPy's global generator: see forward
+        self.spec_augment = bool(getattr(cfg, "apply_spec_augment", False) and (
+            getattr(cfg, "mask_time_prob", 0) > 0 or getattr(cfg, "mask_feature_prob", 0) > 0))
         self.extractor = extractor if is_ast else None
         self.normalize = bool(getattr(extractor, "do_normalize", False))
         self.rate = rate
@@ -269,7 +281,10 @@ class HFAudioEncoder(nn.Module):
         if self.normalize:  # as Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
             x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False,
                                                                 keepdim=True) + 1e-7)
-        return self.model(input_values=x).last_hidden_state.mean(1)
+        if not (self.training and self.spec_augment):
+            return self.model(input_values=x).last_hidden_state.mean(1)
+        with _numpy_seeded_from_torch():  # masks follow the round's torch seed, like dropout
+            return self.model(input_values=x).last_hidden_state.mean(1)
 
 
 def bundled_minilm() -> Path:
@@ -356,6 +371,22 @@ def _loading(key: str, pretrained: str, what: str, short: str, fix: str) -> Iter
                           "another model folder") from None
 
 
+@contextlib.contextmanager
+def _numpy_seeded_from_torch() -> Iterator[None]:
+    """Seed NumPy's global generator from torch's for the block, then restore its state.
+
+    For transformers code that draws from ``np.random`` (wav2vec2's SpecAugment
+    masks), which mmal never seeds: the draw then repeats with the torch seed
+    of the round and leaves everyone else's NumPy stream as it was.
+    """
+    state = np.random.get_state()
+    np.random.seed(int(torch.randint(2**31 - 1, ())))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _hf_model(cls: Any, source: str, *, weights: bool = True, **kwargs: Any) -> nn.Module:
     """A transformers model from a local folder or cached name, offline.
 
@@ -373,10 +404,23 @@ def _hf_model(cls: Any, source: str, *, weights: bool = True, **kwargs: Any) -> 
     return build(config, **kwargs)
 
 
-def _preprocessor_config(folder: str) -> dict[str, Any]:
-    """The folder's ``preprocessor_config.json`` (image statistics), or {} without one."""
-    path = Path(folder) / "preprocessor_config.json"
-    if not path.is_file():
+def _preprocessor_file(source: str) -> Path | None:
+    """``preprocessor_config.json`` of a model folder or a cached model name, or None.
+
+    Looked up offline, like the model: a name is read from the local Hugging Face cache.
+    """
+    from transformers.utils import cached_file  # deferred: see TextEncoder
+
+    found = cached_file(source, "preprocessor_config.json", local_files_only=True,
+                        _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+    return Path(found) if found else None
+
+
+def _preprocessor_config(source: str) -> dict[str, Any]:
+    """The model's ``preprocessor_config.json`` (image statistics), or {} without one."""
+    path = _preprocessor_file(source)
+    if path is None:
         return {}
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))

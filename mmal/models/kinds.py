@@ -111,12 +111,15 @@ def starts_pretrained(modality: ModalityConfig) -> bool:
 
 
 def encoder_lr(modality: ModalityConfig, lr: float, encoder_lr: float | None) -> float:
-    """Learning rate of ``modality``'s encoder: ``train.encoder_lr`` when set, else its default.
+    """Learning rate of ``modality``'s encoder.
 
-    The default is ``lr`` for an encoder trained from scratch (it has as much to
+    ``modalities.<name>.lr`` when set, else ``train.encoder_lr`` when set, else
+    a default. The default is ``lr`` for an encoder trained from scratch (it has as much to
     learn as the heads) and ``PRETRAINED_LR_FACTOR * lr`` for one that starts
     from pretrained weights (fine-tuning gently keeps what it learned).
     """
+    if modality.lr is not None:
+        return modality.lr
     if encoder_lr is not None:
         return encoder_lr
     return lr * PRETRAINED_LR_FACTOR if starts_pretrained(modality) else lr

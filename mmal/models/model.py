@@ -77,6 +77,16 @@ class Output:
         return self.encoded.features
 
 
+#: The bias every head starts from under ``model.head_init = "xavier"`` (the paper's code).
+XAVIER_HEAD_BIAS = 0.01
+
+
+def xavier_head_(linear: nn.Linear) -> None:
+    """The paper's head initialisation, in place: Xavier-uniform weights, every bias 0.01."""
+    nn.init.xavier_uniform_(linear.weight)
+    nn.init.constant_(linear.bias, XAVIER_HEAD_BIAS)
+
+
 class MultimodalModel(nn.Module):
     """Encoders + fusion + heads.
 
@@ -142,6 +152,9 @@ class MultimodalModel(nn.Module):
             self.fused_dim = width if self.fusion == "feature-sum" else sum(dims)
         # sum has no fused head of its own: effective_head() builds it from the unimodal heads
         self.head = None if self.fusion == "sum" else nn.Linear(self.fused_dim, num_classes)
+        if config.model.head_init == "xavier":
+            for linear in [*self.heads.values(), *([self.head] if self.head is not None else [])]:
+                xavier_head_(linear)
         self.dropout_p = float(config.model.dropout)
         self.dropout = nn.Dropout(self.dropout_p)
 
@@ -152,11 +165,22 @@ class MultimodalModel(nn.Module):
 
     # -- pieces ------------------------------------------------------------------
 
-    def encode(self, inputs: Mapping[str, Any]) -> Encoded:
-        """The batch through the encoders (and feature-sum's projections); nl-gate keeps layer-3 maps."""
+    def encode(self, inputs: Mapping[str, Any],
+               stored: Mapping[str, torch.Tensor] | None = None) -> Encoded:
+        """The batch through the encoders (and feature-sum's projections); nl-gate keeps layer-3 maps.
+
+        ``stored`` maps a modality to its encoder's output (B, D_m) computed
+        beforehand (a frozen encoder's stored features, :mod:`mmal.encoded`);
+        that encoder is then not run and ``inputs`` need not hold the modality.
+        nl-gate needs the layer-3 maps, so it never takes stored outputs.
+        """
+        stored = stored or {}
         if self.fusion != "nl-gate":
-            return Encoded({m: self.project[m](self.encoders[m](inputs[m]))
+            return Encoded({m: self.project[m](stored[m] if m in stored
+                                               else self.encoders[m](inputs[m]))
                             for m in self.modalities})
+        if stored:
+            raise ValueError("nl-gate fuses layer-3 maps; it cannot run from stored encoder outputs")
         maps = {m: to_layer3(self.encoders[m], inputs[m]) for m in self.modalities}
         return Encoded({m: from_layer3(self.encoders[m], z) for m, z in maps.items()}, maps)
 
@@ -233,8 +257,9 @@ class MultimodalModel(nn.Module):
 
     # -- whole model -------------------------------------------------------------
 
-    def forward(self, inputs: Mapping[str, Any]) -> Output:
-        encoded = self.encode(inputs)
+    def forward(self, inputs: Mapping[str, Any],
+                stored: Mapping[str, torch.Tensor] | None = None) -> Output:
+        encoded = self.encode(inputs, stored)
         logits_mm = self.fused_logits(self.dropout(self.head_input(encoded)))
         return Output(encoded=encoded, logits_mm=logits_mm,
                       logits_uni=self.unimodal_logits(encoded.features))

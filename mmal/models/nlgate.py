@@ -20,10 +20,15 @@ S the time axis of the spectrogram ((B, 1, 257, T) input, :mod:`mmal.data.loader
 Where this differs from the paper's code (``model/avmodel_nl_gate.py`` of
 MengShen0709/bmmal): the pooled video frames are aligned with the audio map's
 *time* axis (each audio time step gets the video frame covering it; the paper's
-audio maps are (time, frequency), mmal's spectrograms (frequency, time), so this
-is the same alignment). As in the paper's code, the fused layer 4 is a layer of
-its own with torchvision's random initialisation (Kaiming, fan-out), and the
-linear layer after the pooling starts from N(0, 0.01²) weights and zero bias.
+audio maps are (time, frequency), mmal's spectrograms (frequency, time)). Audio
+step s gets frame ``s * T // S`` here; the paper's code repeats each frame
+``S // T`` times and the last one for the remainder, ``min(s // (S // T), T - 1)``
+(and fails for S < T). The two agree when T divides S, as in the paper's
+settings (5 frames of 112 px and 5 s of audio give T = 2, S = 32).
+
+As in the paper's code, the fused layer 4 is a layer of its own with
+torchvision's random initialisation (Kaiming, fan-out), and the linear layer
+after the pooling starts from N(0, 0.01²) weights and zero bias.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import numpy as np
 
 from mmal.cache.fusion import head_input
 from mmal.errors import SelectionError, preview
-from mmal.select.backend import asnumpy
+from mmal.select.backend import asnumpy, backend_name
 from mmal.select.memory import WorkingSet
 from mmal.select.numerics import overflowing_factor_rows
 from mmal.select.params import PRECISIONS
@@ -56,6 +56,25 @@ ROUNDING_TOLERANCE = 64
 #: Rows per matrix-product chunk in :func:`FactorizedEmbedding.sq_distances`;
 #: keeps the (chunk, n_centers) temporaries small and cache-friendly.
 DISTANCE_CHUNK_ROWS = 8192
+
+#: Rows per chunk in :func:`lower_bound_inplace` on a CPU: large, so that each
+#: center group's product is one call over many rows (a narrow product per
+#: small chunk loses most of its speed to BLAS thread synchronisation).
+REFRESH_CHUNK_ROWS = 32768
+
+#: Centers per product group in :func:`lower_bound_inplace` on a CPU: narrow
+#: enough that a row multiplies few centers it cannot come closer to, wide
+#: enough for an efficient matrix product.
+CENTER_GROUP = 32
+
+#: Copying one row of ``u`` out of the pool costs about as much as this many of
+#: its D-wide products with centers (4·D bytes at memory speed against 2·D
+#: flops at matrix-product speed; measured on a 2-core CPU). Decides between
+#: one product of every needed row with all centers and one per center group.
+GATHER_COST = 24
+
+#: Rows per chunk in :func:`lower_bound_inplace` on a GPU (fewer kernel launches).
+GPU_CHUNK_ROWS = 65536
 
 
 def logit_gradient(logits: Any, *, multi_label: bool = False, xp: Any = np, dtype: Any = None) -> Any:
@@ -270,13 +289,20 @@ def _array_module_of(array: Any) -> Any:
 
 def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any,
                         u_norms_c: Any, bound: Any, *, xp: Any = np,
-                        chunk_rows: int = DISTANCE_CHUNK_ROWS) -> int:
+                        chunk_rows: int | None = None, group: int | None = None) -> int:
     """``bound = minimum(bound, squared distance to the nearest of the m centers)``, in place.
 
-    Skips the ``u`` products of rows no center can come closer to than ``bound``:
-    by Cauchy-Schwarz, ``‖g_x - g_c‖² >= ‖g_x‖² + ‖g_c‖² - 2 |r_x·r_c| ‖u_x‖ ‖u_c‖``,
-    which needs only the (cheaper, K-wide) ``r`` products. The result equals
-    :func:`min_sq_distances` merged into ``bound`` up to rounding.
+    Computes the D-wide ``u`` products only for the (row, center) pairs that can
+    come closer than ``bound``: by Cauchy-Schwarz,
+    ``‖g_x - g_c‖² >= ‖g_x‖² + ‖g_c‖² - 2 |r_x·r_c| ‖u_x‖ ‖u_c‖``, which needs
+    only the (cheaper, K-wide) ``r`` products. Pairs that pass this test are
+    few and concentrated: a row can come closer only to centers with a large
+    ``r_x·r_c``, i.e. of its own pseudo-label. So the centers are sorted by
+    their largest ``|r|`` entry and split into groups of ``group``; each group
+    multiplies only the rows that need one of its centers. A skipped pair's
+    exact distance is at least ``bound`` (the test keeps a rounding margin of
+    ``2·ROUNDING_TOLERANCE`` units), so skipping changes no result: the outcome
+    equals :func:`min_sq_distances` merged into ``bound`` up to rounding.
 
     Parameters
     ----------
@@ -286,29 +312,82 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
         The centers' factors, squared norms and ``‖u_c‖``.
     bound : array (n,)
         Current upper bound, updated in place.
+    chunk_rows, group : int, optional
+        Rows per chunk and centers per product group; default
+        :func:`refresh_blocking` for ``xp``. They change the speed, not the result.
 
     Returns
     -------
     int
-        Rows whose ``u`` products were computed (for logging).
+        ``u`` products computed, counted in rows with all ``m`` centers (``n`` is
+        the work of one dense pass; for logging).
     """
-    n = len(emb)
+    n, m = len(emb), len(r_c)
+    default_chunk, default_group = refresh_blocking(xp)
+    chunk_rows, group = chunk_rows or default_chunk, group or default_group
     a, un = emb.sq_norms(), emb.u_norms()
-    computed = 0
+    order = xp.argsort(xp.argmax(xp.abs(r_c), axis=1))  # one pseudo-label's centers side by side
+    r_c, u_c, sq_norms_c, u_norms_c = r_c[order], u_c[order], sq_norms_c[order], u_norms_c[order]
+    two_u_norms_c = 2.0 * u_norms_c
+    # Margin for rounding in the test: the exact products snap distances within
+    # ROUNDING_TOLERANCE units to 0 (expanded_sq_distances), so a pair is kept
+    # unless its lower bound clears ``bound`` by twice that.
+    margin = 2 * ROUNDING_TOLERANCE * float(xp.finfo(a.dtype).eps)
+    a_c_max = float(sq_norms_c.max())
+    computed = 0.0
     for start in range(0, n, chunk_rows):
         rows = slice(start, min(start + chunk_rows, n))
         rr = emb.r[rows] @ r_c.T
-        lower = expanded_sq_distances(xp.abs(rr) * un[rows, None] * u_norms_c[None, :],
-                                      a[rows, None], sq_norms_c[None, :])
-        need = xp.flatnonzero((lower < bound[rows, None]).any(axis=1))
-        if len(need) == 0:
-            continue
-        computed += len(need)
-        idx = need + start
-        d2 = expanded_sq_distances((emb.u[idx] @ u_c.T) * rr[need], a[idx, None],
-                                   sq_norms_c[None, :])
-        bound[idx] = xp.minimum(bound[idx], d2.min(axis=1))
-    return computed
+        # 2|r_x·r_c|‖u_x‖‖u_c‖ - ‖g_c‖² > ‖g_x‖² - bound: the pair's lower bound is below bound
+        excess = xp.abs(rr)
+        excess *= two_u_norms_c
+        excess *= un[rows, None]
+        excess -= sq_norms_c
+        limit = a[rows] - bound[rows]
+        limit -= margin * (a[rows] + a_c_max)
+        need = excess > limit[:, None]
+        del excess
+        groups = [slice(g0, min(g0 + group, m)) for g0 in range(0, m, group)]
+        hits = [xp.flatnonzero(need[:, cols].any(axis=1)) for cols in groups]
+        if len(groups) > 1:
+            every = xp.flatnonzero(need.any(axis=1))
+            if _product_cost(len(every), m) <= sum(_product_cost(len(h), c.stop - c.start)
+                                                   for h, c in zip(hits, groups, strict=True)):
+                groups, hits = [slice(0, m)], [every]
+        for cols, hit in zip(groups, hits, strict=True):
+            if len(hit) == 0:
+                continue
+            width, skipped = cols.stop - cols.start, rows.stop - rows.start - len(hit)
+            computed += len(hit) * width / m
+            if skipped * width <= len(hit) * GATHER_COST:
+                # Multiplying the few rows that need nothing costs less than gathering
+                # the rest; their exact distances cannot lower the bound (the test's margin).
+                idx, u_rows, rr_rows = rows, emb.u[rows], rr[:, cols]
+            else:
+                idx, u_rows, rr_rows = hit + start, emb.u[hit + start], rr[hit, cols]
+            d2 = expanded_sq_distances((u_rows @ u_c[cols].T) * rr_rows, a[idx, None],
+                                       sq_norms_c[None, cols])
+            bound[idx] = xp.minimum(bound[idx], d2.min(axis=1))
+    return int(round(computed))
+
+
+def _product_cost(rows: int, centers: int) -> float:
+    """Cost of the ``u`` products of ``rows`` gathered rows with ``centers`` centers."""
+    return rows * (centers + GATHER_COST)
+
+
+def refresh_blocking(xp: Any) -> tuple[int, int]:
+    """(rows per chunk, centers per group) for :func:`lower_bound_inplace` on ``xp``.
+
+    On a CPU, center groups skip most of the ``u`` products (measured at
+    VGGSound scale: a row needs about 1.3 of 128 centers late in the seeding,
+    almost always of its own pseudo-label).
+    On a GPU the dense products are nearly free and every group costs kernel
+    launches and a host sync, so one group of all centers and large chunks.
+    """
+    if backend_name(xp) == "numpy":
+        return REFRESH_CHUNK_ROWS, CENTER_GROUP
+    return GPU_CHUNK_ROWS, 1 << 30
 
 
 def pairwise_sq_distances(a: FactorizedEmbedding, b: FactorizedEmbedding) -> Any:

@@ -20,10 +20,12 @@ rejections the bound is refreshed, and the next proposal, drawn from the exact
 ``U = D²``, is the center: every center takes a bounded number of proposals
 and the draw stays exact (the comment in the loop says why).
 
-A refresh skips the D-wide ``u`` products of samples that no new center can
-come closer to than ``U(x)`` (a Cauchy-Schwarz bound from the K-wide ``r``
-products, :func:`mmal.select.embedding.lower_bound_inplace`); on VGGSound-sized
-pools this skips most rows late in the seeding.
+A refresh skips the D-wide ``u`` products of (sample, center) pairs where the
+center cannot come closer than ``U(x)`` (a Cauchy-Schwarz bound from the K-wide
+``r`` products, :func:`mmal.select.embedding.lower_bound_inplace`), in groups of
+centers of one pseudo-label; on VGGSound-sized pools this skips all but a few
+percent of the products late in the seeding. Skipping changes no distance, so
+the ids for a seed are those of the dense refresh.
 
 Exact duplicates of a chosen center have ``D² = 0`` (the distance expansion's
 rounding noise is snapped to 0, :data:`mmal.select.embedding.ROUNDING_TOLERANCE`),
@@ -161,7 +163,7 @@ def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
         raise RuntimeError(f"k-means++ stopped at {len(sampler.centers)} of {budget} centers "
                            "after its bound on proposals; this is a bug")
     log.debug("k-means++: %d centers, %d proposals rejected, %d refreshes (%d after the "
-              "rejection limit), u products for %.0f%% of rows", budget,
+              "rejection limit), u products for %.0f%% of the dense work", budget,
               sampler.total_rejections + sampler.rejections, sampler.refreshes,
               sampler.limit_refreshes,
               100 * sampler.computed_rows / max(1, sampler.refreshes * len(emb)))

@@ -40,9 +40,9 @@ import torch
 from torch.nn import functional as F
 
 from mmal.atomic import write_json_atomic
-from mmal.data import MultimodalDataset, collate
 from mmal.data.probe import size_warnings
 from mmal.distributed import setup
+from mmal.encoded import StoredDataset, collate, load_or_encode, weights_digest
 from mmal.errors import DataError, TrainingError, WorkspaceError
 from mmal.fingerprint import file_fingerprint
 from mmal.models import build_model, input_dims
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 def train_round(workspace: str | os.PathLike | Round, round: int | None = None, *,
                 device: str = "auto", resume: bool = True, force: bool = False,
                 progress: bool = True, distributed: bool | None = None,
-                tensorboard: bool | None = None) -> dict[str, Any]:
+                tensorboard: bool | None = None, store: bool = True) -> dict[str, Any]:
     """Train round ``round``'s model and write ``model.pt`` and ``metrics.json``.
 
     Parameters
@@ -96,6 +96,11 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
         (:mod:`mmal.train.tensorboard`); None: as ``train.tensorboard`` says.
         Every training removes the round's old event files; the weights are the
         same bit for bit either way.
+    store : bool
+        Read frozen encoders' outputs from the workspace's encoder-output store
+        (computed on first use, :mod:`mmal.encoded`) instead of running them on
+        decoded media every epoch. False: run them as the other encoders
+        (in evaluation mode all the same).
 
     Returns
     -------
@@ -116,11 +121,11 @@ def train_round(workspace: str | os.PathLike | Round, round: int | None = None, 
     rnd = open_round(workspace, round)
     with rnd.locked("mmal train"):  # another train or extract of this round waits
         return _train(rnd, device=device, resume=resume, force=force, progress=progress,
-                      distributed=distributed, tensorboard=tensorboard)
+                      distributed=distributed, tensorboard=tensorboard, store=store)
 
 
 def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool,
-           distributed: bool | None, tensorboard: bool | None) -> dict[str, Any]:
+           distributed: bool | None, tensorboard: bool | None, store: bool) -> dict[str, Any]:
     """:func:`train_round`'s work, under the round's lock."""
     # -- settings ---------------------------------------------------------------
     round, paths = rnd.number, rnd.paths
@@ -146,11 +151,7 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # neither restarts an interrupted run nor changes a byte of the checkpoint.
     run_key = _run_key(config.to_dict(logging=False), labeled, round, pool.fingerprint(),
                        known.labels[rows])
-    train_set = MultimodalDataset(known, config.modalities, training=True,
-                                  seed=derive_seed(seed, round),
-                                  augment=config.augmentations()).subset(labeled)
-    test_set = MultimodalDataset(test_pool, config.modalities, training=False)
-    n = len(train_set)
+    n = len(labeled)
     if n < 2:  # batch norm cannot normalise a single sample's 1x1 feature maps
         raise TrainingError(f"{paths.labeled}: round {round:03d} has {n} labeled sample; "
                             "training needs at least 2 (raise al.initial_budget)")
@@ -160,12 +161,24 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
+    # Frozen encoders' outputs over both splits, from the workspace's store (computed on
+    # first use, once per workspace); those modalities are then never decoded here.
+    stored = (load_or_encode(model, config, [pool, test_pool], rnd.encoded, dev,
+                             batch_size=tc.batch_size, num_workers=tc.num_workers,
+                             progress=progress, env=env)
+              if store else {"train": {}, "test": {}})
+    train_set = StoredDataset(known, config.modalities, stored["train"], training=True,
+                              seed=derive_seed(seed, round),
+                              augment=config.augmentations()).subset(labeled)
+    test_set = StoredDataset(test_pool, config.modalities, stored["test"], training=False)
     rates = {m.name: encoder_lr(m, tc.lr, tc.encoder_lr) for m in config.modalities}
     groups = model.param_groups(lr=tc.lr, encoder_lr=rates, weight_decay=tc.weight_decay)
     base_lrs = [g["lr"] for g in groups]  # the schedule scales these (a resumed opt holds scaled)
     opt = _optimizer(tc.optimizer, groups, tc.betas)
     arch = {s: config.to_dict(logging=False)[s] for s in ARCH_SECTIONS}
-    start, losses, head_history = (_resume(partial, run_key, arch, model, opt, env) if resume
+    frozen = _frozen_weights(model)
+    start, losses, head_history = (_resume(partial, run_key, arch, model, opt, env, frozen)
+                                   if resume
                                    else (0, [], []))
     # wrapped after resuming: DistributedDataParallel starts from rank 0's weights
     net = ddp.wrap(model, env) if env.enabled else model
@@ -191,8 +204,11 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
             head_history.append(heads)
             log.info("round %03d epoch %d/%d: loss %.4f", round, epoch + 1, tc.epochs, loss)
             if env.is_main:
+                # Frozen encoders' weights stay out of the partial checkpoint (a resume builds
+                # them again, checked by their digest): it is written every epoch.
                 save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
-                                                     len(labeled)),
+                                                     len(labeled), leave_out=frozen[0]),
+                                          "frozen_weights": frozen[1],
                                           "optimizer": opt.state_dict(), "losses": losses,
                                           "head_losses": head_history, "run_key": run_key})
             board.epoch(epoch + 1, loss, heads, opt)
@@ -261,8 +277,8 @@ def _epoch(net, model, train_set, plan: list[ddp.MicroBatch], opt, env, *,
     for mb, batch, scale in zip(plan, bar, scales, strict=True):
         if isinstance(model.dropout, ddp.GlobalBatchDropout):  # this rank's rows of the mask
             model.dropout.rows = (mb.global_size, mb.lo, mb.hi)
-        terms = head_losses(net(inputs_to(batch["inputs"], dev)), batch["label"].to(dev),
-                            model.modalities)
+        terms = head_losses(net(inputs_to(batch["inputs"], dev), inputs_to(batch["encoded"], dev)),
+                            batch["label"].to(dev), model.modalities)
         mean = terms.mean()  # multimodal_loss, with the per-head terms kept for the log
         opt.zero_grad(set_to_none=True)
         (mean * mb.weight).backward()  # weight 1.0 in one process: the same gradient bit for bit
@@ -331,7 +347,7 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
                                          num_workers=num_workers)
     mm, uni, coal, labels = [], {m: [] for m in model.modalities}, [], []
     for batch in progress_bar(loader, enabled=progress, desc="test", leave=False):
-        out = model(inputs_to(batch["inputs"], device))
+        out = model(inputs_to(batch["inputs"], device), inputs_to(batch.get("encoded", {}), device))
         mm.append(out.logits_mm.float().cpu().numpy())
         for m in model.modalities:
             uni[m].append(out.logits_uni[m].float().cpu().numpy())
@@ -343,13 +359,23 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
                      np.concatenate(coal), y, model.modalities)
 
 
-def _payload(model, config, pool, round: int, epoch: int, num_labeled: int) -> dict[str, Any]:
+def _payload(model, config, pool, round: int, epoch: int, num_labeled: int,
+             leave_out: frozenset[str] = frozenset()) -> dict[str, Any]:
     return {**checkpoint_header(), "config": config.to_dict(logging=False),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
             "pool_fingerprint": pool.fingerprint(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()
+                           if k not in leave_out}}
+
+
+def _frozen_weights(model) -> tuple[frozenset[str], str]:
+    """State-dict keys of the frozen encoders and one digest of their weights."""
+    keys = frozenset(f"encoders.{m}.{k}" for m in model.frozen
+                     for k in model.encoders[m].state_dict())
+    digest = "|".join(weights_digest(model.encoders[m]) for m in model.frozen)
+    return keys, digest
 
 
 def _scales(tc, epoch: int, steps: int) -> list[float]:
@@ -366,12 +392,16 @@ def _optimizer(name: str, groups: list[dict], betas: tuple[float, float]
     return torch.optim.SGD(groups, momentum=0.9)
 
 
-def _resume(partial: Path, run_key: str, arch: dict[str, Any], model, opt, env
+def _resume(partial: Path, run_key: str, arch: dict[str, Any], model, opt, env,
+            frozen: tuple[frozenset[str], str] = (frozenset(), "")
             ) -> tuple[int, list[float], list[list[float]]]:
     """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
 
     ``arch`` holds the config's sections that decide the architecture
     (:data:`~mmal.models.checkpoint.ARCH_SECTIONS`, as ``Config.to_dict`` gives them).
+    A partial without the frozen encoders' weights (``frozen``: their keys and
+    digest, :func:`_frozen_weights`) resumes only when the freshly built
+    encoders have the weights it was trained with.
 
     Returns (epochs done, loss per epoch, per-head losses per epoch); a partial
     written before per-head losses were kept has None for each of its epochs.
@@ -384,16 +414,21 @@ def _resume(partial: Path, run_key: str, arch: dict[str, Any], model, opt, env
         # comparing the architecture too refuses a partial of an old "sum" (the feature sum,
         # read as "feature-sum"): its run key was made from the same text as today's "sum"
         if ckpt is not None and ckpt.get("run_key") == run_key and all(
-                ckpt["config"].get(s) == arch[s] for s in ARCH_SECTIONS):
-            model.load_state_dict(ckpt["state_dict"])
+                ckpt["config"].get(s) == arch[s] for s in ARCH_SECTIONS) and \
+                ckpt.get("frozen_weights", frozen[1]) == frozen[1]:
+            state = ckpt["state_dict"]
+            if "frozen_weights" in ckpt:  # the frozen encoders are already the built ones
+                state = {**{k: v for k, v in model.state_dict().items() if k in frozen[0]},
+                         **state}
+            model.load_state_dict(state)
             opt.load_state_dict(ckpt["optimizer"])
             start, losses = int(ckpt["epoch"]), list(ckpt["losses"])
             heads = list(ckpt.get("head_losses", [None] * start))
             log.warning("resuming %s after epoch %d; pass --no-resume to train from scratch",
                         partial, start)
         else:
-            log.warning("%s belongs to another config, labeled set or labels; training from "
-                        "scratch", partial)
+            log.warning("%s belongs to another config, labeled set, frozen encoder weights or "
+                        "labels; training from scratch", partial)
     starts = env.all_gather(start)
     if len(set(starts)) > 1:
         raise WorkspaceError(f"{partial}: ranks resumed after different epochs {starts}; the "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import subprocess
 import sys
@@ -81,3 +83,5 @@ def test_encoder_lr_default_is_lr_from_scratch_and_a_tenth_of_it_when_pretrained
     for modality, factor in cases:
         assert encoder_lr(modality, 2e-3, None) == pytest.approx(2e-3 * factor), modality
         assert encoder_lr(modality, 2e-3, 5e-5) == 5e-5  # set: it holds for every encoder
+        own = dataclasses.replace(modality, lr=3e-6)  # modalities.<name>.lr: this encoder's own
+        assert encoder_lr(own, 2e-3, None) == encoder_lr(own, 2e-3, 5e-5) == 3e-6

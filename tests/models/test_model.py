@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -208,3 +210,26 @@ def test_bundled_minilm_architecture_is_used_when_pretrained_is_empty(tmp_path):
     assert enc.out_dim == 384
     with torch.no_grad():
         assert enc(["a short recipe"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "feature-sum"])
+def test_xavier_head_init_is_the_papers_and_the_default_stays_pytorchs(fusion):
+    from mmal.models.model import XAVIER_HEAD_BIAS
+
+    def heads(head_init):
+        torch.manual_seed(0)
+        tables = {n: {"kind": "vector", "encoder": "mlp", "dim": d} for n, d in (("a", 8), ("b", 5))}
+        config = config_from_dict({"dataset": {"kind": "uci-mfeat", "views": ["fac", "fou"]},
+                                   "modalities": tables,
+                                   "model": {"fusion": fusion, "head_init": head_init}})
+        model = MultimodalModel(config, 5, {"a": 6, "b": 4})
+        return [model.heads["a"], model.heads["b"], *([model.head] if model.head else [])]
+
+    for linear in heads("xavier"):
+        fan_out, fan_in = linear.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert torch.all(linear.bias == XAVIER_HEAD_BIAS)
+        assert float(linear.weight.abs().max()) <= bound
+        assert float(linear.weight.abs().max()) > 0.5 * bound  # uniform over the whole range
+    for linear in heads("torch"):  # nn.Linear's own: bias uniform in ±1/sqrt(fan_in)
+        assert not torch.all(linear.bias == XAVIER_HEAD_BIAS)

@@ -102,8 +102,8 @@ def test_mismatched_factors_are_rejected():
         FactorizedEmbedding(np.zeros((3, 2)), np.zeros((2, 2)))
 
 
-@pytest.mark.parametrize("chunk_rows", [4, 1000])
-def test_pruned_bound_update_equals_brute_force(xp, chunk_rows):
+@pytest.mark.parametrize(("chunk_rows", "group"), [(4, None), (1000, None), (7, 1), (1000, 3)])
+def test_pruned_bound_update_equals_brute_force(xp, chunk_rows, group):
     from mmal.select.embedding import lower_bound_inplace
 
     rng = np.random.default_rng(12)
@@ -116,10 +116,35 @@ def test_pruned_bound_update_equals_brute_force(xp, chunk_rows):
     centers = [10, 20, 30, 40]
     c = FactorizedEmbedding(emb.r[centers], emb.u[centers])
     computed = lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bound, xp=xp,
-                                   chunk_rows=chunk_rows)
+                                   chunk_rows=chunk_rows, group=group)
     expected = np.minimum(start, cdist(g, g[centers], "sqeuclidean").min(axis=1))
     np.testing.assert_allclose(asnumpy(bound), expected, rtol=1e-9, atol=1e-9)
     assert 0 < computed < 60  # some rows pruned, some computed
+
+
+def test_center_groups_skip_pairs_that_cannot_come_closer():
+    from mmal.select.embedding import lower_bound_inplace
+
+    # Two far-apart pseudo-label clusters: a row can come closer only to the
+    # centers of its own cluster, so per-group products compute about half the
+    # pairs of one dense product, with the same bound.
+    rng = np.random.default_rng(14)
+    label = np.repeat([0, 1], 200)
+    r = np.where(np.arange(2)[None, :] == label[:, None], -0.9, 0.0)
+    r = np.concatenate([r, 0.05 * rng.uniform(size=(400, 6))], axis=1)
+    u = rng.normal(size=(400, 12)) + 3.0
+    emb = FactorizedEmbedding(r, u)
+    centers = [0, 1, 2, 3, 200, 201, 202, 203]
+    c = FactorizedEmbedding(r[centers], u[centers])
+    bounds, work = {}, {}
+    for group in (1, 4, 8):
+        bounds[group] = np.full(400, np.inf)
+        bounds[group][:] = cdist(emb.materialize(), emb.materialize()[[10, 210]], "sqeuclidean").min(axis=1)
+        work[group] = lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bounds[group],
+                                          group=group)
+    np.testing.assert_array_equal(bounds[1], bounds[8])
+    np.testing.assert_array_equal(bounds[4], bounds[8])
+    assert work[4] < 0.75 * work[8]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

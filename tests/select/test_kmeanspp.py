@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -148,3 +150,26 @@ def test_duplicates_of_chosen_centers_leave_a_uniform_draw(block_size):
         ranks[np.searchsorted(unchosen, picks[3])] += 1
     result = stats.chisquare(ranks, np.full(5, runs / 5))
     assert result.pvalue > 1e-3, (result, ranks)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_center_groups_change_the_speed_not_the_picks(monkeypatch, caplog, dtype):
+    # Clustered pseudo-labels, so most pairs are skipped and the grouped path runs.
+    import mmal.select.embedding as embedding
+
+    rng = np.random.default_rng(23)
+    label = rng.integers(0, 12, size=3000)
+    r = 0.05 * rng.uniform(size=(3000, 12))
+    r[np.arange(3000), label] = -0.9
+    u = 3 * rng.normal(size=(12, 40))[label] + rng.normal(size=(3000, 40))
+    emb = FactorizedEmbedding(r.astype(dtype), u.astype(dtype))
+    picks, work = {}, {}
+    for group in (4, 1 << 30):
+        monkeypatch.setattr(embedding, "CENTER_GROUP", group)
+        monkeypatch.setattr(embedding, "REFRESH_CHUNK_ROWS", 500)
+        with caplog.at_level(logging.DEBUG, logger="mmal.select.kmeanspp"):
+            picks[group] = kmeans_pp(emb, 300, rng=np.random.default_rng(4), block_size=60)
+        work[group] = int(re.search(r"for (\d+)% of the dense work", caplog.text).group(1))
+        caplog.clear()
+    np.testing.assert_array_equal(picks[4], picks[1 << 30])
+    assert work[4] < work[1 << 30]  # the grouped path ran

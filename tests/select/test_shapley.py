@@ -79,3 +79,18 @@ def test_contributions_normalize_and_fall_back_to_uniform():
 def test_weights_dominant_is_one_others_lowered_by_gap():
     share = np.array([[0.7, 0.2, 0.1], [0.25, 0.5, 0.25]])
     np.testing.assert_allclose(balance_weights(share), [[1.0, 0.5, 0.4], [0.75, 1.0, 0.75]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_coalition_values_equal_the_float64_softmax_bit_for_bit(dtype):
+    # Computed without a float64 copy of the logits; the result must be the
+    # plain float64 softmax exactly, so selections do not change.
+    rng = np.random.default_rng(21)
+    coalitions = (rng.normal(size=(300, 4, 17)) * rng.uniform(0.1, 60, size=(300, 1, 1)))
+    coalitions = coalitions.astype(dtype)
+    target = rng.integers(0, 17, size=300)
+    z = coalitions.astype(np.float64)
+    top = z.max(axis=2, keepdims=True)
+    log_norm = np.log(np.exp(z - top).sum(axis=2)) + top[..., 0]
+    expected = np.exp(z[np.arange(300), :, target] - log_norm)
+    np.testing.assert_array_equal(coalition_values(coalitions, target), expected)

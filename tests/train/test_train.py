@@ -53,9 +53,12 @@ def test_writes_a_weights_only_checkpoint_and_metrics(uci_ws):
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("train,want", [({}, 1e-3), ({"encoder_lr": 5e-4}, 5e-4)])
+@pytest.mark.parametrize("train,fou,want", [
+    ({}, {}, [1e-3, 1e-3]), ({"encoder_lr": 5e-4}, {}, [5e-4, 5e-4]),
+    ({"encoder_lr": 5e-4}, {"lr": 2e-5}, [5e-4, 2e-5]),  # a modality's own rate wins
+])
 def test_encoders_trained_from_scratch_learn_at_lr_unless_encoder_lr_is_set(tmp_path, monkeypatch,
-                                                                            train, want):
+                                                                            train, fou, want):
     """encoder_lr defaulted to 1e-4, a tenth of lr, for the MLPs that start from random weights."""
     import mmal.train.loop as loop
 
@@ -63,11 +66,13 @@ def test_encoders_trained_from_scratch_learn_at_lr_unless_encoder_lr_is_set(tmp_
     real = loop._optimizer
     monkeypatch.setattr(loop, "_optimizer", lambda name, groups, betas: seen.append(groups) or
                         real(name, groups, betas))
-    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "train": {**UCI["train"], "epochs": 1,
-                                                                     "lr": 1e-3, **train}})
+    ws = make_workspace(tmp_path, "uci", overrides={**UCI, "modalities.fou": fou,
+                                                    "train": {**UCI["train"], "epochs": 1,
+                                                              "lr": 1e-3, **train}})
     train_round(ws, 0, device="cpu", progress=False)
     (groups,) = seen
-    assert [g["lr"] for g in groups] == [1e-3, want]  # the heads, then both MLP encoders
+    # the heads, then one group per encoder rate in modality order (fac, fou)
+    assert [g["lr"] for g in groups] == [1e-3, *dict.fromkeys(want)]
 
 
 def test_same_seed_same_model_and_existing_model_needs_force(uci_ws):
@@ -380,3 +385,52 @@ def test_unsafe_or_damaged_text_weights_are_one_line_and_never_unpickled(tmp_pat
     assert result.exit_code == 1
     assert result.output == f"Error: key 'modalities.text.pretrained' is {str(bert)!r}: {error}\n"
     assert not marker.exists() and not round_paths(ws, 0).model.exists()
+
+
+def _interrupt_in_epoch_2(ws, monkeypatch):
+    import mmal.train.loop as loop
+
+    real, calls = loop.head_losses, [0]
+
+    def stop(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:  # 3 steps per epoch: the second step of epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "head_losses", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_round(ws, 0, device="cpu", progress=False)
+    monkeypatch.setattr(loop, "head_losses", real)
+    return round_paths(ws, 0).model.with_name("model.pt.partial")
+
+
+FROZEN_FAC = {**UCI, "modalities.fac": {"freeze": True}}
+
+
+def test_partial_checkpoints_leave_frozen_weights_out_and_resume_to_the_same_model(
+        tmp_path, monkeypatch):
+    ws = make_workspace(tmp_path, "uci", overrides=FROZEN_FAC)
+    partial = _interrupt_in_epoch_2(ws, monkeypatch)
+    ckpt = torch.load(partial, weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["frozen_weights"]
+    assert not any(k.startswith("encoders.fac.") for k in ckpt["state_dict"])
+    assert any(k.startswith("encoders.fou.") for k in ckpt["state_dict"])
+    resumed = train_round(ws, 0, device="cpu", progress=False)
+    reference_ws = make_workspace(tmp_path / "ref", "uci", overrides=FROZEN_FAC)
+    reference = train_round(reference_ws, 0, device="cpu", progress=False)
+    a, b = _state(round_paths(ws, 0).model), _state(round_paths(reference_ws, 0).model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["train_loss"] == reference["train_loss"]
+
+
+def test_partial_trained_with_other_frozen_weights_is_not_resumed(tmp_path, monkeypatch, caplog):
+    ws = make_workspace(tmp_path, "uci", overrides=FROZEN_FAC)
+    partial = _interrupt_in_epoch_2(ws, monkeypatch)
+    ckpt = torch.load(partial, weights_only=True)
+    torch.save({**ckpt, "frozen_weights": "0" * 64}, partial)
+    with caplog.at_level("WARNING"):
+        metrics = train_round(ws, 0, device="cpu", progress=False)
+    assert "frozen encoder weights or labels; training from scratch" in caplog.text
+    assert "resuming" not in caplog.text
+    assert len(metrics["train_loss"]) == 3
