@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print("spilled nothing (the working set fit --max-memory)")
         print(f"passes over u: 1 write (streaming pass) + {numbers['refreshes']} refresh reads "
-              f"(products for {numbers['dense_share']:.0f}% of the rows of dense passes)")
+              f"(u products: {numbers['dense_share']:.0f}% of dense refreshes' work)")
     finally:
         if not args.keep:
             path.unlink(missing_ok=True)

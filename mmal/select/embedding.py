@@ -167,8 +167,8 @@ class FactorizedEmbedding:
         Logit-gradient factor.
     u : array (n, D)
         (Scaled) head-input factor on the array module of ``r``; the dtype of
-        ``r``, or a narrower one (float16, :func:`working_dtypes`), which the
-        products widen to ``r``'s. May be a NumPy memmap (a spilled working set).
+        ``r``, or a narrower one (a float16 memmap of a spilled working set,
+        :func:`working_dtypes`), which the products widen to ``r``'s.
     u_sq : array (n,), optional
         ``‖u‖²`` in ``r``'s dtype, when the caller computed it while filling
         ``u`` (saves a pass over ``u``, and a float16 ``u`` never sums in float16).
@@ -437,8 +437,8 @@ def cache_embedding(
     The pass reads the cache in contiguous row blocks (logits, features and,
     through ``modality_weights``, coalitions) and writes each block's ``r``,
     ``u`` and ``‖u‖²`` into the working set; no field of the cache is ever
-    resident whole. ``u`` is kept in :func:`working_dtypes`: a float16 cache's
-    ``u`` stays float16 in float32 precision.
+    resident whole. ``u``'s values keep the precision :func:`working_dtypes`
+    gives: a float16 cache's ``u`` is float16-rounded in float32 precision.
 
     When a float32 embedding would overflow (squared norms near 3.4e38, i.e.
     feature values around 1e19 and up), it is read again in float64, with a
@@ -499,15 +499,17 @@ def cache_embedding(
 
 
 def working_dtypes(meta: Any, precision: str) -> tuple[str, str]:
-    """(dtype of ``r``, dtype of ``u``) of the working set for ``precision``.
+    """(dtype of ``r`` and of the products, precision of ``u``'s values) for ``precision``.
 
-    ``r`` is in ``precision``. ``u`` is stored no finer than the cache stores
-    its features when ``precision`` is float32: a float16 cache gives a float16
-    ``u`` (half the memory and half the spill file; BMMAL's ``w_m z_m`` with
-    ``0 <= w_m <= 1`` is rounded to float16 once, an error as large as the one
-    the cache already made storing ``z_m``), and the distance products widen it
-    to float32. float64 is the exact mode (NumPy and CuPy pick the same ids), so
-    there ``u`` is float64 too, as ``r`` is.
+    ``r`` is in ``precision``. ``u``'s values are no finer than the cache's
+    features when ``precision`` is float32: a float16 cache gives
+    float16-rounded values of ``u`` (BMMAL's ``w_m z_m`` with ``0 <= w_m <= 1``
+    is rounded once, an error as large as the one the cache already made
+    storing ``z_m``). In memory they are held in float32, which holds them
+    exactly and multiplies fastest; a spilled ``u`` is stored in float16, half
+    the file and half the bytes read per refresh. Both give the same products,
+    so the ids do not depend on where ``u`` is. float64 is the exact mode (NumPy
+    and CuPy pick the same ids), so there ``u`` is float64, as ``r`` is.
     """
     if precision == "float32" and np.dtype(meta.feature_dtype).itemsize < 4:
         return precision, str(meta.feature_dtype)
@@ -527,9 +529,9 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory):
     n = len(positions)
     width = embedding_width(meta, weighted=modality_weights is not None)
     r_dtype, u_dtype = working_dtypes(meta, dtype)
-    shapes = {"u": ((n, width), u_dtype), "r": ((n, meta.num_classes), r_dtype)}
+    shapes = {"u": ((n, width), r_dtype, u_dtype), "r": ((n, meta.num_classes), r_dtype, r_dtype)}
     if memory is None:
-        u, r = (xp.empty(shape, dtype=dt) for shape, dt in shapes.values())
+        u, r = (xp.empty(shape, dtype=dt) for shape, dt, _ in shapes.values())
     else:
         u, r = memory.allocate(shapes, rows=n, xp=xp)
         block_rows = memory.block_rows(_stream_row_bytes(meta, width), block_rows)
@@ -544,9 +546,10 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory):
         weights = modality_weights(rows, keep, logits) if modality_weights else None
         out = slice(filled, filled + count)
         r[out] = logit_gradient(logits, multi_label=meta.multi_label, xp=xp, dtype=r_dtype)
+        # rounded to u's precision, then widened back exactly: the values u holds
         block = _u_factor(cache, rows, keep, weights, xp, dtype).astype(u_dtype, copy=False)
+        block = block.astype(r_dtype, copy=False)
         u[out] = block
-        block = block.astype(r_dtype, copy=False)  # the stored (rounded) u, summed in r's dtype
         u_sq[out] = xp.einsum("ij,ij->i", block, block)
         filled += count
     return positions, FactorizedEmbedding(r, u, u_sq)

@@ -124,7 +124,8 @@ class WorkingSet:
     Examples
     --------
     >>> with WorkingSet(2**30) as ws:  # doctest: +SKIP
-    ...     r, u = ws.allocate({"r": ((n, k), "float32"), "u": ((n, d), "float16")}, rows=n)
+    ...     u, r = ws.allocate({"u": ((n, d), "float32", "float16"),
+    ...                         "r": ((n, k), "float32", "float32")}, rows=n)
     """
 
     def __init__(self, max_memory: int | None = None, spill_dir: str | os.PathLike | None = None):
@@ -152,20 +153,22 @@ class WorkingSet:
         fit = (self.max_memory // 4) // max(1, row_bytes)
         return int(max(MIN_BLOCK_ROWS, min(most, fit)))
 
-    def allocate(self, arrays: dict[str, tuple[tuple[int, ...], Any]], *, rows: int,
+    def allocate(self, arrays: dict[str, tuple[tuple[int, ...], Any, Any]], *, rows: int,
                  xp: Any = np) -> list[Any]:
-        """Empty arrays for ``arrays`` (name -> (shape, dtype)), in memory or spilled.
+        """Empty arrays for ``arrays`` (name -> (shape, dtype, spilled dtype)), in memory or spilled.
 
         Spills in the order given (put the widest first) until the rest, the
         per-row vectors (``rows`` · :data:`PER_ROW_BYTES`) and
-        :data:`BLOCK_ALLOWANCE` fit ``max_memory``. On CuPy nothing spills.
+        :data:`BLOCK_ALLOWANCE` fit ``max_memory``. A spilled array has the
+        spilled dtype (a narrower one holding the same values: a smaller
+        file, fewer bytes read per pass). On CuPy nothing spills.
 
         Returns
         -------
         list of arrays
             In the order of ``arrays``: ``xp`` arrays, or NumPy memmaps of spilled ones.
         """
-        sizes = {name: _nbytes(shape, dtype) for name, (shape, dtype) in arrays.items()}
+        sizes = {name: _nbytes(shape, dtype) for name, (shape, dtype, _) in arrays.items()}
         resident = sum(sizes.values()) + rows * PER_ROW_BYTES + BLOCK_ALLOWANCE
         spill = []
         if self.max_memory is not None and xp is np:
@@ -174,17 +177,21 @@ class WorkingSet:
                     break
                 spill.append(name)
                 resident -= sizes[name]
-        out = [self._spill(name, shape, dtype, sizes[name]) if name in spill
-               else xp.empty(shape, dtype=dtype) for name, (shape, dtype) in arrays.items()]
+        out = [self._spill(name, shape, spilled) if name in spill
+               else xp.empty(shape, dtype=dtype)
+               for name, (shape, dtype, spilled) in arrays.items()]
         if spill:
             log.info("working set of %s over --max-memory %s: %s spilled to %s; each k-means++ "
                      "refresh reads it once", format_bytes(sum(sizes.values())),
                      format_bytes(self.max_memory),
-                     " and ".join(f"{name} ({format_bytes(sizes[name])})" for name in spill),
+                     " and ".join(f"{name} ({format_bytes(array.nbytes)} as {array.dtype})"
+                                  for name, array in zip(arrays, out, strict=True)
+                                  if name in spill),
                      self._folder)
         return out
 
-    def _spill(self, name: str, shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
+    def _spill(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        nbytes = _nbytes(shape, dtype)
         folder = self._spill_folder()
         path = folder / f"{name}.bin"
         try:

@@ -178,20 +178,26 @@ def test_rounding_tolerance_keeps_small_real_distances():
     np.testing.assert_allclose(d2[0, 1], 50e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("precision, u_dtype", [("float32", np.float16), ("float64", np.float64)])
-def test_float16_cache_keeps_a_float16_u_in_float32(cache_factory, precision, u_dtype):
+@pytest.mark.parametrize("precision, rounding", [("float32", np.float16), ("float64", np.float64)])
+def test_float16_cache_gives_float16_rounded_u_in_float32(cache_factory, precision, rounding):
     with open_cache(cache_factory("float16")) as cache:
         positions, emb = cache_embedding(cache, dtype=precision, block_rows=50)
-        assert working_dtypes(cache.meta, precision) == (precision, np.dtype(u_dtype).name)
-        # u is h computed in the precision, then stored as the working dtype says
+        assert working_dtypes(cache.meta, precision) == (precision, np.dtype(rounding).name)
+        # u is h computed in the precision, rounded as the working dtypes say, held in r's dtype
         h = cache.head_input(positions).astype(precision)
-        np.testing.assert_array_equal(emb.u, h.astype(u_dtype))
-        assert emb.u.dtype == u_dtype and emb.r.dtype == precision
-        # ‖u‖² of the stored u, summed in r's dtype, never in float16
+        np.testing.assert_array_equal(emb.u, h.astype(rounding).astype(precision))
+        assert emb.u.dtype == emb.r.dtype == precision
         _, u_sq = emb.factor_sq_norms()
-        wide = emb.u.astype(precision)
-        np.testing.assert_allclose(u_sq, np.einsum("ij,ij->i", wide, wide), rtol=1e-6)
-        assert u_sq.dtype == precision
+        np.testing.assert_allclose(u_sq, np.einsum("ij,ij->i", emb.u, emb.u), rtol=1e-6)
+        # BMMAL's w·z is no float16 value: rounded once in float32 precision, kept in float64
+        def third(rows, keep, logits):
+            return np.full((len(logits), 2), 1 / 3)
+
+        _, weighted = cache_embedding(cache, dtype=precision, modality_weights=third)
+        exact = h.astype(np.float64) / 3
+        w = np.array(1 / 3).astype(precision)
+        np.testing.assert_array_equal(weighted.u, (h * w).astype(rounding).astype(precision))
+        assert (np.abs(weighted.u - exact).max() > 1e-5) == (precision == "float32")
 
 
 def test_float32_cache_keeps_float32_u():

@@ -52,23 +52,25 @@ def test_default_is_a_share_of_the_available_memory():
 
 
 def _specs(n=100):
-    return {"u": ((n, 30), "float16"), "r": ((n, 10), "float32")}
+    """u: float32 in memory, float16 when spilled; r: float32 either way."""
+    return {"u": ((n, 30), "float32", "float16"), "r": ((n, 10), "float32", "float32")}
 
 
 def test_fits_in_memory_without_a_spill(tmp_path):
     with WorkingSet(10 * BLOCK_ALLOWANCE, tmp_path) as ws:
         u, r = ws.allocate(_specs(), rows=100)
     assert not isinstance(u, np.memmap) and not isinstance(r, np.memmap)
-    assert (u.dtype, r.dtype, u.shape, r.shape) == (np.float16, np.float32, (100, 30), (100, 10))
+    assert (u.dtype, r.dtype, u.shape, r.shape) == (np.float32, np.float32, (100, 30), (100, 10))
     assert not ws.spilled and list(tmp_path.iterdir()) == []
 
 
 def test_u_spills_first_then_r(tmp_path):
-    u_bytes, r_bytes = 100 * 30 * 2, 100 * 10 * 4
+    r_bytes = 100 * 10 * 4
     only_u = BLOCK_ALLOWANCE + 100 * PER_ROW_BYTES + r_bytes  # room for r but not u as well
     with WorkingSet(only_u, tmp_path) as ws:
         u, r = ws.allocate(_specs(), rows=100)
         assert isinstance(u, np.memmap) and not isinstance(r, np.memmap)
+        assert u.dtype == np.float16  # spilled in the narrower dtype
     with WorkingSet(only_u - 1, tmp_path) as ws:
         u, r = ws.allocate(_specs(), rows=100)
         assert isinstance(u, np.memmap) and isinstance(r, np.memmap)
@@ -76,7 +78,7 @@ def test_u_spills_first_then_r(tmp_path):
         assert list(folder.iterdir()) == []  # unlinked once mapped: nothing can outlive the arrays
         u[:] = 1.5
         r[:] = 2.0
-        assert float(u.sum(dtype=np.float64)) == 1.5 * u_bytes / 2
+        assert float(u.sum(dtype=np.float64)) == 1.5 * 100 * 30
     assert not folder.exists()
     assert r.sum() == 2.0 * r_bytes / 4  # the arrays stay valid after the folder is gone
 
@@ -121,6 +123,8 @@ def test_spilling_picks_the_same_ids(cache_factory, tmp_path, caplog, strategy, 
     np.testing.assert_array_equal(in_memory.ids, spilled.ids)
     lines = [r.getMessage() for r in caplog.records if "spilled" in r.getMessage()]
     assert len(lines) == 1 and " u (" in lines[0] and str(tmp_path) in lines[0]
+    u_dtype = "float16" if kind == "float16" and precision == "float32" else precision
+    assert f" as {u_dtype})" in lines[0]
     assert not list(tmp_path.glob("mmal-spill-*"))
     assert "memory" not in spilled.provenance["params"]
 
