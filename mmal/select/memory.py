@@ -4,8 +4,9 @@ BADGE and BMMAL keep one working set for the whole seeding: the factors ``r``
 (n, K) and ``u`` (n, D) of the gradient embedding and a few per-row vectors.
 :class:`WorkingSet` decides, before the streaming pass fills them, which of
 the factors stay in memory under ``max_memory`` bytes: ``u`` (the wider one)
-goes first to a memory-mapped temporary file, then ``r`` when even that is
-not enough. The file is unlinked as soon as it is mapped, so it disappears
+goes first to a memory-mapped temporary file (in a narrower dtype when its
+values allow: a float16 cache's ``u``), then ``r`` when even that is not
+enough. The file is unlinked as soon as it is mapped, so it disappears
 when the arrays are freed, whatever ends the process; its folder is removed
 when the :class:`WorkingSet` closes.
 
