@@ -76,6 +76,13 @@ def make_synthetic_cache(
         ``T`` MC-dropout passes (dropout 0.2 on the head input); 0 for none.
     seed : int
         Everything is a deterministic function of the arguments and the seed.
+    batch_rows : int
+        Rows generated and written per batch. Only one batch is ever in
+        memory (with the (N,) ids, labeled mask and classes), so a float16
+        cache larger than memory is written in one pass. The batches draw in
+        turn from one stream, so the content depends on ``batch_rows`` too;
+        ``mmal synth`` always uses the default, so a seed names one cache
+        (the stream is the one caches of earlier versions were drawn from).
     """
     dims = tuple(int(d) for d in feature_dims)
     names = tuple(modalities) if modalities is not None else tuple(f"m{i}" for i in range(len(dims)))

@@ -72,11 +72,15 @@ def _round_to_read(cache: Path | None, round_: int | None, workspace: Path | Non
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Embedding precision of badge/bmmal; float64 makes CPU and GPU pick the "
                    "same ids  [default: float32]")
+@click.option("--max-memory", metavar="SIZE", default=None,
+              help="Host memory for the badge/bmmal working set, e.g. 12G or 512M; past it, "
+                   "the embedding spills to a temporary file beside the output (same ids, "
+                   "slower)  [default: 60% of the available memory]")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Strategy parameter, repeatable (e.g. -p block_size=64); values are JSON "
                    "when they parse as JSON, else strings.")
 def select_command(strategy, budget, round_, cache, workspace, seed, device, out, force,
-                   precision, params):
+                   precision, max_memory, params):
     """Pick the next samples to label from a round's feature cache.
 
     Reads only the cache, runs the strategy and writes an index file of the
@@ -89,6 +93,7 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
       mmal select --strategy bmmal --budget 500
       mmal select -s badge -b 500 --round 3 --seed 1 --device cpu
       mmal select -s bmmal -b 50 --cache pool.h5 --out picks.json -p block_size=64
+      mmal select -s bmmal -b 5000 --cache big.h5 --max-memory 8G
     """
     from mmal.select.api import select
     from mmal.select.registry import get_strategy
@@ -101,7 +106,7 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
         path = cache if rnd is None else rnd.checked_cache()
         index = select(path, strategy, budget, seed=seed, device=device, out=out,
                        params=_parse_params(params), overwrite=force, precision=precision,
-                       progress=sys.stderr.isatty())
+                       progress=sys.stderr.isatty(), max_memory=max_memory)
     prov = index.provenance
     click.echo(f"selected {len(index)} samples with {prov['strategy']} on {prov['backend']} "
                f"in {prov['wall_time_s']:.2f} s -> {index.path}")

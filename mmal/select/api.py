@@ -30,13 +30,15 @@ from mmal.errors import IndexFileError, SelectionError
 from mmal.lock import hold, output_lock
 from mmal.select.backend import array_module, asnumpy, backend_name
 from mmal.select.balance import unlabeled_balance
+from mmal.select.memory import WorkingSet, default_max_memory, parse_memory
 from mmal.select.registry import Selection, Strategy, available_strategies, get_strategy
 from mmal.stamp import DIAGNOSTICS, carries, stamp
 
 log = logging.getLogger(__name__)
 
-#: Keyword arguments every strategy receives from ``select`` itself.
-_RESERVED = ("cache", "budget", "rng", "xp")
+#: Keyword arguments a strategy receives from ``select`` itself, never from the user
+#: (``memory`` only when its signature names it).
+_RESERVED = ("cache", "budget", "rng", "xp", "memory")
 #: Parameters that change how a strategy runs but never what it picks.
 _NOT_PROVENANCE = ("progress",)
 
@@ -64,6 +66,7 @@ def select(
     overwrite: bool = False,
     precision: str | None = None,
     progress: bool = False,
+    max_memory: int | str | None = None,
 ) -> IndexFile:
     """Pick ``budget`` unlabeled samples of ``cache`` with ``strategy`` and write them.
 
@@ -92,6 +95,14 @@ def select(
         float64 makes NumPy and CuPy pick the same ids.
     progress : bool
         Progress bar for strategies that support one.
+    max_memory : int or str, optional
+        Host bytes (or a size such as ``"12G"``) for the working set of
+        strategies that keep one (badge, bmmal: the embedding factors). Past
+        it, the factors spill to a temporary memory-mapped file beside ``out``
+        (or in ``$TMPDIR`` when that folder does not exist yet), removed
+        afterwards; the ids are the same, each k-means++ refresh reads the file
+        once. Default: :data:`mmal.select.memory.DEFAULT_SHARE` of the
+        available memory.
 
     Returns
     -------
@@ -105,14 +116,16 @@ def select(
     strat = get_strategy(strategy)
     if isinstance(cache, Cache):
         return _select_open(cache, strat, budget, seed, device, out, params, overwrite,
-                            precision, progress)
+                            precision, progress, max_memory)
     with open_cache(cache) as opened:
         return _select_open(opened, strat, budget, seed, device, out, params, overwrite,
-                            precision, progress)
+                            precision, progress, max_memory)
 
 
-def _select_open(cache, strat, budget, seed, device, out, params, overwrite, precision, progress):
+def _select_open(cache, strat, budget, seed, device, out, params, overwrite, precision, progress,
+                 max_memory):
     _check_budget(cache, budget)
+    limit = _max_memory(max_memory)
     # The head is small and most strategies never read it: check it here, with
     # the reader's finite check (as `mmal inspect` does), so a NaN is refused
     # whichever strategy runs. Fields a strategy reads are checked as it reads them.
@@ -141,8 +154,12 @@ def _select_open(cache, strat, budget, seed, device, out, params, overwrite, pre
     log.info("selecting %d of %d unlabeled samples with %s on %s", budget, cache.num_unlabeled,
              strat.name, backend_name(xp))
     start = time.perf_counter()
+    spill_dir = out.parent if out.parent.is_dir() else None
     try:
-        selection = strat.func(cache, budget, rng=rng, xp=xp, **kwargs)
+        with WorkingSet(limit, spill_dir) as memory:
+            if "memory" in _signature(strat).parameters:
+                kwargs["memory"] = memory
+            selection = strat.func(cache, budget, rng=rng, xp=xp, **kwargs)
     except (ValueError, TypeError) as exc:
         if not given_params:
             raise  # no user parameter to blame: a bug, keep the traceback
@@ -198,6 +215,16 @@ def _publish(out: Path, ids: np.ndarray, provenance: dict, selection: Selection,
             raise
     finally:
         backup.unlink(missing_ok=True)
+
+
+def _max_memory(max_memory: int | str | None) -> int | None:
+    """``max_memory`` in bytes (default :func:`default_max_memory`); SelectionError when malformed."""
+    if max_memory is None:
+        return default_max_memory()
+    try:
+        return parse_memory(max_memory)
+    except ValueError as exc:
+        raise SelectionError(f"max_memory: {exc}; fix --max-memory") from None
 
 
 def _check_budget(cache: Cache, budget: Any) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from mmal.cache.fusion import head_input
 from mmal.errors import SelectionError, preview
 from mmal.select.backend import asnumpy, backend_name
+from mmal.select.memory import WorkingSet
 from mmal.select.numerics import overflowing_factor_rows
 from mmal.select.params import PRECISIONS
 from mmal.select.scoring import unlabeled_positions
@@ -165,17 +166,23 @@ class FactorizedEmbedding:
     r : array (n, K)
         Logit-gradient factor.
     u : array (n, D)
-        (Scaled) head-input factor; same dtype and array module as ``r``.
+        (Scaled) head-input factor on the array module of ``r``; the dtype of
+        ``r``, or a narrower one (a float16 memmap of a spilled working set,
+        :func:`working_dtypes`), which the products widen to ``r``'s.
+    u_sq : array (n,), optional
+        ``‖u‖²`` in ``r``'s dtype, when the caller computed it while filling
+        ``u`` (saves a pass over ``u``, and a float16 ``u`` never sums in float16).
     """
 
     r: Any
     u: Any
+    u_sq: Any = None
 
     def __post_init__(self) -> None:
         if self.r.shape[0] != self.u.shape[0]:
             raise ValueError(f"r has {self.r.shape[0]} rows but u has {self.u.shape[0]}")
         self._r_sq = None
-        self._u_sq = None
+        self._u_sq = self.u_sq
         self._sq_norms = None
         self._u_norms = None
 
@@ -189,11 +196,12 @@ class FactorizedEmbedding:
 
     def factor_sq_norms(self) -> tuple[Any, Any]:
         """(n,) ``‖r‖²`` and (n,) ``‖u‖²`` (computed once; Inf where they overflow)."""
-        if self._u_sq is None:
-            # einsum: no (n, D) temporary, which would double the embedding's memory.
-            xp = _array_module_of(self.r)
+        # einsum: no (n, D) temporary, which would double the embedding's memory.
+        xp = _array_module_of(self.r)
+        if self._r_sq is None:
             self._r_sq = xp.einsum("ij,ij->i", self.r, self.r)
-            self._u_sq = xp.einsum("ij,ij->i", self.u, self.u)
+        if self._u_sq is None:
+            self._u_sq = xp.einsum("ij,ij->i", self.u, self.u, dtype=self.r.dtype)
         return self._r_sq, self._u_sq
 
     def sq_norms(self) -> Any:
@@ -422,8 +430,15 @@ def cache_embedding(
     dtype: str = "float32",
     modality_weights: Any = None,
     block_rows: int = CACHE_BLOCK_ROWS,
+    memory: WorkingSet | None = None,
 ) -> tuple[np.ndarray, FactorizedEmbedding]:
-    """Factorized embedding of a cache's unlabeled rows, read in contiguous row blocks.
+    """Factorized embedding of a cache's unlabeled rows, in one streaming pass.
+
+    The pass reads the cache in contiguous row blocks (logits, features and,
+    through ``modality_weights``, coalitions) and writes each block's ``r``,
+    ``u`` and ``‖u‖²`` into the working set; no field of the cache is ever
+    resident whole. ``u``'s values keep the precision :func:`working_dtypes`
+    gives: a float16 cache's ``u`` is float16-rounded in float32 precision.
 
     When a float32 embedding would overflow (squared norms near 3.4e38, i.e.
     feature values around 1e19 and up), it is read again in float64, with a
@@ -445,7 +460,11 @@ def cache_embedding(
         Default: ``u`` is the head input ``h`` (BADGE). It is called again for every block when the embedding is read a second time
         in float64, so it must not accumulate across calls for the same block.
     block_rows : int
-        Rows per read.
+        Most rows per read (fewer when ``memory`` is tight).
+    memory : WorkingSet, optional
+        Allocates ``r`` and ``u`` within its budget, spilling them to a
+        memory-mapped file past it (:mod:`mmal.select.memory`); default: in
+        memory on ``xp``, without a limit. The ids do not depend on it.
 
     Returns
     -------
@@ -461,13 +480,14 @@ def cache_embedding(
     """
     dtype = check_precision(dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below
-        positions, emb = _read_embedding(cache, xp, dtype, modality_weights, block_rows)
+        positions, emb = _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory)
     bad = emb.overflowing_rows()
     if bad.any() and dtype != "float64":
         log.warning("%s: the %s gradient embedding of sample ids %s overflows; computing it in "
                     "float64", cache.path, dtype, preview(cache.ids[positions[bad]]))
         del emb  # not held twice
-        positions, emb = _read_embedding(cache, xp, "float64", modality_weights, block_rows)
+        positions, emb = _read_embedding(cache, xp, "float64", modality_weights, block_rows,
+                                         memory)
         bad = emb.overflowing_rows()
     if bad.any():
         raise SelectionError(
@@ -478,13 +498,44 @@ def cache_embedding(
     return positions, emb
 
 
-def _read_embedding(cache, xp, dtype, modality_weights, block_rows):
-    """``cache_embedding`` in ``dtype`` without the overflow check."""
+def working_dtypes(meta: Any, precision: str) -> tuple[str, str]:
+    """(dtype of ``r`` and of the products, precision of ``u``'s values) for ``precision``.
+
+    ``r`` is in ``precision``. ``u``'s values are no finer than the cache's
+    features when ``precision`` is float32: a float16 cache gives
+    float16-rounded values of ``u`` (BMMAL's ``w_m z_m`` with ``0 <= w_m <= 1``
+    is rounded once, an error as large as the one the cache already made
+    storing ``z_m``). In memory they are held in float32, which holds them
+    exactly and multiplies fastest; a spilled ``u`` is stored in float16, half
+    the file and half the bytes read per refresh. Both give the same products,
+    so the ids do not depend on where ``u`` is. float64 is the exact mode (NumPy
+    and CuPy pick the same ids), so there ``u`` is float64, as ``r`` is.
+    """
+    if precision == "float32" and np.dtype(meta.feature_dtype).itemsize < 4:
+        return precision, str(meta.feature_dtype)
+    return precision, precision
+
+
+def _stream_row_bytes(meta: Any, width: int) -> int:
+    """Bytes of temporaries per row in the streaming pass (float64 coalitions and logits,
+    the blocks and ``u`` in float32, twice for copies)."""
+    return 8 * (meta.num_coalitions + 2) * meta.num_classes + 2 * 4 * (sum(meta.feature_dims) + width)
+
+
+def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory):
+    """``cache_embedding`` in ``dtype`` without the overflow check: the streaming pass."""
     meta = cache.meta
     positions = unlabeled_positions(cache)
     n = len(positions)
-    r = xp.empty((n, meta.num_classes), dtype=dtype)
-    u = xp.empty((n, embedding_width(meta, weighted=modality_weights is not None)), dtype=dtype)
+    width = embedding_width(meta, weighted=modality_weights is not None)
+    r_dtype, u_dtype = working_dtypes(meta, dtype)
+    shapes = {"u": ((n, width), r_dtype, u_dtype), "r": ((n, meta.num_classes), r_dtype, r_dtype)}
+    if memory is None:
+        u, r = (xp.empty(shape, dtype=dt) for shape, dt, _ in shapes.values())
+    else:
+        u, r = memory.allocate(shapes, rows=n, xp=xp)
+        block_rows = memory.block_rows(_stream_row_bytes(meta, width), block_rows)
+    u_sq = xp.empty(n, dtype=r_dtype)
     filled = 0
     for rows in cache.row_blocks(block_rows):
         keep = ~cache.labeled[rows]
@@ -494,10 +545,14 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows):
         logits = xp.asarray(cache.logits("mm", rows)[keep])
         weights = modality_weights(rows, keep, logits) if modality_weights else None
         out = slice(filled, filled + count)
-        r[out] = logit_gradient(logits, multi_label=meta.multi_label, xp=xp, dtype=dtype)
-        u[out] = _u_factor(cache, rows, keep, weights, xp, dtype)
+        r[out] = logit_gradient(logits, multi_label=meta.multi_label, xp=xp, dtype=r_dtype)
+        # rounded to u's precision, then widened back exactly: the values u holds
+        block = _u_factor(cache, rows, keep, weights, xp, dtype).astype(u_dtype, copy=False)
+        block = block.astype(r_dtype, copy=False)
+        u[out] = block
+        u_sq[out] = xp.einsum("ij,ij->i", block, block)
         filled += count
-    return positions, FactorizedEmbedding(r, u)
+    return positions, FactorizedEmbedding(r, u, u_sq)
 
 
 def _u_factor(cache, rows, keep, weights, xp, dtype):

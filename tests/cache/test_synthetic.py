@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 
 from mmal.cache import open_cache
 from mmal.cache.consistency import coalition_error
 from mmal.cache.synthetic import make_synthetic_cache
+from mmal.cache.writer import CacheWriter, content_fingerprint
 
 LINEAR_CASES = [("concat", (12, 7)), ("feature-sum", (9, 9)), ("sum", (9, 4)),
                 ("concat", (5, 4, 3)), ("feature-sum", (6, 6, 6)), ("sum", (5, 4, 3))]
@@ -185,3 +187,27 @@ def test_synth_command_refuses_unequal_widths_for_fusions_that_need_equal_ones(t
     assert result.exit_code == 2
     assert f"'6,4': {fusion} fusion needs equal widths (e.g. 64,64)" in result.output
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_fingerprint_does_not_depend_on_the_read_block(tmp_path):
+    path = make_synthetic_cache(tmp_path / "c.h5", num_samples=300, feature_dtype="float16",
+                                mc_samples=2, multi_label=True, seed=1)
+    with h5py.File(path, "r") as f:
+        whole = content_fingerprint(f, block_bytes=1 << 40)
+        assert content_fingerprint(f, block_bytes=1) == whole  # one row per read
+        assert content_fingerprint(f, block_bytes=1000) == whole
+        assert f.attrs["content_fingerprint"] == whole
+
+
+def test_written_in_batches_never_whole(tmp_path, monkeypatch):
+    sizes = []
+    append = CacheWriter.append
+
+    def recording(self, batch):
+        sizes.append(len(batch["ids"]))
+        append(self, batch)
+
+    monkeypatch.setattr(CacheWriter, "append", recording)
+    make_synthetic_cache(tmp_path / "c.h5", num_samples=300, feature_dtype="float16",
+                         batch_rows=64, seed=1)
+    assert sizes == [64, 64, 64, 64, 44]

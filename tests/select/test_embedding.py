@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from mmal.cache import open_cache
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import (
     FactorizedEmbedding,
+    cache_embedding,
     logit_gradient,
     min_sq_distances,
     pairwise_sq_distances,
     scaled_head_input,
+    working_dtypes,
 )
 
 
@@ -173,3 +176,43 @@ def test_rounding_tolerance_keeps_small_real_distances():
     emb = FactorizedEmbedding(np.ones((2, 1)), u)
     d2 = pairwise_sq_distances(emb, emb)
     np.testing.assert_allclose(d2[0, 1], 50e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("precision, rounding", [("float32", np.float16), ("float64", np.float64)])
+def test_float16_cache_gives_float16_rounded_u_in_float32(cache_factory, precision, rounding):
+    with open_cache(cache_factory("float16")) as cache:
+        positions, emb = cache_embedding(cache, dtype=precision, block_rows=50)
+        assert working_dtypes(cache.meta, precision) == (precision, np.dtype(rounding).name)
+        # u is h computed in the precision, rounded as the working dtypes say, held in r's dtype
+        h = cache.head_input(positions).astype(precision)
+        np.testing.assert_array_equal(emb.u, h.astype(rounding).astype(precision))
+        assert emb.u.dtype == emb.r.dtype == precision
+        _, u_sq = emb.factor_sq_norms()
+        np.testing.assert_allclose(u_sq, np.einsum("ij,ij->i", emb.u, emb.u), rtol=1e-6)
+        # BMMAL's w·z is no float16 value: rounded once in float32 precision, kept in float64
+        def third(rows, keep, logits):
+            return np.full((len(logits), 2), 1 / 3)
+
+        _, weighted = cache_embedding(cache, dtype=precision, modality_weights=third)
+        exact = h.astype(np.float64) / 3
+        w = np.array(1 / 3).astype(precision)
+        np.testing.assert_array_equal(weighted.u, (h * w).astype(rounding).astype(precision))
+        assert (np.abs(weighted.u - exact).max() > 1e-5) == (precision == "float32")
+
+
+def test_float32_cache_keeps_float32_u():
+    from mmal.cache.schema import CacheMeta
+
+    meta = CacheMeta(modalities=("a", "b"), feature_dims=(2, 2), fusion="concat", num_classes=3,
+                     multi_label=False, round=0, model_fingerprint="m", pool_fingerprint="p")
+    assert working_dtypes(meta, "float32") == ("float32", "float32")
+    assert working_dtypes(meta, "float64") == ("float64", "float64")
+
+
+def test_given_u_norms_are_used_and_float16_norms_do_not_overflow():
+    r = np.ones((2, 3), dtype=np.float32)
+    u = np.full((2, 4096), 200.0, dtype=np.float16)  # ‖u‖² = 1.6e8, far past float16's 65504
+    emb = FactorizedEmbedding(r, u)
+    assert np.allclose(emb.factor_sq_norms()[1], 4096 * 200.0**2) and not emb.overflowing_rows().any()
+    given = FactorizedEmbedding(r, u, np.array([1.0, 2.0], dtype=np.float32))
+    np.testing.assert_array_equal(given.factor_sq_norms()[1], [1.0, 2.0])

@@ -9,6 +9,7 @@ import numpy as np
 from mmal.cache.reader import Cache
 from mmal.select.embedding import cache_embedding
 from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE, kmeans_pp
+from mmal.select.memory import WorkingSet
 from mmal.select.registry import Selection, register
 
 
@@ -22,6 +23,7 @@ def select_badge(
     precision: str = "float32",
     block_size: int = DEFAULT_BLOCK_SIZE,
     progress: bool = False,
+    memory: WorkingSet | None = None,
 ) -> Selection:
     """Exact k-means++ over ``(p - e_ŷ) ⊗ h`` of every unlabeled sample.
 
@@ -29,7 +31,7 @@ def select_badge(
     NumPy and CuPy pick the same ids); ``block_size`` is the number of centers
     per bound refresh (speed only).
     """
-    positions, emb = cache_embedding(cache, xp=xp, dtype=precision)
+    positions, emb = cache_embedding(cache, xp=xp, dtype=precision, memory=memory)
     picks = kmeans_pp(emb, budget, rng=rng, xp=xp, block_size=block_size, progress=progress)
     return Selection(positions=positions[picks])
 

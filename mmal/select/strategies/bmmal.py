@@ -21,6 +21,7 @@ from mmal.select.backend import asnumpy
 from mmal.select.balance import dominance_summary, modality_balance
 from mmal.select.embedding import cache_embedding
 from mmal.select.kmeanspp import DEFAULT_BLOCK_SIZE, kmeans_pp
+from mmal.select.memory import WorkingSet
 from mmal.select.registry import Selection, register
 
 
@@ -34,6 +35,7 @@ def select_bmmal(
     precision: str = "float32",
     block_size: int = DEFAULT_BLOCK_SIZE,
     progress: bool = False,
+    memory: WorkingSet | None = None,
 ) -> Selection:
     """Exact k-means++ over ``(p - e_ŷ) ⊗ (w_1 z_1 ⊕ ...)`` of every unlabeled sample.
 
@@ -52,7 +54,7 @@ def select_bmmal(
         return balance["weights"]
 
     positions, emb = cache_embedding(cache, xp=xp, dtype=precision,
-                                     modality_weights=weights_of_block)
+                                     modality_weights=weights_of_block, memory=memory)
     diagnostics = {key: np.concatenate([values[start] for start in sorted(values)]) if values
                    else np.zeros((0, meta.num_modalities)) for key, values in parts.items()}
     picks = kmeans_pp(emb, budget, rng=rng, xp=xp, block_size=block_size, progress=progress)
