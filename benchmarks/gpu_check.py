@@ -156,7 +156,7 @@ def check_faiss_gpu(work: Path) -> str:
     from mmal.cache.synthetic import make_synthetic_cache
     from mmal.select.api import select
     from mmal.select.knn import faiss_uses_gpu
-    from mmal.select.scoring import fused_features
+    from mmal.select.scoring import head_inputs
 
     if not faiss_uses_gpu(cupy):
         raise NotRun("FAISS has no GPU support here (faiss-cpu); pip install faiss-gpu-cu12")
@@ -164,7 +164,7 @@ def check_faiss_gpu(work: Path) -> str:
                                 feature_dims=(128, 128), seed=2, overwrite=True)
     with open_cache(path) as cache:
         mask = ~cache.labeled
-        points = fused_features(cache, mask)
+        points = head_inputs(cache, mask)
         row_of_id = {int(i): k for k, i in enumerate(cache.ids[mask])}
     notes = []
     for strategy, budget in (("coreset", 500), ("kmeans", 200)):

@@ -86,3 +86,17 @@ def test_checks_past_the_time_budget_are_not_started(tmp_path):
     results = gpu_check.run_checks(CHECKS[:2], tmp_path, None, budget_s=0)
     assert [status for _, status, _ in results] == \
         ["not run: out of time (whole run limited to 0 s)"] * 2
+
+
+def test_every_name_a_check_imports_exists():
+    """A check's imports run only on a GPU: a renamed function must fail here, not there."""
+    import ast
+    import importlib
+
+    tree = ast.parse((ROOT / "benchmarks" / "gpu_check.py").read_text())
+    missing = [f"{node.module}.{alias.name}" for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module
+               and node.module.split(".")[0] in ("mmal", "benchmarks")
+               for alias in node.names
+               if not hasattr(importlib.import_module(node.module), alias.name)]
+    assert missing == []
