@@ -6,8 +6,9 @@ modality m present),
 
     phi_m = sum_{S not containing m} |S|! (M-|S|-1)! / M! * [V(S + m) - V(S)].
 
-Since phi is linear in V, it is one matrix product ``V @ C`` with the
-(2^M, M) coefficient matrix of :func:`shapley_matrix`.
+Since phi is linear in V, it is ``V @ C`` with the (2^M, M) coefficient
+matrix of :func:`shapley_matrix` (summed term by term, so a row's value does
+not depend on the rows computed with it).
 """
 
 from __future__ import annotations
@@ -70,7 +71,15 @@ def shapley_values(values: Any, xp: Any = np) -> Any:
     num_modalities = int(round(np.log2(values.shape[1])))
     if 2**num_modalities != values.shape[1]:
         raise ValueError(f"expected 2^M coalition values, got {values.shape[1]}")
-    return values @ xp.asarray(shapley_matrix(num_modalities))
+    # Term by term rather than ``values @ C``: a matrix product rounds a lone row
+    # (a matrix-vector kernel) differently from the same row in a larger block, and
+    # the streaming pass's blocks follow --max-memory; this sum is the same bits
+    # for a row whatever rows are beside it.
+    coef = xp.asarray(shapley_matrix(num_modalities))
+    phi = values[:, 0, None] * coef[0]
+    for mask in range(1, values.shape[1]):
+        phi += values[:, mask, None] * coef[mask]
+    return phi
 
 
 def contributions(phi: Any, xp: Any = np) -> Any:

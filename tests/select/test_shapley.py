@@ -94,3 +94,16 @@ def test_coalition_values_equal_the_float64_softmax_bit_for_bit(dtype):
     log_norm = np.log(np.exp(z - top).sum(axis=2)) + top[..., 0]
     expected = np.exp(z[np.arange(300), :, target] - log_norm)
     np.testing.assert_array_equal(coalition_values(coalitions, target), expected)
+
+
+@pytest.mark.parametrize("num_modalities", [2, 3])
+def test_shapley_values_of_a_row_do_not_depend_on_the_rows_beside_it(num_modalities, xp):
+    # The streaming pass computes phi per cache block, and the blocks follow
+    # --max-memory: a row alone in its block must get the bits it gets in a full one.
+    rng = np.random.default_rng(5)
+    values = xp.asarray(rng.uniform(size=(50, 2**num_modalities)))
+    whole = shapley_values(values, xp=xp)
+    for rows in (1, 2, 3, 7):
+        parts = xp.concatenate([shapley_values(values[i:i + rows], xp=xp)
+                                for i in range(0, 50, rows)])
+        assert bool((parts == whole).all()), f"blocks of {rows} rows differ"
