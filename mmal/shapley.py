@@ -56,8 +56,8 @@ def coalition_values(
                                 axis=2)[..., 0].astype(xp.float64)
     if multi_label:
         return 1.0 / (1.0 + xp.exp(-picked))
-    # The max is exact in the input's dtype, and the difference of two float32 (or
-    # float16) logits is exact in float64, so this equals the float64 computation
+    # The max is exact in the input's dtype, and the subtraction casts both operands
+    # to float64 before subtracting, so this is the float64 computation bit for bit
     # without a float64 copy of the logits.
     top = coalitions.max(axis=2, keepdims=True)
     shifted = xp.subtract(coalitions, top, dtype=xp.float64)
