@@ -138,11 +138,15 @@ def weights_digest(module: torch.nn.Module) -> str:
     from ``preprocessor_config.json``), and the ``preprocessing()`` text of
     each submodule that has one (an audio model's feature extractor, a text
     model's tokenizer): files of a model folder that change the features
-    without changing a weight.
+    without changing a weight. State-dict keys under the module's
+    ``unread_state`` prefixes (weights its features never read, such as
+    BERT's pooler) are left out.
     """
     h = hashlib.sha256()
-    state = module.state_dict()
-    extra = {f"buffer:{k}": v for k, v in module.named_buffers() if k not in state}
+    unread = tuple(getattr(module, "unread_state", ()))
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith(unread)}
+    extra = {f"buffer:{k}": v for k, v in module.named_buffers()
+             if k not in state and not k.startswith(unread)}
     for name, tensor in {**state, **extra}.items():
         t = tensor.detach().cpu().contiguous()
         h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())

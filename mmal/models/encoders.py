@@ -149,6 +149,9 @@ class TextEncoder(nn.Module):
         pooler = getattr(self.model, "pooler", None)  # BERT-style: the mean below never reads it
         if pooler is not None:
             pooler.requires_grad_(False)  # DDP refuses a trainable unused parameter
+        # state-dict key prefixes that never reach the features: left out of the digest that
+        # keys the encoder-output store (a folder without pooler weights draws a random one)
+        self.unread_state = ("model.pooler.",) if pooler is not None else ()
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
 

@@ -76,3 +76,28 @@ def test_a_tokenizer_vocabulary_edited_in_place_changes_the_digest(tmp_path):
     text = ["whiskers bake"]
     assert not torch.allclose(_features(before, text), _features(after, text))
     assert weights_digest(before) != weights_digest(after)
+
+
+def test_a_text_folder_without_pooler_weights_keeps_its_digest_across_seeds(tmp_path):
+    """BERT's pooler is never read (features are a mean over tokens); a folder saved
+    without it (from a masked-LM model) gets a random one drawn from the round's seed,
+    which must not make every round and seed compute the store again."""
+    from transformers import BertModel
+
+    from mmal.config import config_from_dict
+
+    folder = tiny_bert(tmp_path / "bert")
+    torch.manual_seed(0)
+    BertModel(BertModel.config_class.from_pretrained(folder), add_pooling_layer=False
+              ).save_pretrained(folder)
+    config = config_from_dict({"dataset": {"kind": "manifest", "root": str(tmp_path),
+                                           "classes": ["x", "y"]},
+                               "modalities": {"text": {"kind": "text", "encoder": "bert",
+                                                       "pretrained": str(folder)}}})
+    encoders = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        encoders.append(build_encoder(config.modalities[0]))
+    text = ["whiskers bake"]
+    assert torch.equal(_features(encoders[0], text), _features(encoders[1], text))
+    assert weights_digest(encoders[0]) == weights_digest(encoders[1])
