@@ -131,12 +131,29 @@ def store_key(weights: str, modality: ModalityConfig, pool: Pool) -> str:
 
 
 def weights_digest(module: torch.nn.Module) -> str:
-    """sha256 (hex) of ``module``'s state dict: names, dtypes, shapes and bytes, in order."""
+    """sha256 (hex) of what ``module`` computes with besides its code.
+
+    Its state dict (names, dtypes, shapes and bytes, in order), its buffers
+    kept out of the state dict (a transformers image encoder's renormalization
+    from ``preprocessor_config.json``), and the ``preprocessing()`` text of
+    each submodule that has one (an audio model's feature extractor, a text
+    model's tokenizer): files of a model folder that change the features
+    without changing a weight. State-dict keys under the module's
+    ``unread_state`` prefixes (weights its features never read, such as
+    BERT's pooler) are left out.
+    """
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    unread = tuple(getattr(module, "unread_state", ()))
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith(unread)}
+    extra = {f"buffer:{k}": v for k, v in module.named_buffers()
+             if k not in state and not k.startswith(unread)}
+    for name, tensor in {**state, **extra}.items():
         t = tensor.detach().cpu().contiguous()
         h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for name, sub in module.named_modules():
+        if callable(getattr(sub, "preprocessing", None)):
+            h.update(json.dumps([name, sub.preprocessing()]).encode())
     return h.hexdigest()
 
 

@@ -20,7 +20,9 @@ Robustness:
   it (its ``finally`` blocks clean up, and it exits quietly with code 130), and
   SIGKILL if it is not gone 10 s later. Workers run in sessions of their own,
   so a Ctrl-C in the terminal reaches this process only, and each worker is
-  stopped once, by this process, not interrupted again in its cleanup.
+  stopped once, by this process, not interrupted again in its cleanup. Should
+  this process be killed (SIGKILL), each worker sees it within a second and
+  stops as on Ctrl-C (:mod:`mmal.loop.worker`).
 - Workers hold the same locks as one process would (:mod:`mmal.lock`); the
   kernel drops them when a worker dies, so nothing stays locked.
 - Workers find their code by name: strategies must be registered on import

@@ -6,7 +6,9 @@ log level, torch threads or None)`` and then ``(target, key, args)``, runs
 ``emit`` and a last ``("result", value)`` to file descriptor FD, pickled. An
 exception out of ``target`` becomes a one-line ``str`` result; Ctrl-C (SIGINT
 from the parent) ends the process quietly with code 130 (the parent reports it
-once). A worker whose parent has died stops at its next event (exit code 1).
+once). A worker whose parent has died (SIGKILL, which runs no cleanup there)
+interrupts itself as the parent's Ctrl-C would, within :data:`_ORPHAN_POLL_S`
+seconds, rather than going on alone with a long step while holding its locks.
 """
 
 from __future__ import annotations
@@ -14,18 +16,30 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import sys
 import threading
+import time
 
 from mmal.errors import one_line
 
 log = logging.getLogger(__name__)
 _LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # as `mmal`'s own (mmal/cli.py)
+_ORPHAN_POLL_S = 1.0  # how often a worker checks that its parent is alive
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """SIGINT to this process once ``parent`` is gone (this one was reparented)."""
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_POLL_S)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def main() -> None:
     out = int(sys.argv[1])
     lock = threading.Lock()
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="mmal-run orphan check").start()
 
     def send(kind: str, value) -> None:
         data = memoryview(pickle.dumps((kind, value)))

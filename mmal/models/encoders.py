@@ -149,8 +149,20 @@ class TextEncoder(nn.Module):
         pooler = getattr(self.model, "pooler", None)  # BERT-style: the mean below never reads it
         if pooler is not None:
             pooler.requires_grad_(False)  # DDP refuses a trainable unused parameter
+        # state-dict key prefixes that never reach the features: left out of the digest that
+        # keys the encoder-output store (a folder without pooler weights draws a random one)
+        self.unread_state = ("model.pooler.",) if pooler is not None else ()
         self.max_tokens = max_tokens
         self.out_dim = int(self.model.config.hidden_size)
+
+    def preprocessing(self) -> str:
+        """The tokenizer, as text: a vocabulary edited in place changes the stored features' key."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # vocabulary, normalizer (lower-casing) and special tokens
+            return backend.to_str()
+        return json.dumps([type(self.tokenizer).__name__, sorted(self.tokenizer.get_vocab().items()),
+                           {k: v for k, v in self.tokenizer.init_kwargs.items()
+                            if k != "name_or_path"}], default=str)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
@@ -271,6 +283,11 @@ class HFAudioEncoder(nn.Module):
         self.normalize = bool(getattr(extractor, "do_normalize", False))
         self.rate = rate
         self.out_dim = int(self.model.config.hidden_size)
+
+    def preprocessing(self) -> str:
+        """The feature extractor's settings, as text (see :meth:`TextEncoder.preprocessing`)."""
+        extractor = self.extractor.to_dict() if self.extractor is not None else None
+        return json.dumps([extractor, self.normalize, self.rate], sort_keys=True, default=str)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         x = waves.reshape(waves.shape[0], -1)

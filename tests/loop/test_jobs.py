@@ -235,7 +235,7 @@ def _gone(pid: int, limit_s: float) -> bool:
 @pytest.mark.parametrize("whom", ["terminal", "parent", "killed"])
 def test_ctrl_c_or_a_killed_command_stops_every_worker(tmp_path, whom):
     code, _, err, workers, locks = _run_then_interrupt(tmp_path, whom)
-    if whom == "killed":  # no Ctrl-C to relay: each worker stops at its next step
+    if whom == "killed":  # no Ctrl-C to relay: each worker sees its parent gone
         assert code == -signal.SIGKILL
         assert all(_gone(pid, 120) for pid in workers)
     else:
@@ -315,3 +315,31 @@ def test_tasks_run_in_workers_after_what_they_need(monkeypatch):
     assert {k for k, _ in events} == {("a",), ("b",), ("c",), ("e",), ("g",)}
     # b started only after a had finished
     assert events.index((("b",), "b started")) > events.index((("a",), "a halfway"))
+
+
+def test_a_worker_whose_parent_is_killed_stops_within_seconds(tmp_path):
+    """SIGKILL of the parent (a scheduler's hard limit, the OOM killer) runs no cleanup
+    there; a worker in the middle of a long step must not go on alone for its duration."""
+    script = textwrap.dedent("""
+        import sys
+        from mmal.loop.jobs import Task, run_tasks
+        from tests.loop.jobs_targets import work
+        run_tasks([Task(("nap",))], 1, work, ({"nap": "sleep"},),
+                  lambda key, event: print(event, flush=True))
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT),
+                                   "OMP_NUM_THREADS": "1"})
+    try:
+        line = ""
+        while not line.startswith("pid "):
+            line = parent.stdout.readline()
+            assert line, "the parent ended before its worker started"
+        worker = int(line.split()[1])
+        parent.kill()
+        parent.wait()
+        assert _gone(worker, 15)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
