@@ -34,9 +34,10 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from benchmarks.peaks import AnonPeak
 
 CLASSES = 309
 DIMS = (1024, 1024)
@@ -53,37 +54,6 @@ def mem_total() -> int:
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.3f} GiB"
-
-
-class AnonPeak:
-    """Peak ``RssAnon`` of this process (anonymous memory, no file-backed pages), sampled."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def current() -> int:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> AnonPeak:
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
 
 
 class Records(logging.Handler):

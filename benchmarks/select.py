@@ -42,7 +42,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] 
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -51,6 +50,7 @@ import reference_badge  # noqa: E402
 import reference_published  # noqa: E402
 import scipy.stats  # noqa: E402, F401
 import tqdm.auto  # noqa: E402, F401
+from peaks import RssPeak  # noqa: E402
 
 # Import everything the timed code imports lazily, so no implementation pays import time.
 import mmal.select.strategies.bmmal  # noqa: E402, F401
@@ -64,37 +64,6 @@ SCALES = {
     "ks": dict(num_samples=14_739, num_classes=31, feature_dims=(512, 512), budget=500),
     "vgg": dict(num_samples=180_911, num_classes=309, feature_dims=(512, 512), budget=5_000),
 }
-
-
-class RssPeak:
-    """Peak resident set size of this process while the context is open (sampled)."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.peak = 0
-
-    @staticmethod
-    def current() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssPeak:
-        self.start = self.current()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
 
 
 class MemoryCache:
