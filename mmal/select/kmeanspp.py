@@ -29,7 +29,11 @@ no bound (checked bit for bit against the dense refresh), so the ids for a seed
 are those of the dense refresh. The test's rounding margin is measured, not
 proven: for adversarial near-duplicate float32 vectors a skipped pair's
 *computed* dense distance can lie below the bound (seen: 8% at D=4096), while
-the bound stays at or below the true distance (docs/performance.md).
+the bound stays at or below the true distance (docs/performance.md). A
+bound above the computed D² only costs rejections for a tested proposal (it is
+accepted with D²/U), but the first proposal after a refresh is accepted without
+the test (U = D² is assumed there): in that one draw such a row would be
+over-weighted by U/D². Not seen on real caches; a provable margin would remove it.
 
 Exact duplicates of a chosen center have ``D² = 0`` (the distance expansion's
 rounding noise is snapped to 0, :data:`mmal.select.embedding.ROUNDING_TOLERANCE`),
