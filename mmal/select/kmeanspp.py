@@ -152,16 +152,13 @@ def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
             continue
         u_draw, u_accept = rng.random(2)
         x = sampler.propose(u_draw)
-        if not sampler.pending:
-            # Right after a refresh U is D², so the proposal is an exact D² draw:
-            # accept it without the test (which it would pass). Ending a run of
-            # rejections this way keeps the distribution exact: each proposal is
-            # accepted as x with probability U(x)/ΣU · D(x)²/U(x) ∝ D(x)², the
-            # same for every x whatever rejections came before, and the exact
-            # draw is ∝ D(x)² too, so the center is ∝ D(x)² however the run ends.
-            sampler.accept(x)
-            bar.update(1)
-        elif u_accept * sampler.bound[x] < sampler.exact_sq_distance(x):
+        # Right after a refresh (nothing pending) U is D², so the proposal is an
+        # exact D² draw: accept it without the test (which it would pass). Ending
+        # a run of rejections this way keeps the distribution exact: each
+        # proposal is accepted as x with probability U(x)/ΣU · D(x)²/U(x) ∝ D(x)²,
+        # the same for every x whatever rejections came before, and the exact
+        # draw is ∝ D(x)² too, so the center is ∝ D(x)² however the run ends.
+        if not sampler.pending or u_accept * sampler.bound[x] < sampler.exact_sq_distance(x):
             sampler.accept(x)
             bar.update(1)
         else:
