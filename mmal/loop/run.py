@@ -289,9 +289,7 @@ def _run_in_processes(request: Request, pairs: list[tuple[str, int]], jobs: int,
             strategy = None if task.key[0] == "round0" else task.key[0]
             failure = Failure(strategy, task.key[1], seen.round if seen else 0,
                               seen.step if seen else "start", result)
-            emit(Event("failed", failure.strategy, failure.seed, failure.round, failure.step,
-                       message=failure.message))
-            result = [failure]
+            result = [_failed(emit, failure)]
         failures += result or []
     completed = sorted(p for p in pairs if outcome.get(p) == [])
     return completed, failures
@@ -317,7 +315,7 @@ def _round0(steps: _Steps, request: Request, base, seed: int) -> Failure | None:
         steps.shared_round0(base, seed, request.budget, request.initial_budget)
     except Exception as exc:  # noqa: BLE001 - one seed's failure must not stop the others
         log.debug("round 0 of seed %d failed", seed, exc_info=True)
-        return _failed(steps, Failure(None, seed, 0, steps.current, _one_line(exc)))
+        return _failed(steps.emit, Failure(None, seed, 0, steps.current, _one_line(exc)))
     return None
 
 
@@ -333,13 +331,14 @@ def _advance(steps: _Steps, request: Request, name: str, seed: int, r: int) -> F
                 write_trajectory_events(layout, name, seed)
     except Exception as exc:  # noqa: BLE001 - isolate trajectories
         log.debug("trajectory %s seed %d failed", name, seed, exc_info=True)
-        return _failed(steps, Failure(name, seed, r, steps.current, _one_line(exc)))
+        return _failed(steps.emit, Failure(name, seed, r, steps.current, _one_line(exc)))
     return None
 
 
-def _failed(steps: _Steps, failure: Failure) -> Failure:
-    steps.emit(Event("failed", failure.strategy, failure.seed, failure.round, failure.step,
-                     message=failure.message))
+def _failed(emit: Callable[[Event], None], failure: Failure) -> Failure:
+    """Report ``failure`` as a "failed" event; return it."""
+    emit(Event("failed", failure.strategy, failure.seed, failure.round, failure.step,
+               message=failure.message))
     return failure
 
 
