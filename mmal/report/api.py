@@ -112,7 +112,7 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     heads = ["mm", *data.modalities]
     targets = ({h: float(target) for h in heads} if target is not None
                else default_targets(rows, heads))
-    needed, needed_table = [], None
+    needed, needed_table, needed_md = [], None, ""
     if targets is None:
         warnings.append("the run has no random strategy to take the target from; pass "
                         "--target ACC for the labels-needed table")
@@ -120,6 +120,7 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
         heads = [h for h in heads if h in targets]
         needed = labels_needed(rows, data.strategies, targets)
         needed_table = labels_table(needed, heads, {h: head_name(h) for h in heads})
+        needed_md = markdown(needed_table)
         files.append(_write(out / "labels_needed.csv", labels_csv(needed)))
         files.append(plots.plot_labels_needed(needed, heads, data.strategies,
                                               out / "labels_needed.png"))
@@ -128,7 +129,7 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
           RESULTS_NOTE, "", table, "", f"## {ttest_title(tests, data.rounds)}", "",
           TTEST_NOTE, "", markdown(matrix)]
     if needed_table is not None:
-        md += ["", "## Labels needed", "", LABELS_NOTE, "", markdown(needed_table)]
+        md += ["", "## Labels needed", "", LABELS_NOTE, "", needed_md]
     if warnings:
         md += ["", "## Missing", ""] + [f"- {w}" for w in warnings]
     files.insert(1, _write(out / "results.md", "\n".join(md) + "\n"))
@@ -142,8 +143,7 @@ def make_report(workspace: str | os.PathLike, out: str | os.PathLike | None = No
     files.append(_write(out / "index.html", page))
     for line in warnings:
         log.info("missing: %s", line)  # callers show Report.warnings; the CLI prints them once
-    return Report(out, files, table, warnings, data, tests, needed,
-                  markdown(needed_table) if needed_table is not None else "")
+    return Report(out, files, table, warnings, data, tests, needed, needed_md)
 
 
 def _write(path: Path, text: str) -> Path:
