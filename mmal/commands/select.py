@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def select_command(strategy, budget, round_, cache, workspace, seed, device, out
         path = cache if rnd is None else rnd.checked_cache()
         index = select(path, strategy, budget, seed=seed, device=device, out=out,
                        params=_parse_params(params), overwrite=force, precision=precision,
-                       progress=sys.stderr.isatty(), max_memory=max_memory)
+                       progress=True, max_memory=max_memory)
     prov = index.provenance
     click.echo(f"selected {len(index)} samples with {prov['strategy']} on {prov['backend']} "
                f"in {prov['wall_time_s']:.2f} s -> {index.path}")
