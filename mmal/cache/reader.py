@@ -243,8 +243,8 @@ class Cache:
         read from the field ``head_input`` for the others (``nl-gate``).
         """
         if self.meta.stores_head_input:
-            return self.read("head_input", rows).astype(np.float32)
-        feats = [self.features(m, rows).astype(np.float32) for m in self.meta.modalities]
+            return self.read("head_input", rows).astype(np.float32, copy=False)
+        feats = [self.features(m, rows).astype(np.float32, copy=False) for m in self.meta.modalities]
         return head_input(feats, self.meta.fusion, xp=np)
 
     def row_blocks(self, block_rows: int = 65536):
