@@ -68,8 +68,7 @@ def plot_accuracy(rows: list[Row], data: RunData, path: Path) -> Path:
     plt = _pyplot()
     panels = ["mm", *data.modalities]
     colors = strategy_colors(data.strategies)
-    fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_WIDTH * len(panels), 3.6),
-                             squeeze=False, layout="constrained")
+    fig, axes = _panels(plt, len(panels))
     for ax, metric in zip(axes[0], panels, strict=True):
         for name in data.strategies:
             mine = [row for row in rows if row.strategy == name]
@@ -92,8 +91,7 @@ def plot_contribution(rows: list[Row], data: RunData, path: Path) -> Path:
     plt = _pyplot()
     colors = strategy_colors(data.strategies)
     mods = data.modalities
-    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = _panels(plt, len(mods))
     for ax, m in zip(axes[0], mods, strict=True):
         for name in data.strategies:
             mine = [row for row in rows if row.strategy == name]
@@ -126,8 +124,7 @@ def plot_weaker_weight(data: RunData, path: Path) -> Path | None:
     plt = _pyplot()
     colors = strategy_colors(data.strategies)
     mods = data.modalities
-    fig, axes = plt.subplots(1, len(mods), figsize=(PANEL_WIDTH * len(mods), 3.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = _panels(plt, len(mods))
     for ax, m in zip(axes[0], mods, strict=True):
         shares = []
         for name in data.strategies:
@@ -161,9 +158,7 @@ def plot_labels_needed(results: Sequence[LabelsNeeded], heads: Sequence[str],
     plt = _pyplot()
     colors = strategy_colors(list(strategies))
     by = {(r.strategy, r.head): r for r in results}
-    fig, axes = plt.subplots(1, len(heads), figsize=(PANEL_WIDTH * len(heads),
-                                                      1.6 + 0.45 * len(strategies)),
-                             squeeze=False, layout="constrained")
+    fig, axes = _panels(plt, len(heads), height=1.6 + 0.45 * len(strategies))
     # one labels scale for every panel, with room for the notes right of the bars
     widest = max([r.needed for r in results if r.needed is not None], default=1.0)
     for ax, head in zip(axes[0], heads, strict=True):
@@ -187,6 +182,12 @@ def plot_labels_needed(results: Sequence[LabelsNeeded], heads: Sequence[str],
     _suptitle(fig, "Labels needed to reach the target (mean curve over seeds, interpolated); "
                    "notes: labels saved relative to random")
     return _save(fig, path)
+
+
+def _panels(plt, count: int, height: float = 3.6):
+    """(figure, (1, count) axes): one row of ``count`` panels, :data:`PANEL_WIDTH` inches each."""
+    return plt.subplots(1, count, figsize=(PANEL_WIDTH * count, height), squeeze=False,
+                        layout="constrained")
 
 
 def _saved_note(r: LabelsNeeded) -> str:
