@@ -162,11 +162,12 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
+    frozen = _frozen_weights(model)
     # Frozen encoders' outputs over both splits, from the workspace's store (computed on
     # first use, once per workspace); those modalities are then never decoded here.
     stored = (load_or_encode(model, config, [pool, test_pool], rnd.encoded, dev,
                              batch_size=tc.batch_size, num_workers=tc.num_workers,
-                             progress=progress, env=env)
+                             progress=progress, env=env, digests=frozen[2])
               if store else {"train": {}, "test": {}})
     train_set = StoredDataset(known, config.modalities, stored["train"], training=True,
                               seed=derive_seed(seed, round),
@@ -177,7 +178,6 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     base_lrs = [g["lr"] for g in groups]  # the schedule scales these (a resumed opt holds scaled)
     opt = _optimizer(tc.optimizer, groups, tc.betas)
     arch = {s: config.to_dict(logging=False)[s] for s in ARCH_SECTIONS}
-    frozen = _frozen_weights(model)
     start, losses, head_history = (_resume(partial, run_key, arch, model, opt, env, frozen)
                                    if resume
                                    else (0, [], []))
@@ -373,12 +373,16 @@ def _payload(model, config, pool, pool_fp: str, round: int, epoch: int, num_labe
                            if k not in leave_out}}
 
 
-def _frozen_weights(model) -> tuple[frozenset[str], str]:
-    """State-dict keys of the frozen encoders and one digest of their weights."""
+def _frozen_weights(model) -> tuple[frozenset[str], str, dict[str, str]]:
+    """State-dict keys of the frozen encoders, one digest of their weights, and each one's.
+
+    Each encoder's :func:`~mmal.encoded.weights_digest` is computed once here and
+    handed to the encoder-output store too (it reads every weight).
+    """
     keys = frozenset(f"encoders.{m}.{k}" for m in model.frozen
                      for k in model.encoders[m].state_dict())
-    digest = "|".join(weights_digest(model.encoders[m]) for m in model.frozen)
-    return keys, digest
+    each = {m: weights_digest(model.encoders[m]) for m in model.frozen}
+    return keys, "|".join(each[m] for m in model.frozen), each
 
 
 def _scales(tc, epoch: int, steps: int) -> list[float]:
@@ -396,7 +400,7 @@ def _optimizer(name: str, groups: list[dict], betas: tuple[float, float]
 
 
 def _resume(partial: Path, run_key: str, arch: dict[str, Any], model, opt, env,
-            frozen: tuple[frozenset[str], str] = (frozenset(), "")
+            frozen: tuple[frozenset[str], str, dict[str, str]] = (frozenset(), "", {})
             ) -> tuple[int, list[float], list[list[float]]]:
     """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
 
