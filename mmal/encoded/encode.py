@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,8 @@ def stored_modalities(config: Config) -> list[str]:
 def load_or_encode(model: torch.nn.Module, config: Config, pools: Sequence[Pool],
                    path_of: Callable[[str, str], Path], device: torch.device, *,
                    batch_size: int = 64, num_workers: int = 0, progress: bool = False,
-                   env: Any = None) -> dict[str, dict[str, np.ndarray]]:
+                   env: Any = None, digests: Mapping[str, str] | None = None
+                   ) -> dict[str, dict[str, np.ndarray]]:
     """split -> modality -> (N, D_m) float32 outputs of ``model``'s frozen encoders over a pool.
 
     Parameters
@@ -75,6 +76,9 @@ def load_or_encode(model: torch.nn.Module, config: Config, pools: Sequence[Pool]
     env : mmal.distributed.Dist, optional
         Under torchrun: rank 0 reads or computes the stores while the other
         ranks wait at a barrier, then they read them.
+    digests : mapping, optional
+        modality -> :func:`weights_digest` of its encoder, when the caller has
+        it already (training keys its resume on it); the others are computed.
 
     Returns
     -------
@@ -98,7 +102,8 @@ def load_or_encode(model: torch.nn.Module, config: Config, pools: Sequence[Pool]
         env.barrier()  # rank 0 computes first
     by_name = {m.name: m for m in config.modalities}
     for name in names:
-        weights = weights_digest(model.encoders[name])  # once for every split
+        weights = (digests[name] if digests is not None and name in digests
+                   else weights_digest(model.encoders[name]))  # once for every split
         for pool in pools:
             out[pool.split][name] = _load_or_encode_one(
                 model.encoders[name], by_name[name], pool, path_of(pool.split, name), device,

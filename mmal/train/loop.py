@@ -149,7 +149,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # A partial checkpoint resumes only for the same config, samples, inputs and labels.
     # Logging keys stay out of the run key and model.pt: switching TensorBoard on or off
     # neither restarts an interrupted run nor changes a byte of the checkpoint.
-    run_key = _run_key(config.to_dict(logging=False), labeled, round, pool.fingerprint(),
+    pool_fp = pool.fingerprint()  # hashes every sample's source: once, not once per epoch
+    run_key = _run_key(config.to_dict(logging=False), labeled, round, pool_fp,
                        known.labels[rows])
     n = len(labeled)
     if n < 2:  # batch norm cannot normalise a single sample's 1x1 feature maps
@@ -161,11 +162,12 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     # -- model, optimizer, resume ------------------------------------------------
     torch.manual_seed(derive_seed(seed, round, 0))
     model = build_model(config, pool).to(dev)
+    frozen = _frozen_weights(model)
     # Frozen encoders' outputs over both splits, from the workspace's store (computed on
     # first use, once per workspace); those modalities are then never decoded here.
     stored = (load_or_encode(model, config, [pool, test_pool], rnd.encoded, dev,
                              batch_size=tc.batch_size, num_workers=tc.num_workers,
-                             progress=progress, env=env)
+                             progress=progress, env=env, digests=frozen[2])
               if store else {"train": {}, "test": {}})
     train_set = StoredDataset(known, config.modalities, stored["train"], training=True,
                               seed=derive_seed(seed, round),
@@ -176,7 +178,6 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
     base_lrs = [g["lr"] for g in groups]  # the schedule scales these (a resumed opt holds scaled)
     opt = _optimizer(tc.optimizer, groups, tc.betas)
     arch = {s: config.to_dict(logging=False)[s] for s in ARCH_SECTIONS}
-    frozen = _frozen_weights(model)
     start, losses, head_history = (_resume(partial, run_key, arch, model, opt, env, frozen)
                                    if resume
                                    else (0, [], []))
@@ -206,8 +207,8 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
             if env.is_main:
                 # Frozen encoders' weights stay out of the partial checkpoint (a resume builds
                 # them again, checked by their digest): it is written every epoch.
-                save_checkpoint(partial, {**_payload(model, config, pool, round, epoch + 1,
-                                                     len(labeled), leave_out=frozen[0]),
+                save_checkpoint(partial, {**_payload(model, config, pool, pool_fp, round,
+                                                     epoch + 1, len(labeled), leave_out=frozen[0]),
                                           "frozen_weights": frozen[1],
                                           "optimizer": opt.state_dict(), "losses": losses,
                                           "head_losses": head_history, "run_key": run_key})
@@ -216,14 +217,14 @@ def _train(rnd: Round, *, device: str, resume: bool, force: bool, progress: bool
         # -- test and write: rank 0 alone; every rank returns its metrics -----------
         metrics = None
         if env.is_main:
-            metrics = _test_and_write(model, config, pool, test_set, paths, partial, round,
+            metrics = _test_and_write(model, config, pool, pool_fp, test_set, paths, partial, round,
                                       losses, len(labeled), dev, progress,
                                       world_size=env.world_size if env.enabled else None)
             board.test(metrics["test"], tc.epochs)
     return env.broadcast(metrics)
 
 
-def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: int,
+def _test_and_write(model, config, pool, pool_fp: str, test_set, paths, partial: Path, round: int,
                     losses: list[float], num_labeled: int, dev: torch.device,
                     progress: bool, world_size: int | None = None) -> dict[str, Any]:
     """Test ``model``; write ``metrics.json`` then ``model.pt``; drop the partial checkpoint."""
@@ -242,7 +243,8 @@ def _test_and_write(model, config, pool, test_set, paths, partial: Path, round: 
             metrics["world_size"] = int(world_size)
         write_json_atomic(paths.metrics, stamped(METRICS, metrics), allow_nan=True)
 
-    save_checkpoint(paths.model, _payload(model, config, pool, round, tc.epochs, num_labeled),
+    save_checkpoint(paths.model, _payload(model, config, pool, pool_fp, round, tc.epochs,
+                                          num_labeled),
                     before_publish=write_metrics)
     partial.unlink(missing_ok=True)
     return metrics
@@ -359,23 +361,28 @@ def evaluate(model, dataset, device: torch.device, *, batch_size: int = 64, num_
                      np.concatenate(coal), y, model.modalities)
 
 
-def _payload(model, config, pool, round: int, epoch: int, num_labeled: int,
+def _payload(model, config, pool, pool_fp: str, round: int, epoch: int, num_labeled: int,
              leave_out: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A checkpoint's contents; ``pool_fp`` is ``pool.fingerprint()``, computed once per run."""
     return {**checkpoint_header(), "config": config.to_dict(logging=False),
             "num_classes": pool.num_classes, "class_names": list(pool.class_names),
             "multi_label": bool(pool.multi_label), "input_dims": input_dims(config, pool),
             "round": int(round), "epoch": int(epoch), "num_labeled": int(num_labeled),
-            "pool_fingerprint": pool.fingerprint(),
+            "pool_fingerprint": pool_fp,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()
                            if k not in leave_out}}
 
 
-def _frozen_weights(model) -> tuple[frozenset[str], str]:
-    """State-dict keys of the frozen encoders and one digest of their weights."""
+def _frozen_weights(model) -> tuple[frozenset[str], str, dict[str, str]]:
+    """State-dict keys of the frozen encoders, one digest of their weights, and each one's.
+
+    Each encoder's :func:`~mmal.encoded.weights_digest` is computed once here and
+    handed to the encoder-output store too (it reads every weight).
+    """
     keys = frozenset(f"encoders.{m}.{k}" for m in model.frozen
                      for k in model.encoders[m].state_dict())
-    digest = "|".join(weights_digest(model.encoders[m]) for m in model.frozen)
-    return keys, digest
+    each = {m: weights_digest(model.encoders[m]) for m in model.frozen}
+    return keys, "|".join(each[m] for m in model.frozen), each
 
 
 def _scales(tc, epoch: int, steps: int) -> list[float]:
@@ -393,7 +400,7 @@ def _optimizer(name: str, groups: list[dict], betas: tuple[float, float]
 
 
 def _resume(partial: Path, run_key: str, arch: dict[str, Any], model, opt, env,
-            frozen: tuple[frozenset[str], str] = (frozenset(), "")
+            frozen: tuple[frozenset[str], str, dict[str, str]] = (frozenset(), "", {})
             ) -> tuple[int, list[float], list[list[float]]]:
     """Load ``partial`` into ``model`` and ``opt`` when it is this run's.
 

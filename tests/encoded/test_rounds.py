@@ -117,3 +117,21 @@ def test_no_store_flag_runs_the_encoders_and_writes_no_store(tmp_path):
     assert done.exit_code == 0, done.output
     assert encoded_path(ws, "train", "image").is_file()
     assert not encoded_path(ws, "test", "image").exists()  # extraction reads the pool only
+
+
+def test_training_digests_each_frozen_encoder_once(tmp_path, monkeypatch):
+    """The resume check and the store key share one digest: reading every weight once, not twice."""
+    import mmal.train.loop as loop_module
+
+    ws = frozen_workspace(tmp_path, frozen=("image",), n_train=6, n_test=2)
+    seen: list[int] = []
+    real = encode_module.weights_digest
+
+    def counting(module):
+        seen.append(id(module))
+        return real(module)
+
+    monkeypatch.setattr(encode_module, "weights_digest", counting)
+    monkeypatch.setattr(loop_module, "weights_digest", counting)
+    train_round(open_round(ws, 0), device="cpu", progress=False)
+    assert len(seen) == 1
