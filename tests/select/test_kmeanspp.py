@@ -13,6 +13,7 @@ from scipy.spatial.distance import cdist
 
 from mmal.select.embedding import FactorizedEmbedding
 from mmal.select.kmeanspp import kmeans_pp
+from tests.select.d2 import pair_probabilities
 
 
 def _small_pool(n=6, seed=0):
@@ -22,19 +23,7 @@ def _small_pool(n=6, seed=0):
 
 def _exact_pair_probabilities(emb):
     """P(second = s, third = t) of exact k-means++ after the largest-norm first center."""
-    g = emb.materialize()
-    d2 = cdist(g, g, "sqeuclidean")
-    first = int(np.argmax((g**2).sum(axis=1)))
-    probs = {}
-    p_second = d2[first] / d2[first].sum()
-    for s in range(len(g)):
-        if s == first:
-            continue
-        nearest = np.minimum(d2[first], d2[s])
-        for t in range(len(g)):
-            if t not in (first, s):
-                probs[(s, t)] = p_second[s] * nearest[t] / nearest.sum()
-    return first, probs
+    return pair_probabilities(emb.materialize())
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 8])
