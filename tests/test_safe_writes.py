@@ -142,22 +142,22 @@ def test_select_force_still_replaces_a_selection(ws):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("kind", ["fifo", "link", "index", "model"])
-def test_extract_force_replaces_only_a_cache(ws, kind):
-    cache = ws / "rounds" / "000" / "cache.h5"
-    cache.unlink()
-    said = _make(kind, cache, ws)
-    _refused(_invoke("extract", "--workspace", ws, "--device", "cpu", "-q", "--force"), cache,
-             said, "an mmal feature cache")
+# command -> (the round-0 file it writes, what --force says it replaces)
+_ROUND_OUTPUT = {"extract": ("cache.h5", "an mmal feature cache"),
+                 "train": ("model.pt", "an mmal model checkpoint")}
 
 
-@pytest.mark.parametrize("kind", ["fifo", "folder", "cache", "index"])
-def test_train_force_replaces_only_a_checkpoint(ws, kind):
-    model = ws / "rounds" / "000" / "model.pt"
-    model.unlink()
-    said = _make(kind, model, ws)
-    _refused(_invoke("train", "--workspace", ws, "--device", "cpu", "-q", "--force"), model,
-             said, "an mmal model checkpoint")
+@pytest.mark.parametrize("command, kind", [
+    *[("extract", kind) for kind in ["fifo", "link", "index", "model"]],
+    *[("train", kind) for kind in ["fifo", "folder", "cache", "index"]],
+])
+def test_round_command_force_replaces_only_its_own_kind(ws, command, kind):
+    name, what = _ROUND_OUTPUT[command]
+    path = ws / "rounds" / "000" / name
+    path.unlink()
+    said = _make(kind, path, ws)
+    _refused(_invoke(command, "--workspace", ws, "--device", "cpu", "-q", "--force"), path,
+             said, what)
 
 
 def test_synth_force_replaces_only_a_cache(ws, tmp_path):

@@ -56,14 +56,8 @@ def test_an_unchanged_folder_keeps_the_digest(tmp_path):
 
 
 def test_a_tokenizer_vocabulary_edited_in_place_changes_the_digest(tmp_path):
-    from mmal.config import config_from_dict
-
     folder = tiny_bert(tmp_path / "bert")
-    config = config_from_dict({"dataset": {"kind": "manifest", "root": str(tmp_path),
-                                           "classes": ["x", "y"]},
-                               "modalities": {"text": {"kind": "text", "encoder": "bert",
-                                                       "pretrained": str(folder)}}})
-    modality = config.modalities[0]
+    modality = _modality(tmp_path, "bert", folder)
     torch.manual_seed(0)
     before = build_encoder(modality)
     spec = json.loads((folder / "tokenizer.json").read_text())
@@ -84,20 +78,15 @@ def test_a_text_folder_without_pooler_weights_keeps_its_digest_across_seeds(tmp_
     which must not make every round and seed compute the store again."""
     from transformers import BertModel
 
-    from mmal.config import config_from_dict
-
     folder = tiny_bert(tmp_path / "bert")
     torch.manual_seed(0)
     BertModel(BertModel.config_class.from_pretrained(folder), add_pooling_layer=False
               ).save_pretrained(folder)
-    config = config_from_dict({"dataset": {"kind": "manifest", "root": str(tmp_path),
-                                           "classes": ["x", "y"]},
-                               "modalities": {"text": {"kind": "text", "encoder": "bert",
-                                                       "pretrained": str(folder)}}})
+    modality = _modality(tmp_path, "bert", folder)
     encoders = []
     for seed in (1, 2):
         torch.manual_seed(seed)
-        encoders.append(build_encoder(config.modalities[0]))
+        encoders.append(build_encoder(modality))
     text = ["whiskers bake"]
     assert torch.equal(_features(encoders[0], text), _features(encoders[1], text))
     assert weights_digest(encoders[0]) == weights_digest(encoders[1])

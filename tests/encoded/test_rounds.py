@@ -12,7 +12,6 @@ import pytest
 import torch
 from torchvision.models.resnet import ResNet
 
-import mmal.encoded.encode as encode_module
 from mmal.cache import open_cache
 from mmal.data import loaders
 from mmal.extract import extract_round
@@ -38,13 +37,8 @@ def _forbid(monkeypatch, what: str):
 
 
 def test_the_pool_is_encoded_once_and_later_rounds_neither_decode_nor_run_encoders(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, calls):
     ws = frozen_workspace(tmp_path)
-    calls = []
-    real = encode_module.encode_split
-    monkeypatch.setattr(encode_module, "encode_split",
-                        lambda enc, m, pool, *a, **k: calls.append((m.name, pool.split))
-                        or real(enc, m, pool, *a, **k))
     r0 = _round(ws, 0)
     # both splits of both modalities, once, though train and extract each asked for them
     assert sorted(calls) == [("audio", "test"), ("audio", "train"), ("image", "test"),

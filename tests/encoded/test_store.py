@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-import mmal.encoded.encode as encode_module
 from mmal.config import dump_config, load_config
 from mmal.encoded import load_or_encode, read_store, stored_modalities, write_store
 from mmal.errors import CacheError
@@ -31,20 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def ws(tmp_path):
     return frozen_workspace(tmp_path, frozen=("image",), n_train=6, n_test=2)
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """(modality, split) of every store computed from here on."""
-    seen: list[tuple[str, str]] = []
-    real = encode_module.encode_split
-
-    def counting(encoder, modality, pool, *args, **kwargs):
-        seen.append((modality.name, pool.split))
-        return real(encoder, modality, pool, *args, **kwargs)
-
-    monkeypatch.setattr(encode_module, "encode_split", counting)
-    return seen
 
 
 def _load(ws, split="train", seed=0):

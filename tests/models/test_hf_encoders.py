@@ -23,10 +23,11 @@ KIND = {"vit": "image", "clip-vision": "image", "ast": "audio", "wav2vec2": "aud
 
 
 def _modality(tmp_path, encoder, folder, **options):
-    defaults = ({"image_size": 32} if KIND[encoder] == "image"
-                else {"sample_rate": SAMPLE_RATE, "clip_seconds": 0.5})
-    table = {"kind": KIND[encoder], "encoder": encoder, "pretrained": str(folder),
-             **defaults, **options}
+    """The one modality of a manifest config whose ``encoder`` loads from ``folder``."""
+    kind = {**KIND, "bert": "text"}[encoder]
+    defaults = {"image": {"image_size": 32}, "text": {},
+                "audio": {"sample_rate": SAMPLE_RATE, "clip_seconds": 0.5}}[kind]
+    table = {"kind": kind, "encoder": encoder, "pretrained": str(folder), **defaults, **options}
     config = config_from_dict({"dataset": {"kind": "manifest", "root": str(tmp_path),
                                            "classes": ["x", "y"]}, "modalities": {"m": table}})
     return config.modalities[0]

@@ -13,6 +13,7 @@ from scipy.spatial.distance import cdist
 
 from mmal.select.embedding import FactorizedEmbedding
 from mmal.select.kmeanspp import kmeans_pp
+from tests.select.d2 import chi_square_of_pairs, pair_probabilities
 
 
 def _small_pool(n=6, seed=0):
@@ -22,19 +23,7 @@ def _small_pool(n=6, seed=0):
 
 def _exact_pair_probabilities(emb):
     """P(second = s, third = t) of exact k-means++ after the largest-norm first center."""
-    g = emb.materialize()
-    d2 = cdist(g, g, "sqeuclidean")
-    first = int(np.argmax((g**2).sum(axis=1)))
-    probs = {}
-    p_second = d2[first] / d2[first].sum()
-    for s in range(len(g)):
-        if s == first:
-            continue
-        nearest = np.minimum(d2[first], d2[s])
-        for t in range(len(g)):
-            if t not in (first, s):
-                probs[(s, t)] = p_second[s] * nearest[t] / nearest.sum()
-    return first, probs
+    return pair_probabilities(emb.materialize())
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 8])
@@ -42,17 +31,10 @@ def test_draws_follow_exact_d2_distribution(block_size):
     emb = _small_pool()
     first, probs = _exact_pair_probabilities(emb)
     runs = 3000
-    counts = dict.fromkeys(probs, 0)
-    for seed in range(runs):
-        picks = kmeans_pp(emb, 3, rng=np.random.default_rng(seed), block_size=block_size)
-        assert picks[0] == first
-        counts[(int(picks[1]), int(picks[2]))] += 1
-    cells = sorted(probs)
-    observed = np.array([counts[c] for c in cells])
-    expected = np.array([probs[c] for c in cells]) * runs
-    assert observed.sum() == runs
-    result = stats.chisquare(observed, expected)
-    assert result.pvalue > 1e-3, (result, observed, expected.round(1))
+    picks = [kmeans_pp(emb, 3, rng=np.random.default_rng(seed), block_size=block_size)
+             for seed in range(runs)]
+    assert all(p[0] == first for p in picks)
+    assert chi_square_of_pairs(picks, probs, runs) > 1e-3
 
 
 def test_chi_square_detects_a_wrong_distribution():

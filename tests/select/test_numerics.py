@@ -18,8 +18,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-from scipy import stats
-from scipy.spatial.distance import cdist
 
 from mmal.cache import open_cache
 from mmal.errors import SelectionError
@@ -28,6 +26,7 @@ from mmal.select.api import diagnostics_path, select
 from mmal.select.embedding import FactorizedEmbedding, cache_embedding
 from mmal.select.kmeanspp import kmeans_pp
 from mmal.select.numerics import overflowing_factor_rows, sq_norm_limit
+from tests.select.d2 import chi_square_of_pairs, pair_probabilities
 
 #: Wall-clock seconds a select on the 160-sample test cache may take (it takes ~1 s).
 WALL_LIMIT_S = 10
@@ -190,37 +189,6 @@ def test_select_refuses_non_finite_values_as_inspect_does(cache_factory, tmp_pat
 
 # -- the rejection sampler's bound -------------------------------------------------------------
 
-def _pair_probabilities(points):
-    """P(second = s, third = t) of exact k-means++ on ``points``, largest norm first."""
-    d2 = cdist(points, points, "sqeuclidean")
-    first = int(np.argmax((points**2).sum(axis=1)))
-    p_second = d2[first] / d2[first].sum()
-    probs = {}
-    for s in range(len(points)):
-        if s == first:
-            continue
-        nearest = np.minimum(d2[first], d2[s])
-        for t in range(len(points)):
-            if t not in (first, s):
-                probs[(s, t)] = p_second[s] * nearest[t] / nearest.sum()
-    return first, probs
-
-
-def _chi_square_of_pairs(picks, probs, runs):
-    """p-value of the observed (second, third) pairs, cells under 5 expected merged."""
-    counts = dict.fromkeys(probs, 0)
-    for p in picks:
-        counts[(int(p[1]), int(p[2]))] += 1
-    cells = sorted(probs)
-    observed = np.array([counts[c] for c in cells], dtype=float)
-    expected = np.array([probs[c] for c in cells]) * runs
-    small = expected < 5
-    if small.any():
-        observed = np.append(observed[~small], observed[small].sum())
-        expected = np.append(expected[~small], expected[small].sum())
-    return stats.chisquare(observed, expected).pvalue
-
-
 class _CountingSampler(kmeanspp._BoundSampler):
     made: list = []
 
@@ -238,7 +206,7 @@ def test_mostly_rejected_proposals_hit_the_bound_and_stay_exact(monkeypatch):
     points = np.array([[50.0, 0, 0], [49, 1, 0], [49, -1, 0],
                        [20, 1, 1], [20, -1, 1], [20, 0, -1.2]])
     emb = FactorizedEmbedding(np.ones((6, 1)), points)
-    first, probs = _pair_probabilities(points)
+    first, probs = pair_probabilities(points)
     monkeypatch.setattr(kmeanspp, "_BoundSampler", _CountingSampler)
     _CountingSampler.made = []
     runs = 2000
@@ -249,7 +217,7 @@ def test_mostly_rejected_proposals_hit_the_bound_and_stay_exact(monkeypatch):
     assert len(samplers) == runs
     assert sum(s.total_rejections + s.rejections for s in samplers) > 15 * runs
     assert sum(s.limit_refreshes for s in samplers) > 0.6 * runs
-    assert _chi_square_of_pairs(picks, probs, runs) > 1e-3
+    assert chi_square_of_pairs(picks, probs, runs) > 1e-3
 
 
 def test_a_sampler_that_rejects_every_proposal_still_ends_and_is_exact(monkeypatch):
@@ -259,12 +227,12 @@ def test_a_sampler_that_rejects_every_proposal_still_ends_and_is_exact(monkeypat
     rng = np.random.default_rng(0)
     points = rng.normal(size=(6, 4))
     emb = FactorizedEmbedding(np.ones((6, 1)), points)
-    _, probs = _pair_probabilities(points)
+    _, probs = pair_probabilities(points)
     runs = 1500
     picks = [kmeans_pp(emb, 3, rng=np.random.default_rng(seed), block_size=4)
              for seed in range(runs)]
     assert all(len(set(p.tolist())) == 3 for p in picks)
-    assert _chi_square_of_pairs(picks, probs, runs) > 1e-3
+    assert chi_square_of_pairs(picks, probs, runs) > 1e-3
     # and the whole pool, with repeats impossible, in bounded passes
     big = FactorizedEmbedding(np.ones((40, 1)), rng.normal(size=(40, 3)))
     assert sorted(kmeans_pp(big, 40, rng=np.random.default_rng(1), block_size=3)) == list(range(40))

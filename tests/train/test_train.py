@@ -237,24 +237,11 @@ def test_cuda_without_gpu_is_a_config_error(uci_ws):
 
 def test_partial_checkpoint_is_not_resumed_after_a_labeled_sample_is_relabeled(uci_ws, monkeypatch,
                                                                              tmp_path, caplog):
-    import mmal.train.loop as loop
     from mmal.annotation import import_labels
     from mmal.data import load_pool
     from mmal.workspace import load_workspace_config, read_labeled
 
-    real, calls = loop.head_losses, [0]
-
-    def stop_in_epoch_2(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "head_losses", stop_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_round(uci_ws, 0, device="cpu", progress=False)
-    monkeypatch.setattr(loop, "head_losses", real)
-    partial = round_paths(uci_ws, 0).model.with_name("model.pt.partial")
+    partial = _interrupt_in_epoch_2(uci_ws, monkeypatch)
     assert torch.load(partial, weights_only=True)["epoch"] == 1
 
     pool = load_pool(load_workspace_config(uci_ws), "train")
