@@ -115,6 +115,7 @@ def test_no_store_flag_runs_the_encoders_and_writes_no_store(tmp_path):
 
 def test_training_digests_each_frozen_encoder_once(tmp_path, monkeypatch):
     """The resume check and the store key share one digest: reading every weight once, not twice."""
+    import mmal.encoded.encode as encode_module
     import mmal.train.loop as loop_module
 
     ws = frozen_workspace(tmp_path, frozen=("image",), n_train=6, n_test=2)
