@@ -95,8 +95,10 @@ def _exit_on_sigterm() -> None:
     from this one (DataLoader workers) get the default back: they are stopped,
     not cleaned.
 
-    An exception raised inside a finalizer is ignored, and one raised while
-    torch's DataLoader starts or stops its workers leaves it half-built, so
+    An exception raised inside a finalizer is ignored, one raised while
+    torch's DataLoader starts or stops its workers leaves it half-built, and one
+    raised inside ``torch.save`` (a checkpoint being written) is replaced by
+    torch's own error as its zip writer closes, so
     while the main thread is in such code the signal is sent again a moment
     later (for at most :data:`_SIGTERM_PATIENCE_S`) instead of raising there.
     """
@@ -120,11 +122,14 @@ def _exit_on_sigterm() -> None:
 
 #: How long SIGTERM waits for the main thread to leave code it must not interrupt.
 _SIGTERM_PATIENCE_S = 10.0
-_UNSAFE_FILES = (f"torch{os.sep}utils{os.sep}data{os.sep}", f"{os.sep}multiprocessing{os.sep}")
+# torch.save: an exception raised inside its zip writer leaves the C++ writer half-closed, and
+# its __exit__ then raises a RuntimeError that replaces the SystemExit (exit 1, a traceback).
+_UNSAFE_FILES = (f"torch{os.sep}utils{os.sep}data{os.sep}", f"{os.sep}multiprocessing{os.sep}",
+                 f"torch{os.sep}serialization.py")
 
 
 def _unsafe_to_raise(frame) -> bool:
-    """True inside a ``__del__`` or torch's DataLoader / multiprocessing machinery."""
+    """True inside a ``__del__``, torch's DataLoader / multiprocessing machinery or ``torch.save``."""
     while frame is not None:
         code = frame.f_code
         if code.co_name == "__del__" or any(part in code.co_filename for part in _UNSAFE_FILES):
