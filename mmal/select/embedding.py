@@ -38,11 +38,11 @@ import numpy as np
 
 from mmal.cache.fusion import head_input
 from mmal.errors import SelectionError, preview
-from mmal.select.backend import asnumpy, backend_name
+from mmal.select.backend import asnumpy
 from mmal.select.memory import WorkingSet
 from mmal.select.numerics import overflowing_factor_rows
 from mmal.select.params import PRECISIONS
-from mmal.select.scoring import unlabeled_positions
+from mmal.select.threads import cpu_workers, row_parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +56,6 @@ ROUNDING_TOLERANCE = 64
 #: Rows per matrix-product chunk in :func:`FactorizedEmbedding.sq_distances`;
 #: keeps the (chunk, n_centers) temporaries small and cache-friendly.
 DISTANCE_CHUNK_ROWS = 8192
-
-#: Rows per chunk in :func:`lower_bound_inplace` on a CPU: large, so that each
-#: center group's product is one call over many rows (a narrow product per
-#: small chunk loses most of its speed to BLAS thread synchronisation).
-REFRESH_CHUNK_ROWS = 32768
-
-#: Centers per product group in :func:`lower_bound_inplace` on a CPU: narrow
-#: enough that a row multiplies few centers it cannot come closer to, wide
-#: enough for an efficient matrix product.
-CENTER_GROUP = 32
-
-#: Copying one row of ``u`` out of the pool costs about as much as this many of
-#: its D-wide products with centers (4·D bytes at memory speed against 2·D
-#: flops at matrix-product speed; measured on a 2-core CPU). Decides between
-#: one product of every needed row with all centers and one per center group.
-GATHER_COST = 24
-
-#: Rows per chunk in :func:`lower_bound_inplace` on a GPU (fewer kernel launches).
-GPU_CHUNK_ROWS = 65536
-
 
 def logit_gradient(logits: Any, *, multi_label: bool = False, xp: Any = np, dtype: Any = None) -> Any:
     """``r``: gradient of the pseudo-label loss with respect to the logits.
@@ -287,109 +267,6 @@ def _array_module_of(array: Any) -> Any:
     return np
 
 
-def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any,
-                        u_norms_c: Any, bound: Any, *, xp: Any = np,
-                        chunk_rows: int | None = None, group: int | None = None) -> int:
-    """``bound = minimum(bound, squared distance to the nearest of the m centers)``, in place.
-
-    Computes the D-wide ``u`` products only for the (row, center) pairs that can
-    come closer than ``bound``: by Cauchy-Schwarz,
-    ``‖g_x - g_c‖² >= ‖g_x‖² + ‖g_c‖² - 2 |r_x·r_c| ‖u_x‖ ‖u_c‖``, which needs
-    only the (cheaper, K-wide) ``r`` products. Pairs that pass this test are
-    few and concentrated: a row can come closer only to centers with a large
-    ``r_x·r_c``, i.e. of its own pseudo-label. So the centers are sorted by
-    their largest ``|r|`` entry and split into groups of ``group``; each group
-    multiplies only the rows that need one of its centers. A skipped pair's
-    exact distance is at least ``bound`` (the test keeps a rounding margin of
-    ``2·ROUNDING_TOLERANCE`` units), so skipping changes no result: the outcome
-    equals :func:`min_sq_distances` merged into ``bound`` up to rounding.
-
-    Parameters
-    ----------
-    emb : FactorizedEmbedding
-        ``n`` rows.
-    r_c, u_c, sq_norms_c, u_norms_c : arrays (m, K), (m, D), (m,), (m,)
-        The centers' factors, squared norms and ``‖u_c‖``.
-    bound : array (n,)
-        Current upper bound, updated in place.
-    chunk_rows, group : int, optional
-        Rows per chunk and centers per product group; default
-        :func:`refresh_blocking` for ``xp``. They change the speed, not the result.
-
-    Returns
-    -------
-    int
-        ``u`` products computed, counted in rows with all ``m`` centers (``n`` is
-        the work of one dense pass; for logging).
-    """
-    n, m = len(emb), len(r_c)
-    default_chunk, default_group = refresh_blocking(xp)
-    chunk_rows, group = chunk_rows or default_chunk, group or default_group
-    a, un = emb.sq_norms(), emb.u_norms()
-    order = xp.argsort(xp.argmax(xp.abs(r_c), axis=1))  # one pseudo-label's centers side by side
-    r_c, u_c, sq_norms_c, u_norms_c = r_c[order], u_c[order], sq_norms_c[order], u_norms_c[order]
-    two_u_norms_c = 2.0 * u_norms_c
-    # Margin for rounding in the test: the exact products snap distances within
-    # ROUNDING_TOLERANCE units to 0 (expanded_sq_distances), so a pair is kept
-    # unless its lower bound clears ``bound`` by twice that.
-    margin = 2 * ROUNDING_TOLERANCE * float(xp.finfo(a.dtype).eps)
-    a_c_max = float(sq_norms_c.max())
-    computed = 0.0
-    for start in range(0, n, chunk_rows):
-        rows = slice(start, min(start + chunk_rows, n))
-        rr = emb.r[rows] @ r_c.T
-        # 2|r_x·r_c|‖u_x‖‖u_c‖ - ‖g_c‖² > ‖g_x‖² - bound: the pair's lower bound is below bound
-        excess = xp.abs(rr)
-        excess *= two_u_norms_c
-        excess *= un[rows, None]
-        excess -= sq_norms_c
-        limit = a[rows] - bound[rows]
-        limit -= margin * (a[rows] + a_c_max)
-        need = excess > limit[:, None]
-        del excess
-        groups = [slice(g0, min(g0 + group, m)) for g0 in range(0, m, group)]
-        hits = [xp.flatnonzero(need[:, cols].any(axis=1)) for cols in groups]
-        if len(groups) > 1:
-            every = xp.flatnonzero(need.any(axis=1))
-            if _product_cost(len(every), m) <= sum(_product_cost(len(h), c.stop - c.start)
-                                                   for h, c in zip(hits, groups, strict=True)):
-                groups, hits = [slice(0, m)], [every]
-        for cols, hit in zip(groups, hits, strict=True):
-            if len(hit) == 0:
-                continue
-            width, skipped = cols.stop - cols.start, rows.stop - rows.start - len(hit)
-            computed += len(hit) * width / m
-            if skipped * width <= len(hit) * GATHER_COST:
-                # Multiplying the few rows that need nothing costs less than gathering
-                # the rest; their exact distances cannot lower the bound (the test's margin).
-                idx, u_rows, rr_rows = rows, emb.u[rows], rr[:, cols]
-            else:
-                idx, u_rows, rr_rows = hit + start, emb.u[hit + start], rr[hit, cols]
-            d2 = expanded_sq_distances((u_rows @ u_c[cols].T) * rr_rows, a[idx, None],
-                                       sq_norms_c[None, cols])
-            bound[idx] = xp.minimum(bound[idx], d2.min(axis=1))
-    return int(round(computed))
-
-
-def _product_cost(rows: int, centers: int) -> float:
-    """Cost of the ``u`` products of ``rows`` gathered rows with ``centers`` centers."""
-    return rows * (centers + GATHER_COST)
-
-
-def refresh_blocking(xp: Any) -> tuple[int, int]:
-    """(rows per chunk, centers per group) for :func:`lower_bound_inplace` on ``xp``.
-
-    On a CPU, center groups skip most of the ``u`` products (measured at
-    VGGSound scale: a row needs about 1.3 of 128 centers late in the seeding,
-    almost always of its own pseudo-label).
-    On a GPU the dense products are nearly free and every group costs kernel
-    launches and a host sync, so one group of all centers and large chunks.
-    """
-    if backend_name(xp) == "numpy":
-        return REFRESH_CHUNK_ROWS, CENTER_GROUP
-    return GPU_CHUNK_ROWS, 1 << 30
-
-
 def pairwise_sq_distances(a: FactorizedEmbedding, b: FactorizedEmbedding) -> Any:
     """(n_a, n_b) squared distances between two factorized embeddings."""
     return a.sq_distances(b.r, b.u, b.sq_norms())
@@ -431,6 +308,7 @@ def cache_embedding(
     modality_weights: Any = None,
     block_rows: int = CACHE_BLOCK_ROWS,
     memory: WorkingSet | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, FactorizedEmbedding]:
     """Factorized embedding of a cache's unlabeled rows, in one streaming pass.
 
@@ -465,6 +343,9 @@ def cache_embedding(
         Allocates ``r`` and ``u`` within its budget, spilling them to a
         memory-mapped file past it (:mod:`mmal.select.memory`); default: in
         memory on ``xp``, without a limit. The ids do not depend on it.
+    workers : int, optional
+        Threads streaming row blocks (default
+        :func:`mmal.select.threads.cpu_workers`); the result does not depend on it.
 
     Returns
     -------
@@ -479,15 +360,17 @@ def cache_embedding(
         When the embedding overflows even in float64, naming the samples.
     """
     dtype = check_precision(dtype)
+    workers = cpu_workers(xp) if workers is None else max(1, workers)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below
-        positions, emb = _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory)
+        positions, emb = _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory,
+                                         workers)
     bad = emb.overflowing_rows()
     if bad.any() and dtype != "float64":
         log.warning("%s: the %s gradient embedding of sample ids %s overflows; computing it in "
                     "float64", cache.path, dtype, preview(cache.ids[positions[bad]]))
         del emb  # not held twice
         positions, emb = _read_embedding(cache, xp, "float64", modality_weights, block_rows,
-                                         memory)
+                                         memory, workers)
         bad = emb.overflowing_rows()
     if bad.any():
         raise SelectionError(
@@ -522,10 +405,16 @@ def _stream_row_bytes(meta: Any, width: int) -> int:
     return 8 * (meta.num_coalitions + 2) * meta.num_classes + 2 * 4 * (sum(meta.feature_dims) + width)
 
 
-def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory):
-    """``cache_embedding`` in ``dtype`` without the overflow check: the streaming pass."""
+def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory, workers):
+    """``cache_embedding`` in ``dtype`` without the overflow check: the streaming pass.
+
+    Row blocks run on ``workers`` threads; each writes only its own rows of
+    ``r``, ``u`` and ``‖u‖²``, so the result does not depend on their number
+    (nor on the block size: every value is a function of its row alone).
+    """
     meta = cache.meta
-    positions = unlabeled_positions(cache)
+    labeled = np.asarray(cache.labeled)  # read once, not once per block
+    positions = np.flatnonzero(~labeled).astype(np.int64)
     n = len(positions)
     width = embedding_width(meta, weighted=modality_weights is not None)
     r_dtype, u_dtype = working_dtypes(meta, dtype)
@@ -534,32 +423,64 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory):
         u, r = (xp.empty(shape, dtype=dt) for shape, dt, _ in shapes.values())
     else:
         u, r = memory.allocate(shapes, rows=n, xp=xp)
-        block_rows = memory.block_rows(_stream_row_bytes(meta, width), block_rows)
+        block_rows = memory.block_rows(_stream_row_bytes(meta, width) * workers, block_rows)
     u_sq = xp.empty(n, dtype=r_dtype)
-    filled = 0
-    for rows in cache.row_blocks(block_rows):
-        keep = ~cache.labeled[rows]
+    blocks, filled = [], 0
+    for rows in cache.row_blocks(max(1, min(block_rows, -(-len(labeled) // workers)))):
+        keep = ~labeled[rows]
         count = int(keep.sum())
-        if not count:
-            continue
+        if count:
+            blocks.append((rows, keep, slice(filled, filled + count)))
+            filled += count
+
+    in_place = u.dtype == np.dtype(r_dtype)
+    rounded = np.dtype(u_dtype) != np.dtype(r_dtype)
+
+    def fill(block):
+        with np.errstate(over="ignore", invalid="ignore"):  # per thread; overflow is checked after
+            _fill(*block)
+
+    def _fill(rows, keep, out):
         logits = xp.asarray(cache.logits("mm", rows)[keep])
         weights = modality_weights(rows, keep, logits) if modality_weights else None
-        out = slice(filled, filled + count)
         r[out] = logit_gradient(logits, multi_label=meta.multi_label, xp=xp, dtype=r_dtype)
-        # rounded to u's precision, then widened back exactly: the values u holds
-        block = _u_factor(cache, rows, keep, weights, xp, dtype).astype(u_dtype, copy=False)
-        block = block.astype(r_dtype, copy=False)
-        u[out] = block
-        u_sq[out] = xp.einsum("ij,ij->i", block, block)
-        filled += count
+        # u's rows are written in place when u holds r's dtype, else through a block
+        values = u[out] if in_place else xp.empty((len(logits), width), dtype=r_dtype)
+        _write_u(values, cache, rows, keep, weights, xp)
+        if rounded:  # to u's precision, then widened back exactly: the values u holds
+            values[...] = values.astype(u_dtype)
+        if not in_place:
+            u[out] = values
+        u_sq[out] = xp.einsum("ij,ij->i", values, values)
+
+    row_parallel_map(fill, blocks, workers)
     return positions, FactorizedEmbedding(r, u, u_sq)
 
 
-def _u_factor(cache, rows, keep, weights, xp, dtype):
-    """(n_b, D) ``u`` of a block's unlabeled rows: BMMAL's weighted blocks or BADGE's ``h``."""
-    if weights is None and cache.meta.stores_head_input:
-        return xp.asarray(cache.head_input(rows)[keep]).astype(dtype, copy=False)
-    # linear fusions: from the blocks in ``dtype``, which sums feature-sum's blocks in float64
-    # for precision="float64" (as before schema 2), not in the cache's float32
-    features = [xp.asarray(cache.features(m, rows)[keep]) for m in cache.meta.modalities]
-    return scaled_head_input(features, cache.meta.fusion, weights=weights, xp=xp, dtype=dtype)
+def _write_u(target, cache, rows, keep, weights, xp):
+    """Write the (n_b, D) ``u`` of a block's unlabeled rows into ``target``, in its dtype.
+
+    BMMAL's weighted blocks or BADGE's ``h``, with the arithmetic of
+    :func:`scaled_head_input` in ``target``'s dtype: each block times its
+    weight, side by side (concatenating fusions) or summed in modality order
+    (``feature-sum``; in float64 for precision="float64", as before schema 2).
+    NumPy widens float16 and float32 blocks exactly before multiplying.
+    """
+    meta = cache.meta
+    if weights is None and meta.stores_head_input:
+        target[...] = xp.asarray(cache.head_input(rows)[keep])
+        return
+    w = None if weights is None else weights.astype(target.dtype, copy=False)
+    summed = bmmal_fusion(meta.fusion) == "feature-sum"
+    start = 0
+    for m, name in enumerate(meta.modalities):
+        z = xp.asarray(cache.features(name, rows)[keep])
+        if summed and m:
+            target += z if w is None else z * w[:, m, None]
+            continue
+        cols = slice(None) if summed else slice(start, start + z.shape[1])
+        start += z.shape[1]
+        if w is None:
+            target[:, cols] = z
+        else:
+            xp.multiply(z, w[:, m, None], out=target[:, cols])

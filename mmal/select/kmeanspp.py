@@ -22,18 +22,12 @@ and the draw stays exact (the comment in the loop says why).
 
 A refresh skips the D-wide ``u`` products of (sample, center) pairs where the
 center cannot come closer than ``U(x)`` (a Cauchy-Schwarz bound from the K-wide
-``r`` products, :func:`mmal.select.embedding.lower_bound_inplace`), in groups of
-centers of one pseudo-label; on VGGSound-sized pools this skips all but a few
-percent of the products late in the seeding. On real caches skipping changes
-no bound (checked bit for bit against the dense refresh), so the ids for a seed
-are those of the dense refresh. The test's rounding margin is measured, not
-proven: for adversarial near-duplicate float32 vectors a skipped pair's
-*computed* dense distance can lie below the bound (seen: 8% at D=4096), while
-the bound stays at or below the true distance (docs/performance.md). A
-bound above the computed D² only costs rejections for a tested proposal (it is
-accepted with D²/U), but the first proposal after a refresh is accepted without
-the test (U = D² is assumed there): in that one draw such a row would be
-over-weighted by U/D². Not seen on real caches; a provable margin would remove it.
+``r`` products with a proven rounding margin, :mod:`mmal.select.refresh`), in
+groups of centers of one pseudo-label, and runs its row chunks on every core; on
+VGGSound-sized pools this skips all but a few percent of the products late in
+the seeding. A skipped pair could not have lowered the bound, so right after a
+refresh ``U`` is exactly ``D²`` as computed, which the first proposal after a
+refresh relies on.
 
 Exact duplicates of a chosen center have ``D² = 0`` (the distance expansion's
 rounding noise is snapped to 0, :data:`mmal.select.embedding.ROUNDING_TOLERANCE`),
@@ -60,8 +54,10 @@ import numpy as np
 from mmal.errors import SelectionError, preview
 from mmal.progress import progress_bar
 from mmal.select.backend import asnumpy
-from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances, lower_bound_inplace
+from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances
 from mmal.select.params import int_param
+from mmal.select.refresh import lower_bound_inplace
+from mmal.select.threads import cpu_workers
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +176,7 @@ class _BoundSampler:
 
     def __init__(self, emb: FactorizedEmbedding, xp: Any, block: int) -> None:
         self.emb, self.xp, self.block = emb, xp, block
+        self.workers = cpu_workers(xp)  # threads per refresh, asked once (it inspects the BLAS)
         n, k, d = len(emb), emb.r.shape[1], emb.u.shape[1]
         dtype = emb.r.dtype
         self.sq_norms = emb.sq_norms()
@@ -227,7 +224,7 @@ class _BoundSampler:
         self.computed_rows += lower_bound_inplace(
             self.emb, self.pend_r[:p], self.pend_u[:p], self.pend_a[:p],
             xp.sqrt(xp.einsum("ij,ij->i", self.pend_u[:p], self.pend_u[:p])),
-            self.device_bound, xp=xp)
+            self.device_bound, xp=xp, workers=self.workers)
         self.device_bound[xp.asarray(np.asarray(self.pending))] = 0.0
         self.bound = asnumpy(self.device_bound).astype(np.float64)
         self.bound[self.chosen] = 0.0

@@ -102,54 +102,9 @@ def test_mismatched_factors_are_rejected():
         FactorizedEmbedding(np.zeros((3, 2)), np.zeros((2, 2)))
 
 
-@pytest.mark.parametrize(("chunk_rows", "group"), [(4, None), (1000, None), (7, 1), (1000, 3)])
-def test_pruned_bound_update_equals_brute_force(xp, chunk_rows, group):
-    from mmal.select.embedding import lower_bound_inplace
-
-    rng = np.random.default_rng(12)
-    # Clustered labels make many r·r_c small, so the pruning path is exercised.
-    r = rng.normal(size=(60, 5)) * (rng.uniform(size=(60, 1)) < 0.5)
-    emb = FactorizedEmbedding(xp.asarray(r), xp.asarray(rng.normal(size=(60, 7))))
-    g = asnumpy(emb.materialize())
-    start = cdist(g, g[:3], "sqeuclidean").min(axis=1)  # bound against 3 earlier centers
-    bound = xp.asarray(start.copy())
-    centers = [10, 20, 30, 40]
-    c = FactorizedEmbedding(emb.r[centers], emb.u[centers])
-    computed = lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bound, xp=xp,
-                                   chunk_rows=chunk_rows, group=group)
-    expected = np.minimum(start, cdist(g, g[centers], "sqeuclidean").min(axis=1))
-    np.testing.assert_allclose(asnumpy(bound), expected, rtol=1e-9, atol=1e-9)
-    assert 0 < computed < 60  # some rows pruned, some computed
-
-
-def test_center_groups_skip_pairs_that_cannot_come_closer():
-    from mmal.select.embedding import lower_bound_inplace
-
-    # Two far-apart pseudo-label clusters: a row can come closer only to the
-    # centers of its own cluster, so per-group products compute about half the
-    # pairs of one dense product, with the same bound.
-    rng = np.random.default_rng(14)
-    label = np.repeat([0, 1], 200)
-    r = np.where(np.arange(2)[None, :] == label[:, None], -0.9, 0.0)
-    r = np.concatenate([r, 0.05 * rng.uniform(size=(400, 6))], axis=1)
-    u = rng.normal(size=(400, 12)) + 3.0
-    emb = FactorizedEmbedding(r, u)
-    centers = [0, 1, 2, 3, 200, 201, 202, 203]
-    c = FactorizedEmbedding(r[centers], u[centers])
-    bounds, work = {}, {}
-    for group in (1, 4, 8):
-        bounds[group] = np.full(400, np.inf)
-        bounds[group][:] = cdist(emb.materialize(), emb.materialize()[[10, 210]], "sqeuclidean").min(axis=1)
-        work[group] = lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bounds[group],
-                                          group=group)
-    np.testing.assert_array_equal(bounds[1], bounds[8])
-    np.testing.assert_array_equal(bounds[4], bounds[8])
-    assert work[4] < 0.75 * work[8]
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_exact_duplicates_are_at_distance_exactly_zero(xp, dtype):
-    from mmal.select.embedding import lower_bound_inplace
+    from mmal.select.refresh import lower_bound_inplace
 
     rng = np.random.default_rng(13)
     rep = np.repeat(np.arange(4), 5)
@@ -216,3 +171,37 @@ def test_given_u_norms_are_used_and_float16_norms_do_not_overflow():
     assert np.allclose(emb.factor_sq_norms()[1], 4096 * 200.0**2) and not emb.overflowing_rows().any()
     given = FactorizedEmbedding(r, u, np.array([1.0, 2.0], dtype=np.float32))
     np.testing.assert_array_equal(given.factor_sq_norms()[1], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("kind", ["concat2", "featuresum3", "sum2", "nlgate2", "float16"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_streaming_pass_is_the_same_on_any_number_of_threads_and_blocks(cache_factory, kind,
+                                                                         precision, tmp_path):
+    from mmal.select.memory import WorkingSet
+
+    def weights(rows, keep, logits):  # a different weight per row and modality, from the row
+        return 0.6 + 0.4 * np.tanh(logits[:, :cache.meta.num_modalities].astype(np.float64))
+
+    with open_cache(cache_factory(kind)) as cache:
+        for modality_weights in (None, weights):
+            if modality_weights is None and cache.meta.stores_head_input:
+                continue  # BADGE's u is read, not computed, for nl-gate
+            runs = {}
+            for workers, block_rows, memory in [(1, 8192, None), (3, 17, None),
+                                                (2, 8192, WorkingSet(4096, tmp_path))]:
+                positions, emb = cache_embedding(cache, dtype=precision, block_rows=block_rows,
+                                                 modality_weights=modality_weights,
+                                                 workers=workers, memory=memory)
+                runs[workers] = (positions, *(np.asarray(a) for a in (emb.r, emb.u,
+                                                                       emb.factor_sq_norms()[1])))
+            for other in (2, 3):
+                for got, want in zip(runs[other], runs[1], strict=True):
+                    np.testing.assert_array_equal(got, want)
+            # u follows scaled_head_input's arithmetic (then the working dtypes' rounding)
+            positions, u = runs[1][0], runs[1][2]
+            features = [cache.features(m, positions) for m in cache.meta.modalities]
+            w = None if modality_weights is None else weights(None, None,
+                                                               cache.logits("mm", positions))
+            _, u_dtype = working_dtypes(cache.meta, precision)
+            want = scaled_head_input(features, cache.meta.fusion, weights=w, dtype=precision)
+            np.testing.assert_array_equal(u, want.astype(u_dtype).astype(precision))

@@ -137,7 +137,7 @@ def test_duplicates_of_chosen_centers_leave_a_uniform_draw(block_size):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_center_groups_change_the_speed_not_the_picks(monkeypatch, caplog, dtype):
     # Clustered pseudo-labels, so most pairs are skipped and the grouped path runs.
-    import mmal.select.embedding as embedding
+    import mmal.select.refresh as embedding
 
     rng = np.random.default_rng(23)
     label = rng.integers(0, 12, size=3000)

@@ -1,0 +1,236 @@
+"""The k-means++ bound refresh: ``U(x) = min(U(x), D²(x, c))`` for a block of new centers.
+
+This is where exact k-means++ spends its time on large pools: every row against
+every new center. Two things make it cheap.
+
+**Skipping pairs.** By Cauchy-Schwarz,
+``‖g_x - g_c‖² >= ‖g_x‖² + ‖g_c‖² - 2 |r_x·r_c| ‖u_x‖ ‖u_c‖``, which needs only
+the K-wide ``r`` products; the D-wide ``u`` product of a pair is computed only
+when this lower bound, less a rounding margin (:func:`skip_margin`), is below
+``U(x)``. Pairs that pass are few and concentrated: a row can come closer only
+to centers with a large ``r_x·r_c``, i.e. of its own pseudo-label. So the
+centers are sorted by their largest ``|r|`` entry and split into groups; each
+group multiplies only the rows that need one of its centers.
+
+The margin is proven, not tuned: a skipped pair's distance, computed in
+floating point by any summation order, is at least ``U(x)`` and is not snapped
+to 0, so skipping lowers no bound less than the dense refresh (every pair
+computed) would (:func:`skip_margin` gives the argument).
+
+**Row chunks on every core.** The pool is cut into row chunks of a fixed size
+that run on :func:`mmal.select.threads.row_parallel_map` workers; a chunk's
+rows are computed by the same operations on any worker, so the bound does not
+depend on the number of workers, bit for bit.
+
+The products a chunk computes have the shapes its skipping leaves (a group's
+gathered rows); a BLAS may round a product of another shape differently in its
+last bit (OpenBLAS takes other kernels for a single row or a handful of rows).
+So another chunk size or group width can move a bound by an ulp, as another
+BLAS or a GPU can, and the seeding stays exact D² sampling for the distances as
+computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mmal.select.backend import backend_name
+from mmal.select.embedding import ROUNDING_TOLERANCE, FactorizedEmbedding, expanded_sq_distances
+from mmal.select.threads import cpu_workers, row_chunks, row_parallel_map
+
+#: Rows per chunk on a CPU. Each worker runs whole chunks with a one-thread
+#: BLAS, so a chunk only needs to be wide enough for an efficient product and
+#: small enough that every worker gets several (load balance) and the
+#: temporaries stay small (measured on a 2-core CPU, docs/performance.md).
+REFRESH_CHUNK_ROWS = 16384
+
+#: Centers per product group on a CPU: narrow enough that a row multiplies few
+#: centers it cannot come closer to, wide enough for an efficient product.
+CENTER_GROUP = 32
+
+#: Copying one row of ``u`` out of the pool costs about as much as this many of
+#: its D-wide products with centers (4·D bytes at memory speed against 2·D
+#: flops at matrix-product speed; measured on a 2-core CPU). Decides between
+#: one product of every needed row with all centers and one per center group.
+GATHER_COST = 24
+
+#: Rows per chunk on a GPU (fewer kernel launches).
+GPU_CHUNK_ROWS = 65536
+
+#: Roundings besides the two inner products that the margin's argument counts
+#: (:func:`skip_margin`), with room to spare for second-order terms.
+OTHER_ROUNDINGS = 16
+
+
+def skip_margin(width: int, dtype: Any) -> float:
+    """Relative margin of the skip test: skipping a pair never changes the refreshed bound.
+
+    A pair ``(x, c)`` is skipped when, in floating point,
+    ``2|r̂r|·n_x·n_c - a_c <= a_x - U(x) - margin·(a_x + a_c_max)``, where
+    ``r̂r`` is the computed ``r_x·r_c`` (the same value the distance uses),
+    ``n = sqrt(fl(‖u‖²))`` and ``a = ‖g‖²`` as computed. The distance the dense
+    refresh would compute is ``fl(a_x + a_c - 2·fl(r̂r·ûu))`` with ``ûu`` the
+    computed ``u_x·u_c``. With ``ε`` the unit roundoff (half of ``eps``) and
+    ``γ_D = Dε/(1 - Dε)``:
+
+    * ``|ûu| <= (1 + γ_D) ‖u_x‖ ‖u_c‖`` for any summation order (the standard
+      bound on a computed inner product), and ``‖u_x‖ <= n_x (1 + γ_D/2 + 2ε)``
+      (``‖u‖²`` is itself a computed sum of D squares, then a square root);
+    * so ``2|r̂r·ûu|`` exceeds ``2|r̂r| n_x n_c`` by at most
+      ``(2γ_D + 6ε)·S`` with ``S = a_x + a_c_max`` (``2|r̂r| n_x n_c`` is about
+      ``2‖g_x‖‖g_c‖ <= S``);
+    * the test's own arithmetic and the distance's additions are a handful of
+      roundings of values below ``S``: at most ``12ε·S``, counted with
+      second-order terms in :data:`OTHER_ROUNDINGS` ``·eps``.
+
+    A skipped pair's computed distance is therefore at least
+    ``U(x) + margin·S - (2γ_D + OTHER_ROUNDINGS·eps)·S``. With ``margin``
+    ``= 2γ_D + (OTHER_ROUNDINGS + ROUNDING_TOLERANCE)·eps`` that is at least
+    ``U(x)``, and above the snap-to-0 threshold ``ROUNDING_TOLERANCE·eps·S`` of
+    :func:`mmal.select.embedding.expanded_sq_distances`: the pair could not
+    have lowered the bound.
+
+    Parameters
+    ----------
+    width : int
+        D, the width of ``u``.
+    dtype : dtype
+        The dtype the products are computed in.
+
+    Returns
+    -------
+    float
+        About ``(D + 80)·eps``: 7.3e-5 in float32 at D = 1,024, against the
+        distances' own resolution of ``ROUNDING_TOLERANCE·eps`` (7.6e-6).
+    """
+    eps = float(np.finfo(dtype).eps)
+    unit = eps / 2
+    gamma = width * unit / (1 - width * unit)
+    return 2 * gamma + (OTHER_ROUNDINGS + ROUNDING_TOLERANCE) * eps
+
+
+def refresh_blocking(xp: Any) -> tuple[int, int]:
+    """(rows per chunk, centers per group) for :func:`lower_bound_inplace` on ``xp``.
+
+    On a CPU, center groups skip most of the ``u`` products (measured at
+    VGGSound scale: a row needs about 1.3 of 128 centers late in the seeding,
+    almost always of its own pseudo-label).
+    On a GPU the dense products are nearly free and every group costs kernel
+    launches and a host sync, so one group of all centers and large chunks.
+    """
+    if backend_name(xp) == "numpy":
+        return REFRESH_CHUNK_ROWS, CENTER_GROUP
+    return GPU_CHUNK_ROWS, 1 << 30
+
+
+def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any,
+                        u_norms_c: Any, bound: Any, *, xp: Any = np,
+                        chunk_rows: int | None = None, group: int | None = None,
+                        workers: int | None = None) -> int:
+    """``bound = minimum(bound, squared distance to the nearest of the m centers)``, in place.
+
+    Pairs that cannot come closer than ``bound`` are skipped (:func:`skip_margin`
+    proves that they could not have lowered it); row chunks run on ``workers``
+    threads and give the same bits on any number of them.
+
+    Parameters
+    ----------
+    emb : FactorizedEmbedding
+        ``n`` rows.
+    r_c, u_c, sq_norms_c, u_norms_c : arrays (m, K), (m, D), (m,), (m,)
+        The centers' factors, squared norms and ``‖u_c‖``.
+    bound : array (n,)
+        Current upper bound, updated in place.
+    chunk_rows, group : int, optional
+        Rows per chunk and centers per product group; default
+        :func:`refresh_blocking` for ``xp``. Speed only, up to the last bit of
+        products that a BLAS computes in another order for another shape.
+    workers : int, optional
+        Threads running chunks (default :func:`mmal.select.threads.cpu_workers`).
+
+    Returns
+    -------
+    int
+        ``u`` products computed, counted in rows with all ``m`` centers (``n`` is
+        the work of one dense pass; for logging).
+    """
+    default_chunk, default_group = refresh_blocking(xp)
+    workers = cpu_workers(xp) if workers is None else workers
+    refresh = _Refresh(emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group or default_group)
+    chunks = row_chunks(len(emb), chunk_rows or default_chunk)
+    return int(round(sum(row_parallel_map(refresh.chunk, chunks, workers))))
+
+
+class _Refresh:
+    """One refresh's centers, sorted into pseudo-label groups; :meth:`chunk` updates a row chunk."""
+
+    def __init__(self, emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group):
+        self.emb, self.bound, self.xp = emb, bound, xp
+        self.a, self.un = emb.sq_norms(), emb.u_norms()
+        order = xp.argsort(xp.argmax(xp.abs(r_c), axis=1))  # one pseudo-label's centers side by side
+        self.r_c, self.u_c = r_c[order], u_c[order]
+        self.sq_norms_c = sq_norms_c[order]
+        self.two_u_norms_c = 2.0 * u_norms_c[order]
+        self.m = len(r_c)
+        self.groups = [slice(g0, min(g0 + group, self.m)) for g0 in range(0, self.m, group)]
+        self.margin = skip_margin(emb.u.shape[1], self.a.dtype)
+        self.a_c_max = float(sq_norms_c.max())
+
+    def chunk(self, rows: slice) -> float:
+        """Refresh ``bound[rows]``; returns the ``u`` products computed, in rows of all centers."""
+        xp, emb, bound, a = self.xp, self.emb, self.bound, self.a
+        rr = emb.r[rows] @ self.r_c.T
+        # 2|r_x·r_c|‖u_x‖‖u_c‖ - ‖g_c‖² > ‖g_x‖² - bound: the pair's lower bound is below bound
+        excess = xp.abs(rr)
+        excess *= self.two_u_norms_c
+        excess *= self.un[rows, None]
+        excess -= self.sq_norms_c
+        limit = a[rows] - bound[rows]
+        limit -= self.margin * (a[rows] + self.a_c_max)
+        need = excess > limit[:, None]
+        del excess
+        groups, hits = self._needed_groups(need)
+        computed = 0.0
+        for cols, hit in zip(groups, hits, strict=True):
+            if len(hit) == 0:
+                continue
+            width, skipped = cols.stop - cols.start, rows.stop - rows.start - len(hit)
+            computed += len(hit) * width / self.m
+            if skipped * width <= len(hit) * GATHER_COST:
+                # Multiplying the few rows that need nothing costs less than gathering
+                # the rest; their distances cannot lower the bound (skip_margin).
+                idx, u_rows, rr_rows = rows, emb.u[rows], rr[:, cols]
+            else:
+                idx, u_rows, rr_rows = hit + rows.start, emb.u[hit + rows.start], rr[hit, cols]
+            d2 = expanded_sq_distances((u_rows @ self.u_c[cols].T) * rr_rows, a[idx, None],
+                                       self.sq_norms_c[None, cols])
+            bound[idx] = xp.minimum(bound[idx], d2.min(axis=1))
+        return computed
+
+    def _needed_groups(self, need: Any) -> tuple[list[slice], list[Any]]:
+        """The center groups to multiply and, per group, the chunk rows that need one of its centers.
+
+        One product of every needed row with all centers when that costs less
+        than one product per group (:data:`GATHER_COST`).
+        """
+        xp, groups = self.xp, self.groups
+        if len(groups) == 1:
+            return groups, [xp.flatnonzero(need.any(axis=1))]
+        full = (self.m // groups[0].stop) * groups[0].stop  # columns in whole groups
+        per_group = need[:, :full].reshape(len(need), -1, groups[0].stop).any(axis=2)
+        if full < self.m:
+            per_group = xp.concatenate([per_group, need[:, full:].any(axis=1, keepdims=True)],
+                                       axis=1)
+        hits = [xp.flatnonzero(per_group[:, g]) for g in range(len(groups))]
+        every = xp.flatnonzero(per_group.any(axis=1))
+        if _product_cost(len(every), self.m) <= sum(_product_cost(len(h), c.stop - c.start)
+                                                    for h, c in zip(hits, groups, strict=True)):
+            return [slice(0, self.m)], [every]
+        return groups, hits
+
+
+def _product_cost(rows: int, centers: int) -> float:
+    """Cost of the ``u`` products of ``rows`` gathered rows with ``centers`` centers."""
+    return rows * (centers + GATHER_COST)

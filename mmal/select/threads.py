@@ -1,0 +1,83 @@
+"""CPU worker threads for selection's row-parallel passes.
+
+NumPy's element-wise passes run on one core, and a BLAS product over a narrow
+block loses much of its speed synchronising its own threads. Selection's heavy
+passes (the streaming pass that builds the embedding, the k-means++ bound
+refresh) are independent per row block, so they run one block per thread, with
+the BLAS held at one thread each: every core then runs whole blocks, the
+products and the element-wise work alike (NumPy and OpenBLAS release the GIL).
+
+Each row's result is computed by the same operations whichever thread runs it,
+so results do not depend on the number of workers (tested bit for bit).
+
+The default number of workers is the BLAS library's thread count, so
+``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` (and ``mmal run --jobs``)
+bound selection's threads as they bound the BLAS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mmal.select.backend import backend_name
+
+T = TypeVar("T")
+
+
+def cpu_workers(xp: Any = np) -> int:
+    """Worker threads for a row-parallel pass on ``xp``: the BLAS thread count on NumPy, 1 on a GPU."""
+    if backend_name(xp) != "numpy":
+        return 1
+    from threadpoolctl import threadpool_info  # deferred: inspects the loaded libraries
+
+    counts = [int(info["num_threads"]) for info in threadpool_info()
+              if info.get("user_api") == "blas"]
+    return max(1, min(counts)) if counts else 1
+
+
+@contextlib.contextmanager
+def single_threaded_blas(enabled: bool = True) -> Iterator[None]:
+    """Within the block, BLAS calls run on the calling thread only (process-wide)."""
+    if not enabled:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def row_parallel_map(func: Callable[[Any], T], items: Iterable[Any], workers: int) -> list[T]:
+    """``[func(item) for item in items]``, on ``workers`` threads with a one-thread BLAS each.
+
+    ``func`` must write only to its own item's rows. Results come back in the
+    order of ``items``; the first exception is raised after the running items
+    finish, and items not started are cancelled.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [func(item) for item in items]
+    with single_threaded_blas(), ThreadPoolExecutor(min(workers, len(items))) as pool:
+        futures = [pool.submit(func, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def row_chunks(n: int, rows: int) -> list[slice]:
+    """Contiguous slices of ``rows`` rows (the last one shorter) covering ``range(n)``.
+
+    The boundaries do not depend on the number of workers: a BLAS may sum a
+    product of another shape in another order, so a pass whose chunks are
+    fixed gives the same bits on any number of threads.
+    """
+    rows = max(1, rows)
+    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
