@@ -56,7 +56,7 @@ from mmal.progress import progress_bar
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances
 from mmal.select.params import int_param
-from mmal.select.refresh import lower_bound_inplace
+from mmal.select.refresh import Scratch, lower_bound_inplace
 from mmal.select.threads import cpu_workers
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ class _BoundSampler:
     def __init__(self, emb: FactorizedEmbedding, xp: Any, block: int) -> None:
         self.emb, self.xp, self.block = emb, xp, block
         self.workers = cpu_workers(xp)  # threads per refresh, asked once (it inspects the BLAS)
+        self.scratch = Scratch(xp)
         n, k, d = len(emb), emb.r.shape[1], emb.u.shape[1]
         dtype = emb.r.dtype
         self.sq_norms = emb.sq_norms()
@@ -224,7 +225,7 @@ class _BoundSampler:
         self.computed_rows += lower_bound_inplace(
             self.emb, self.pend_r[:p], self.pend_u[:p], self.pend_a[:p],
             xp.sqrt(xp.einsum("ij,ij->i", self.pend_u[:p], self.pend_u[:p])),
-            self.device_bound, xp=xp, workers=self.workers)
+            self.device_bound, xp=xp, workers=self.workers, scratch=self.scratch)
         self.device_bound[xp.asarray(np.asarray(self.pending))] = 0.0
         self.bound = asnumpy(self.device_bound).astype(np.float64)
         self.bound[self.chosen] = 0.0

@@ -32,23 +32,30 @@ computed.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
 from mmal.select.backend import backend_name
-from mmal.select.embedding import ROUNDING_TOLERANCE, FactorizedEmbedding, expanded_sq_distances
+from mmal.select.embedding import ROUNDING_TOLERANCE, FactorizedEmbedding, nearest_sq_distances
 from mmal.select.threads import cpu_workers, row_chunks, row_parallel_map
 
 #: Rows per chunk on a CPU. Each worker runs whole chunks with a one-thread
 #: BLAS, so a chunk only needs to be wide enough for an efficient product and
 #: small enough that every worker gets several (load balance) and the
 #: temporaries stay small (measured on a 2-core CPU, docs/performance.md).
-REFRESH_CHUNK_ROWS = 16384
+REFRESH_CHUNK_ROWS = 4096
 
 #: Centers per product group on a CPU: narrow enough that a row multiplies few
 #: centers it cannot come closer to, wide enough for an efficient product.
 CENTER_GROUP = 32
+
+#: A center that more than this share of a chunk's rows need gets a group of its
+#: own (a small ``‖g_c‖`` can come closer to most rows): it would otherwise make
+#: its pseudo-label's group dense. Measured at VGGSound scale: early in the
+#: seeding two of 128 centers were needed by 99% of the rows, the rest by 0.3%.
+WIDE_SHARE = 0.25
 
 #: Copying one row of ``u`` out of the pool costs about as much as this many of
 #: its D-wide products with centers (4·D bytes at memory speed against 2·D
@@ -128,7 +135,7 @@ def refresh_blocking(xp: Any) -> tuple[int, int]:
 def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any,
                         u_norms_c: Any, bound: Any, *, xp: Any = np,
                         chunk_rows: int | None = None, group: int | None = None,
-                        workers: int | None = None) -> int:
+                        workers: int | None = None, scratch: Scratch | None = None) -> int:
     """``bound = minimum(bound, squared distance to the nearest of the m centers)``, in place.
 
     Pairs that cannot come closer than ``bound`` are skipped (:func:`skip_margin`
@@ -149,6 +156,8 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
         products that a BLAS computes in another order for another shape.
     workers : int, optional
         Threads running chunks (default :func:`mmal.select.threads.cpu_workers`).
+    scratch : Scratch, optional
+        Per-thread buffers to reuse across calls (default: fresh ones).
 
     Returns
     -------
@@ -158,44 +167,72 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
     """
     default_chunk, default_group = refresh_blocking(xp)
     workers = cpu_workers(xp) if workers is None else workers
-    refresh = _Refresh(emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group or default_group)
+    refresh = _Refresh(emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group or default_group,
+                       scratch or Scratch(xp))
     chunks = row_chunks(len(emb), chunk_rows or default_chunk)
     return int(round(sum(row_parallel_map(refresh.chunk, chunks, workers))))
+
+
+class Scratch:
+    """Reusable per-thread buffers for the refresh's (rows × centers) temporaries.
+
+    A chunk's temporaries are megabytes each; allocated afresh, every chunk
+    pays page faults for them (measured: a tenth of the seeding's time at
+    KineticsSound scale). Keep one :class:`Scratch` for a whole seeding.
+    """
+
+    def __init__(self, xp: Any = np) -> None:
+        self.xp = xp
+        self._local = threading.local()
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+        """A C-contiguous array of ``shape`` and ``dtype``, this thread's own, contents undefined."""
+        size = int(np.prod(shape))
+        held = getattr(self._local, name, None)
+        if held is None or held.size < size or held.dtype != np.dtype(dtype):
+            held = self.xp.empty(size, dtype=dtype)
+            setattr(self._local, name, held)
+        return held[:size].reshape(shape)
 
 
 class _Refresh:
     """One refresh's centers, sorted into pseudo-label groups; :meth:`chunk` updates a row chunk."""
 
-    def __init__(self, emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group):
-        self.emb, self.bound, self.xp = emb, bound, xp
+    def __init__(self, emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group, scratch):
+        self.emb, self.bound, self.xp, self.scratch = emb, bound, xp, scratch
         self.a, self.un = emb.sq_norms(), emb.u_norms()
         order = xp.argsort(xp.argmax(xp.abs(r_c), axis=1))  # one pseudo-label's centers side by side
         self.r_c, self.u_c = r_c[order], u_c[order]
         self.sq_norms_c = sq_norms_c[order]
         self.two_u_norms_c = 2.0 * u_norms_c[order]
         self.m = len(r_c)
+        self.group = group
         self.groups = [slice(g0, min(g0 + group, self.m)) for g0 in range(0, self.m, group)]
         self.margin = skip_margin(emb.u.shape[1], self.a.dtype)
         self.a_c_max = float(sq_norms_c.max())
 
     def chunk(self, rows: slice) -> float:
         """Refresh ``bound[rows]``; returns the ``u`` products computed, in rows of all centers."""
-        xp, emb, bound, a = self.xp, self.emb, self.bound, self.a
-        rr = emb.r[rows] @ self.r_c.T
+        xp, emb, bound, a, buffer = self.xp, self.emb, self.bound, self.a, self.scratch.array
+        n, m, dtype = rows.stop - rows.start, self.m, self.a.dtype
+        rr = xp.matmul(emb.r[rows], self.r_c.T, out=buffer("rr", (n, m), dtype))
         # 2|r_x·r_c|‖u_x‖‖u_c‖ - ‖g_c‖² > ‖g_x‖² - bound: the pair's lower bound is below bound
-        excess = xp.abs(rr)
+        excess = xp.abs(rr, out=buffer("excess", (n, m), dtype))
         excess *= self.two_u_norms_c
         excess *= self.un[rows, None]
         excess -= self.sq_norms_c
         limit = a[rows] - bound[rows]
         limit -= self.margin * (a[rows] + self.a_c_max)
-        need = excess > limit[:, None]
-        del excess
-        groups, hits = self._needed_groups(need)
+        need = xp.greater(excess, limit[:, None], out=buffer("need", (n, m), bool))
+        u_c, sq_norms_c, groups = self.u_c, self.sq_norms_c, self.groups
+        wide = self._wide_columns(need)
+        if wide is not None:  # those centers first, in a group of their own
+            order = xp.concatenate([wide, xp.flatnonzero(~self._is(wide))])
+            need, rr, u_c, sq_norms_c = need[:, order], rr[:, order], u_c[order], sq_norms_c[order]
+            groups = [slice(0, len(wide))] + [slice(g0, min(g0 + self.group, self.m))
+                                              for g0 in range(len(wide), self.m, self.group)]
         computed = 0.0
-        for cols, hit in zip(groups, hits, strict=True):
-            if len(hit) == 0:
-                continue
+        for cols, hit in self._needed_groups(need, groups):
             width, skipped = cols.stop - cols.start, rows.stop - rows.start - len(hit)
             computed += len(hit) * width / self.m
             if skipped * width <= len(hit) * GATHER_COST:
@@ -204,31 +241,46 @@ class _Refresh:
                 idx, u_rows, rr_rows = rows, emb.u[rows], rr[:, cols]
             else:
                 idx, u_rows, rr_rows = hit + rows.start, emb.u[hit + rows.start], rr[hit, cols]
-            d2 = expanded_sq_distances((u_rows @ self.u_c[cols].T) * rr_rows, a[idx, None],
-                                       self.sq_norms_c[None, cols])
-            bound[idx] = xp.minimum(bound[idx], d2.min(axis=1))
+            shape = (len(u_rows), width)
+            products = xp.matmul(u_rows, u_c[cols].T, out=buffer("products", shape, dtype))
+            products *= rr_rows
+            nearest = nearest_sq_distances(products, a[idx], sq_norms_c[cols],
+                                           work=buffer("sums", shape, dtype))
+            bound[idx] = xp.minimum(bound[idx], nearest)
         return computed
 
-    def _needed_groups(self, need: Any) -> tuple[list[slice], list[Any]]:
-        """The center groups to multiply and, per group, the chunk rows that need one of its centers.
+    def _wide_columns(self, need: Any) -> Any:
+        """The centers that more than :data:`WIDE_SHARE` of the chunk's rows need, or None.
+
+        A center with a small ``‖g_c‖`` can come closer to most rows; in its
+        pseudo-label's group it would make that whole group dense.
+        """
+        if len(self.groups) == 1:
+            return None
+        wide = self.xp.flatnonzero(need.sum(axis=0) > WIDE_SHARE * len(need))
+        return wide if 0 < len(wide) < self.m else None
+
+    def _is(self, columns: Any) -> Any:
+        mask = self.xp.zeros(self.m, dtype=bool)
+        mask[columns] = True
+        return mask
+
+    def _needed_groups(self, need: Any, groups: list[slice]) -> list[tuple[slice, Any]]:
+        """(columns, chunk rows that need one of them) per center group to multiply.
 
         One product of every needed row with all centers when that costs less
-        than one product per group (:data:`GATHER_COST`).
+        than one product per group (:data:`GATHER_COST`). Groups that no row
+        needs are left out.
         """
-        xp, groups = self.xp, self.groups
-        if len(groups) == 1:
-            return groups, [xp.flatnonzero(need.any(axis=1))]
-        full = (self.m // groups[0].stop) * groups[0].stop  # columns in whole groups
-        per_group = need[:, :full].reshape(len(need), -1, groups[0].stop).any(axis=2)
-        if full < self.m:
-            per_group = xp.concatenate([per_group, need[:, full:].any(axis=1, keepdims=True)],
-                                       axis=1)
+        xp = self.xp
+        per_group = xp.stack([need[:, cols].any(axis=1) for cols in groups], axis=1)
         hits = [xp.flatnonzero(per_group[:, g]) for g in range(len(groups))]
-        every = xp.flatnonzero(per_group.any(axis=1))
-        if _product_cost(len(every), self.m) <= sum(_product_cost(len(h), c.stop - c.start)
-                                                    for h, c in zip(hits, groups, strict=True)):
-            return [slice(0, self.m)], [every]
-        return groups, hits
+        if len(groups) > 1:
+            every = xp.flatnonzero(per_group.any(axis=1))
+            if _product_cost(len(every), self.m) <= sum(_product_cost(len(h), c.stop - c.start)
+                                                        for h, c in zip(hits, groups, strict=True)):
+                groups, hits = [slice(0, self.m)], [every]
+        return [(cols, hit) for cols, hit in zip(groups, hits, strict=True) if len(hit)]
 
 
 def _product_cost(rows: int, centers: int) -> float:

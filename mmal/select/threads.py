@@ -18,6 +18,7 @@ bound selection's threads as they bound the BLAS.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -29,14 +30,23 @@ from mmal.select.backend import backend_name
 T = TypeVar("T")
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the BLAS libraries loaded now (NumPy's among them).
+
+    Finding them reads the process's library files (milliseconds), so it is
+    done once per process; the thread counts are read live from the handle.
+    """
+    from threadpoolctl import ThreadpoolController  # deferred: only selection needs it
+
+    return ThreadpoolController().select(user_api="blas")
+
+
 def cpu_workers(xp: Any = np) -> int:
     """Worker threads for a row-parallel pass on ``xp``: the BLAS thread count on NumPy, 1 on a GPU."""
     if backend_name(xp) != "numpy":
         return 1
-    from threadpoolctl import threadpool_info  # deferred: inspects the loaded libraries
-
-    counts = [int(info["num_threads"]) for info in threadpool_info()
-              if info.get("user_api") == "blas"]
+    counts = [int(info["num_threads"]) for info in _blas_controller().info()]
     return max(1, min(counts)) if counts else 1
 
 
@@ -46,9 +56,7 @@ def single_threaded_blas(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1):
         yield
 
 

@@ -205,3 +205,22 @@ def test_streaming_pass_is_the_same_on_any_number_of_threads_and_blocks(cache_fa
             _, u_dtype = working_dtypes(cache.meta, precision)
             want = scaled_head_input(features, cache.meta.fusion, weights=w, dtype=precision)
             np.testing.assert_array_equal(u, want.astype(u_dtype).astype(precision))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_sq_distances_are_the_row_minima_bit_for_bit(dtype):
+    from mmal.select.embedding import expanded_sq_distances, nearest_sq_distances
+
+    rng = np.random.default_rng(8)
+    r = rng.normal(size=(300, 6)).astype(dtype)
+    u = (rng.normal(size=(300, 50)) * rng.uniform(0.01, 100, size=(300, 1))).astype(dtype)
+    r[::7], u[::7] = r[1], u[1]  # exact duplicates of center 1: noise that must snap to 0
+    emb = FactorizedEmbedding(r, u)
+    centers = [1, 5, 9, 40, 41]
+    c = FactorizedEmbedding(r[centers], u[centers])
+    products = (r @ c.r.T) * (u @ c.u.T)
+    want = expanded_sq_distances(products.copy(), emb.sq_norms()[:, None],
+                                 c.sq_norms()[None, :]).min(axis=1)
+    got = nearest_sq_distances(products.copy(), emb.sq_norms(), c.sq_norms())
+    np.testing.assert_array_equal(got, want)
+    assert np.all(got[::7] == 0.0) and np.count_nonzero(got == 0.0) == len(got[::7]) + len(centers)
