@@ -224,63 +224,62 @@ class _Refresh:
         limit = a[rows] - bound[rows]
         limit -= self.margin * (a[rows] + self.a_c_max)
         need = xp.greater(excess, limit[:, None], out=buffer("need", (n, m), bool))
-        u_c, sq_norms_c, groups = self.u_c, self.sq_norms_c, self.groups
-        wide = self._wide_columns(need)
-        if wide is not None:  # those centers first, in a group of their own
-            order = xp.concatenate([wide, xp.flatnonzero(~self._is(wide))])
-            need, rr, u_c, sq_norms_c = need[:, order], rr[:, order], u_c[order], sq_norms_c[order]
-            groups = [slice(0, len(wide))] + [slice(g0, min(g0 + self.group, self.m))
-                                              for g0 in range(len(wide), self.m, self.group)]
         computed = 0.0
-        for cols, hit in self._needed_groups(need, groups):
-            width, skipped = cols.stop - cols.start, rows.stop - rows.start - len(hit)
-            computed += len(hit) * width / self.m
+        for cols, hit in self._plan(need):
+            width, skipped = _width(cols), n - len(hit)
+            computed += len(hit) * width / m
             if skipped * width <= len(hit) * GATHER_COST:
                 # Multiplying the few rows that need nothing costs less than gathering
                 # the rest; their distances cannot lower the bound (skip_margin).
                 idx, u_rows, rr_rows = rows, emb.u[rows], rr[:, cols]
             else:
-                idx, u_rows, rr_rows = hit + rows.start, emb.u[hit + rows.start], rr[hit, cols]
+                idx, u_rows, rr_rows = hit + rows.start, emb.u[hit + rows.start], rr[hit][:, cols]
             shape = (len(u_rows), width)
-            products = xp.matmul(u_rows, u_c[cols].T, out=buffer("products", shape, dtype))
+            products = xp.matmul(u_rows, self.u_c[cols].T, out=buffer("products", shape, dtype))
             products *= rr_rows
-            nearest = nearest_sq_distances(products, a[idx], sq_norms_c[cols],
+            nearest = nearest_sq_distances(products, a[idx], self.sq_norms_c[cols],
                                            work=buffer("sums", shape, dtype))
             bound[idx] = xp.minimum(bound[idx], nearest)
         return computed
 
-    def _wide_columns(self, need: Any) -> Any:
-        """The centers that more than :data:`WIDE_SHARE` of the chunk's rows need, or None.
+    def _plan(self, need: Any) -> list[tuple[Any, Any]]:
+        """(columns, chunk rows that need one of them) per product to compute.
 
-        A center with a small ``‖g_c‖`` can come closer to most rows; in its
-        pseudo-label's group it would make that whole group dense.
+        The columns are a center group (a slice of one pseudo-label's centers
+        and its neighbours), or the *wide* centers that more than
+        :data:`WIDE_SHARE` of the rows need (a small ``‖g_c‖`` can come closer
+        to most rows; in its pseudo-label's group it would make that whole
+        group dense), or all centers, when one product of every needed row
+        costs less than one per group (:data:`GATHER_COST`). Groups that no row
+        needs are left out. Counts come from two small matrix products of the
+        (rows × centers) mask, exact in floating point (integers below 2^24).
         """
-        if len(self.groups) == 1:
-            return None
-        wide = self.xp.flatnonzero(need.sum(axis=0) > WIDE_SHARE * len(need))
-        return wide if 0 < len(wide) < self.m else None
-
-    def _is(self, columns: Any) -> Any:
-        mask = self.xp.zeros(self.m, dtype=bool)
-        mask[columns] = True
-        return mask
-
-    def _needed_groups(self, need: Any, groups: list[slice]) -> list[tuple[slice, Any]]:
-        """(columns, chunk rows that need one of them) per center group to multiply.
-
-        One product of every needed row with all centers when that costs less
-        than one product per group (:data:`GATHER_COST`). Groups that no row
-        needs are left out.
-        """
-        xp = self.xp
-        per_group = xp.stack([need[:, cols].any(axis=1) for cols in groups], axis=1)
-        hits = [xp.flatnonzero(per_group[:, g]) for g in range(len(groups))]
-        if len(groups) > 1:
-            every = xp.flatnonzero(per_group.any(axis=1))
-            if _product_cost(len(every), self.m) <= sum(_product_cost(len(h), c.stop - c.start)
-                                                        for h, c in zip(hits, groups, strict=True)):
-                groups, hits = [slice(0, self.m)], [every]
+        xp, groups = self.xp, self.groups
+        if len(groups) == 1:
+            every = xp.flatnonzero(need.any(axis=1))
+            return [(groups[0], every)] if len(every) else []
+        mask = need.astype(self.a.dtype)
+        wide = xp.flatnonzero(xp.ones(len(mask), dtype=mask.dtype) @ mask > WIDE_SHARE * len(mask))
+        if 0 < len(wide) < self.m:
+            narrow = xp.ones(self.m, dtype=bool)
+            narrow[wide] = False
+            groups = [wide] + [cols for cols in (xp.flatnonzero(narrow[g]) + g.start for g in groups)
+                               if len(cols)]
+        members = xp.zeros((self.m, len(groups)), dtype=mask.dtype)
+        for j, cols in enumerate(groups):
+            members[cols, j] = 1.0
+        per_group = mask @ members > 0
+        hits = [xp.flatnonzero(per_group[:, j]) for j in range(len(groups))]
+        every = xp.flatnonzero(per_group.any(axis=1))
+        if _product_cost(len(every), self.m) <= sum(_product_cost(len(h), _width(c))
+                                                    for h, c in zip(hits, groups, strict=True)):
+            groups, hits = [slice(0, self.m)], [every]
         return [(cols, hit) for cols, hit in zip(groups, hits, strict=True) if len(hit)]
+
+
+def _width(columns: Any) -> int:
+    """Number of centers in ``columns`` (a slice or an index array)."""
+    return columns.stop - columns.start if isinstance(columns, slice) else len(columns)
 
 
 def _product_cost(rows: int, centers: int) -> float:
