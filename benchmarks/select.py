@@ -15,8 +15,10 @@ writes the index file) in a subprocess.
 
 Memory is measured from the operating system, not tracemalloc: a thread samples
 this process's resident set size (``/proc/self/statm``) every 5 ms, and the
-command's peak is the child's ``ru_maxrss`` from ``os.wait4``. That counts BLAS
-and HDF5 buffers too, and does not slow the Python loops being timed.
+command's peak is the child's own ``VmHWM`` (read as it exits). That counts BLAS
+and HDF5 buffers too. The references are single-threaded, so the sampler runs
+on an idle core beside them; mmal uses every core, so its timed runs go without
+the sampler and one more run measures its memory.
 
 Usage::
 
@@ -40,6 +42,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -133,12 +136,19 @@ def run_reference(module, meta, arrays, budget, seed, **kwargs):
     return arrays["ids"][np.flatnonzero(keep)[picks]]
 
 
-def measure(label, func):
-    with RssPeak() as mem:
+def measure(label, func, *, memory=True):
+    """Wall time of ``func()``, and its peak RSS from a sampling thread when ``memory``.
+
+    The sampler wakes every 5 ms: beside a single-threaded reference it runs on
+    an idle core, but it takes a core from mmal's worker threads, so mmal's
+    timed runs go without it and one more run measures its memory.
+    """
+    with RssPeak() if memory else contextlib.nullcontext() as mem:
         start = time.perf_counter()
         ids = func()
         wall = time.perf_counter() - start
-    return {"label": label, "wall_s": wall, "peak_rss": mem.peak, "start_rss": mem.start, "ids": ids}
+    return {"label": label, "wall_s": wall, "peak_rss": mem.peak if memory else None,
+            "start_rss": mem.start if memory else None, "ids": ids}
 
 
 def run_command(cache: Path, budget: int, seed: int, out: Path) -> dict:
@@ -206,10 +216,17 @@ def main(argv=None) -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
 
-    runs = sorted((measure("mmal bmmal (in memory)",
-                           lambda: run_mmal(meta, arrays, budget, args.seed, args.block_size))
-                   for _ in range(max(1, args.repeats))), key=lambda r: r["wall_s"])
-    results = [runs[len(runs) // 2]]  # the median run, so load spikes do not decide the ratio
+    def mmal_run(memory):
+        return measure("mmal bmmal (in memory)",
+                       lambda: run_mmal(meta, arrays, budget, args.seed, args.block_size),
+                       memory=memory)
+
+    runs = sorted((mmal_run(memory=False) for _ in range(max(1, args.repeats))),
+                  key=lambda r: r["wall_s"])
+    median = dict(runs[len(runs) // 2])  # the median run, so load spikes do not decide the ratio
+    memory_run = mmal_run(memory=True)  # one more run, for the peak RSS only
+    median.update(peak_rss=memory_run["peak_rss"], start_rss=memory_run["start_rss"])
+    results = [median]
     if not args.skip_references:
         if args.scale == "ks":
             results.append(measure("(a) published: materialized + rv_discrete",
