@@ -223,6 +223,13 @@ def _died(code: int) -> str:
 
 
 def _torch_threads() -> int | None:
-    """torch threads for the workers: this process's (None: torch's default, not imported yet)."""
+    """torch threads for the workers: this process's, which ``--jobs 1`` trains with.
+
+    None (the worker keeps torch's default, the same as this process's) when
+    torch is not imported here yet or ``OMP_NUM_THREADS`` sets the default; a
+    worker that never trains then never imports torch.
+    """
     torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else None
+    if torch is None or os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    return torch.get_num_threads()

@@ -459,7 +459,7 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory, work
     if memory is None:
         u, r = (xp.empty(shape, dtype=dt) for shape, dt, _ in shapes.values())
     else:
-        u, r = memory.allocate(shapes, rows=n, xp=xp)
+        u, r = memory.allocate(shapes, rows=n, xp=xp, workers=workers)
         block_rows = memory.block_rows(_stream_row_bytes(meta, width) * workers, block_rows)
     u_sq = xp.empty(n, dtype=r_dtype)
     blocks, filled = [], 0

@@ -57,7 +57,7 @@ from mmal.select.backend import asnumpy
 from mmal.select.embedding import FactorizedEmbedding, expanded_sq_distances
 from mmal.select.params import int_param
 from mmal.select.refresh import Scratch, lower_bound_inplace
-from mmal.select.threads import cpu_workers
+from mmal.select.threads import RowPool, cpu_workers
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,12 @@ def kmeans_pp(
             f"the embedding of rows {preview(np.flatnonzero(bad))} is too large for "
             f"{emb.r.dtype} distances (or not finite); compute it in float64 or scale it down"
         )
-    return _kmeans_pp(emb, budget, rng, xp, block, progress)
+    with RowPool(cpu_workers(xp)) as pool:  # one set of refresh threads for the seeding
+        return _kmeans_pp(emb, budget, rng, xp, block, progress, pool)
 
 
-def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
-    sampler = _BoundSampler(emb, xp, block)
+def _kmeans_pp(emb, budget, rng, xp, block, progress, pool) -> np.ndarray:
+    sampler = _BoundSampler(emb, xp, block, pool)
     sampler.accept(int(xp.argmax(emb.sq_norms())))
     bar = progress_bar(total=budget, enabled=progress, desc="k-means++", unit="center",
                        leave=False)
@@ -174,9 +175,8 @@ def _kmeans_pp(emb, budget, rng, xp, block, progress) -> np.ndarray:
 class _BoundSampler:
     """State of the seeding: chosen centers, the bound ``U`` and its CDF on the host."""
 
-    def __init__(self, emb: FactorizedEmbedding, xp: Any, block: int) -> None:
-        self.emb, self.xp, self.block = emb, xp, block
-        self.workers = cpu_workers(xp)  # threads per refresh, asked once (it inspects the BLAS)
+    def __init__(self, emb: FactorizedEmbedding, xp: Any, block: int, pool: RowPool) -> None:
+        self.emb, self.xp, self.block, self.pool = emb, xp, block, pool
         self.scratch = Scratch(xp)
         n, k, d = len(emb), emb.r.shape[1], emb.u.shape[1]
         dtype = emb.r.dtype
@@ -225,7 +225,7 @@ class _BoundSampler:
         self.computed_rows += lower_bound_inplace(
             self.emb, self.pend_r[:p], self.pend_u[:p], self.pend_a[:p],
             xp.sqrt(xp.einsum("ij,ij->i", self.pend_u[:p], self.pend_u[:p])),
-            self.device_bound, xp=xp, workers=self.workers, scratch=self.scratch)
+            self.device_bound, xp=xp, scratch=self.scratch, pool=self.pool)
         self.device_bound[xp.asarray(np.asarray(self.pending))] = 0.0
         self.bound = asnumpy(self.device_bound).astype(np.float64)
         self.bound[self.chosen] = 0.0

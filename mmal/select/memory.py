@@ -41,11 +41,17 @@ DEFAULT_SHARE = 0.6
 #: 130 B with two modalities in float32; rounded up).
 PER_ROW_BYTES = 192
 
-#: Bytes kept free within the budget for the temporaries of one block: a
-#: block of the streaming pass, or one chunk of a k-means++ refresh (a
-#: 32,768-row chunk of float16 ``u`` with D = 2,048, gathered and converted to
-#: float32 for its product, is 384 MiB). Independent of the pool size.
+#: Bytes kept free within the budget for the temporaries of the blocks being
+#: worked on: the streaming pass's blocks (their rows shrink to fit it), or the
+#: chunks of a k-means++ refresh (a 4,096-row chunk of float16 ``u`` with
+#: D = 2,048, gathered and widened to float32 for its product, is 48 MiB with
+#: its (rows x centers) buffers). Independent of the pool size; one more
+#: :data:`WORKER_ALLOWANCE` for each worker thread past the first.
 BLOCK_ALLOWANCE = 512 * 2**20
+
+#: Bytes kept free for the temporaries of each worker thread past the first
+#: (:mod:`mmal.select.threads`): one refresh chunk's, above.
+WORKER_ALLOWANCE = 64 * 2**20
 
 #: Fewest rows per block of the streaming pass, whatever the budget.
 MIN_BLOCK_ROWS = 64
@@ -148,19 +154,23 @@ class WorkingSet:
             self._folder = None
 
     def block_rows(self, row_bytes: int, most: int) -> int:
-        """Rows per streamed block: at most ``most``, and within a quarter of the budget."""
+        """Rows per streamed block: at most ``most``, within a quarter of the budget and the block allowance.
+
+        ``row_bytes`` counts every block worked on at once (the workers').
+        """
         if self.max_memory is None:
             return most
-        fit = (self.max_memory // 4) // max(1, row_bytes)
+        fit = min(self.max_memory // 4, BLOCK_ALLOWANCE) // max(1, row_bytes)
         return int(max(MIN_BLOCK_ROWS, min(most, fit)))
 
     def allocate(self, arrays: dict[str, tuple[tuple[int, ...], Any, Any]], *, rows: int,
-                 xp: Any = np) -> list[Any]:
+                 xp: Any = np, workers: int = 1) -> list[Any]:
         """Empty arrays for ``arrays`` (name -> (shape, dtype, spilled dtype)), in memory or spilled.
 
         Spills in the order given (put the widest first) until the rest, the
-        per-row vectors (``rows`` · :data:`PER_ROW_BYTES`) and
-        :data:`BLOCK_ALLOWANCE` fit ``max_memory``. A spilled array has the
+        per-row vectors (``rows`` · :data:`PER_ROW_BYTES`) and the block
+        allowance (:data:`BLOCK_ALLOWANCE`, plus :data:`WORKER_ALLOWANCE` per
+        worker thread past the first) fit ``max_memory``. A spilled array has the
         spilled dtype (a narrower one holding the same values: a smaller
         file, fewer bytes read per pass). On CuPy nothing spills.
 
@@ -170,7 +180,8 @@ class WorkingSet:
             In the order of ``arrays``: ``xp`` arrays, or NumPy memmaps of spilled ones.
         """
         sizes = {name: _nbytes(shape, dtype) for name, (shape, dtype, _) in arrays.items()}
-        resident = sum(sizes.values()) + rows * PER_ROW_BYTES + BLOCK_ALLOWANCE
+        allowance = BLOCK_ALLOWANCE + max(0, workers - 1) * WORKER_ALLOWANCE
+        resident = sum(sizes.values()) + rows * PER_ROW_BYTES + allowance
         spill = []
         if self.max_memory is not None and xp is np:
             for name in arrays:

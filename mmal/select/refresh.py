@@ -23,11 +23,12 @@ rows are computed by the same operations on any worker, so the bound does not
 depend on the number of workers, bit for bit.
 
 The products a chunk computes have the shapes its skipping leaves (a group's
-gathered rows); a BLAS may round a product of another shape differently in its
-last bit (OpenBLAS takes other kernels for a single row or a handful of rows).
-So another chunk size or group width can move a bound by an ulp, as another
-BLAS or a GPU can, and the seeding stays exact D² sampling for the distances as
-computed.
+gathered rows); a BLAS may round a product of another shape differently
+(OpenBLAS takes other kernels for a single row or a handful of rows). So
+another chunk size or group width can move a bound by the rounding of its
+products (an ulp on typical data; hundreds of ``eps`` for adversarial
+near-parallel vectors), as another BLAS or a GPU can, and the seeding stays
+exact D² sampling for the distances as computed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 
 from mmal.select.backend import backend_name
 from mmal.select.embedding import ROUNDING_TOLERANCE, FactorizedEmbedding, nearest_sq_distances
-from mmal.select.threads import cpu_workers, row_chunks, row_parallel_map
+from mmal.select.threads import RowPool, cpu_workers, row_chunks, row_parallel_map
 
 #: Rows per chunk on a CPU. Each worker runs whole chunks with a one-thread
 #: BLAS, so a chunk only needs to be wide enough for an efficient product and
@@ -102,6 +103,10 @@ def skip_margin(width: int, dtype: Any) -> float:
     :func:`mmal.select.embedding.expanded_sq_distances`: the pair could not
     have lowered the bound.
 
+    The argument needs the products in ``dtype``'s own precision: CuPy with
+    ``CUPY_TF32=1`` (float32 products on TF32 tensor cores, 10-bit mantissas)
+    breaks it, so leave that unset for selection.
+
     Parameters
     ----------
     width : int
@@ -138,7 +143,8 @@ def refresh_blocking(xp: Any) -> tuple[int, int]:
 def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c: Any,
                         u_norms_c: Any, bound: Any, *, xp: Any = np,
                         chunk_rows: int | None = None, group: int | None = None,
-                        workers: int | None = None, scratch: Scratch | None = None) -> int:
+                        workers: int | None = None, scratch: Scratch | None = None,
+                        pool: RowPool | None = None) -> int:
     """``bound = minimum(bound, squared distance to the nearest of the m centers)``, in place.
 
     Pairs that cannot come closer than ``bound`` are skipped (:func:`skip_margin`
@@ -161,6 +167,9 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
         Threads running chunks (default :func:`mmal.select.threads.cpu_workers`).
     scratch : Scratch, optional
         Per-thread buffers to reuse across calls (default: fresh ones).
+    pool : RowPool, optional
+        Threads to run the chunks on, kept across calls (default: a pool of
+        ``workers`` threads for this call).
 
     Returns
     -------
@@ -173,6 +182,8 @@ def lower_bound_inplace(emb: FactorizedEmbedding, r_c: Any, u_c: Any, sq_norms_c
     refresh = _Refresh(emb, r_c, u_c, sq_norms_c, u_norms_c, bound, xp, group or default_group,
                        scratch or Scratch(xp))
     chunks = row_chunks(len(emb), chunk_rows or default_chunk)
+    if pool is not None:
+        return int(round(sum(pool.map(refresh.chunk, chunks))))
     return int(round(sum(row_parallel_map(refresh.chunk, chunks, workers))))
 
 
@@ -181,7 +192,9 @@ class Scratch:
 
     A chunk's temporaries are megabytes each; allocated afresh, every chunk
     pays page faults for them (measured: a tenth of the seeding's time at
-    KineticsSound scale). Keep one :class:`Scratch` for a whole seeding.
+    KineticsSound scale). Keep one :class:`Scratch`, and one
+    :class:`mmal.select.threads.RowPool` (whose threads hold the buffers), for
+    a whole seeding.
     """
 
     def __init__(self, xp: Any = np) -> None:
@@ -219,14 +232,7 @@ class _Refresh:
         xp, emb, bound, a, buffer = self.xp, self.emb, self.bound, self.a, self.scratch.array
         n, m, dtype = rows.stop - rows.start, self.m, self.a.dtype
         rr = xp.matmul(emb.r[rows], self.r_c.T, out=buffer("rr", (n, m), dtype))
-        # 2|r_x·r_c|‖u_x‖‖u_c‖ - ‖g_c‖² > ‖g_x‖² - bound: the pair's lower bound is below bound
-        excess = xp.abs(rr, out=buffer("excess", (n, m), dtype))
-        excess *= self.two_u_norms_c
-        excess *= self.un[rows, None]
-        excess -= self.sq_norms_c
-        limit = a[rows] - bound[rows]
-        limit -= self.margin * (a[rows] + self.a_c_max)
-        need = xp.greater(excess, limit[:, None], out=buffer("need", (n, m), bool))
+        need = self.needs(rows, rr)
         computed = 0.0
         for cols, hit in self._plan(need):
             width, skipped = _width(cols), n - len(hit)
@@ -244,6 +250,23 @@ class _Refresh:
                                            work=buffer("sums", shape, dtype))
             bound[idx] = xp.minimum(bound[idx], nearest)
         return computed
+
+    def needs(self, rows: slice, rr: Any) -> Any:
+        """(rows, m) bool: the pairs whose Cauchy-Schwarz lower bound, less the margin, is below ``bound``.
+
+        ``rr`` holds the rows' ``r`` products with the (sorted) centers. Every
+        other pair's distance, however computed, is at least ``bound``
+        (:func:`skip_margin`).
+        """
+        xp, a, buffer = self.xp, self.a, self.scratch.array
+        # 2|r_x·r_c|‖u_x‖‖u_c‖ - ‖g_c‖² > ‖g_x‖² - bound: the pair's lower bound is below bound
+        excess = xp.abs(rr, out=buffer("excess", rr.shape, rr.dtype))
+        excess *= self.two_u_norms_c
+        excess *= self.un[rows, None]
+        excess -= self.sq_norms_c
+        limit = a[rows] - self.bound[rows]
+        limit -= self.margin * (a[rows] + self.a_c_max)
+        return xp.greater(excess, limit[:, None], out=buffer("need", rr.shape, bool))
 
     def _plan(self, need: Any) -> list[tuple[Any, Any]]:
         """(columns, chunk rows that need one of them) per product to compute.

@@ -60,32 +60,82 @@ def single_threaded_blas(enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def row_parallel_map(func: Callable[[Any], T], items: Iterable[Any], workers: int) -> list[T]:
-    """``[func(item) for item in items]``, on ``workers`` threads with a one-thread BLAS each.
+class RowPool:
+    """``workers`` threads for row-parallel passes, kept open across passes.
 
-    ``func`` must write only to its own item's rows. Results come back in the
-    order of ``items``; the first exception is raised after the running items
-    finish, and items not started are cancelled.
+    Keep one for a whole k-means++ seeding: the threads, and the per-thread
+    buffers the refresh keeps in them (:class:`mmal.select.refresh.Scratch`),
+    then live from one refresh to the next. Use as a context manager.
     """
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [func(item) for item in items]
-    with single_threaded_blas(), ThreadPoolExecutor(min(workers, len(items))) as pool:
-        futures = [pool.submit(func, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+        self._executor: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> RowPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the threads (after the running items)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def map(self, func: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        """``[func(item) for item in items]``, on the threads, with a one-thread BLAS each.
+
+        ``func`` must write only to its own item's rows. Results come back in
+        the order of ``items``; the first exception is raised after the running
+        items finish, and items not started are cancelled. One worker, or one
+        item, runs in the calling thread.
+        """
+        items = list(items)
+        if self.workers <= 1 or len(items) <= 1:
+            return [func(item) for item in items]
+        if self._executor is None:
+            # The limit is set in each worker too: an OpenMP BLAS keeps it per thread.
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="mmal-rows",
+                                                initializer=_one_blas_thread)
+        with single_threaded_blas():
+            futures = [self._executor.submit(func, item) for item in items]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+
+def _one_blas_thread() -> None:
+    _blas_controller().limit(limits=1)  # applied now; the thread ends with the pool
+
+
+def row_parallel_map(func: Callable[[Any], T], items: Iterable[Any], workers: int) -> list[T]:
+    """:meth:`RowPool.map` on a pool of ``workers`` threads that closes afterwards."""
+    with RowPool(workers) as pool:
+        return pool.map(func, items)
+
+
+#: Row chunks come in a multiple of this many, of near-equal sizes, so that 1, 2
+#: or 4 workers share them evenly (3 chunks of 4,096 rows and one of 978 left one
+#: of two workers idle for a fifth of a refresh at KineticsSound scale).
+CHUNK_MULTIPLE = 4
 
 
 def row_chunks(n: int, rows: int) -> list[slice]:
-    """Contiguous slices of ``rows`` rows (the last one shorter) covering ``range(n)``.
+    """Contiguous slices covering ``range(n)``, of at most ``rows`` rows, near-equal in size.
 
-    The boundaries do not depend on the number of workers: a BLAS may sum a
-    product of another shape in another order, so a pass whose chunks are
-    fixed gives the same bits on any number of threads.
+    Their number is a multiple of :data:`CHUNK_MULTIPLE` (when ``n`` allows).
+    The boundaries depend on ``n`` and ``rows`` only, not on the number of
+    workers: a BLAS may sum a product of another shape in another order, so a
+    pass whose chunks are fixed gives the same bits on any number of threads.
     """
-    rows = max(1, rows)
-    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+    if n <= 0:
+        return []
+    count = -(-n // max(1, rows))
+    count = min(n, -(-count // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
+    bounds = [n * i // count for i in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]

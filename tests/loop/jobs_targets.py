@@ -23,3 +23,10 @@ def work(key: tuple, how: dict, *, emit) -> list:
         emit(f"pid {os.getpid()}")
         time.sleep(300)
     return [] if action == "ok" else [f"{key[0]} failed"]
+
+
+def environment(key: tuple, *, emit) -> tuple:
+    """The worker's OMP_WAIT_POLICY and torch thread count."""
+    import torch
+
+    return os.environ.get("OMP_WAIT_POLICY"), torch.get_num_threads()

@@ -317,6 +317,27 @@ def test_tasks_run_in_workers_after_what_they_need(monkeypatch):
     assert events.index((("b",), "b started")) > events.index((("a",), "a halfway"))
 
 
+@pytest.mark.parametrize("policy", [None, "ACTIVE"])
+def test_workers_train_with_this_process_torch_threads_and_wait_passively(monkeypatch, policy):
+    import torch
+
+    from mmal.loop.jobs import Task, run_tasks
+    from tests.loop.jobs_targets import environment
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # not torch's default on a machine with more than one core
+    try:
+        results = run_tasks([Task(("a",)), Task(("b",))], 2, environment, (), lambda *_: None)
+    finally:
+        torch.set_num_threads(before)
+    assert results == {("a",): (policy or "PASSIVE", 1), ("b",): (policy or "PASSIVE", 1)}
+
+
 def test_a_worker_whose_parent_is_killed_stops_within_seconds(tmp_path):
     """SIGKILL of the parent (a scheduler's hard limit, the OOM killer) runs no cleanup
     there; a worker in the middle of a long step must not go on alone for its duration."""

@@ -137,7 +137,7 @@ def test_duplicates_of_chosen_centers_leave_a_uniform_draw(block_size):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_center_groups_change_the_speed_not_the_picks(monkeypatch, caplog, dtype):
     # Clustered pseudo-labels, so most pairs are skipped and the grouped path runs.
-    import mmal.select.refresh as embedding
+    import mmal.select.refresh as refresh
 
     rng = np.random.default_rng(23)
     label = rng.integers(0, 12, size=3000)
@@ -147,8 +147,8 @@ def test_center_groups_change_the_speed_not_the_picks(monkeypatch, caplog, dtype
     emb = FactorizedEmbedding(r.astype(dtype), u.astype(dtype))
     picks, work = {}, {}
     for group in (4, 1 << 30):
-        monkeypatch.setattr(embedding, "CENTER_GROUP", group)
-        monkeypatch.setattr(embedding, "REFRESH_CHUNK_ROWS", 500)
+        monkeypatch.setattr(refresh, "CENTER_GROUP", group)
+        monkeypatch.setattr(refresh, "REFRESH_CHUNK_ROWS", 500)
         with caplog.at_level(logging.DEBUG, logger="mmal.select.kmeanspp"):
             picks[group] = kmeans_pp(emb, 300, rng=np.random.default_rng(4), block_size=60)
         work[group] = int(re.search(r"for (\d+)% of the dense work", caplog.text).group(1))

@@ -8,7 +8,7 @@ from scipy.spatial.distance import cdist
 
 import mmal.select.refresh as refresh
 from mmal.select.backend import asnumpy
-from mmal.select.embedding import ROUNDING_TOLERANCE, FactorizedEmbedding
+from mmal.select.embedding import ROUNDING_TOLERANCE, FactorizedEmbedding, expanded_sq_distances
 from mmal.select.refresh import lower_bound_inplace, skip_margin
 
 
@@ -20,8 +20,6 @@ def _dense(emb, centers, start):
 
 @pytest.mark.parametrize(("chunk_rows", "group"), [(4, None), (1000, None), (7, 1), (1000, 3)])
 def test_pruned_bound_update_equals_brute_force(xp, chunk_rows, group):
-
-
     rng = np.random.default_rng(12)
     # Clustered labels make many r·r_c small, so the pruning path is exercised.
     r = rng.normal(size=(60, 5)) * (rng.uniform(size=(60, 1)) < 0.5)
@@ -39,8 +37,6 @@ def test_pruned_bound_update_equals_brute_force(xp, chunk_rows, group):
 
 
 def test_center_groups_skip_pairs_that_cannot_come_closer():
-
-
     # Two far-apart pseudo-label clusters: a row can come closer only to the
     # centers of its own cluster, so per-group products compute about half the
     # pairs of one dense product, with the same bound.
@@ -53,9 +49,9 @@ def test_center_groups_skip_pairs_that_cannot_come_closer():
     centers = [0, 1, 2, 3, 200, 201, 202, 203]
     c = FactorizedEmbedding(r[centers], u[centers])
     bounds, work = {}, {}
+    start = cdist(emb.materialize(), emb.materialize()[[10, 210]], "sqeuclidean").min(axis=1)
     for group in (1, 4, 8):
-        bounds[group] = np.full(400, np.inf)
-        bounds[group][:] = cdist(emb.materialize(), emb.materialize()[[10, 210]], "sqeuclidean").min(axis=1)
+        bounds[group] = start.copy()
         work[group] = lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), bounds[group],
                                           group=group)
     np.testing.assert_array_equal(bounds[1], bounds[8])
@@ -75,34 +71,50 @@ def _near_parallel(d=4096, n=48, seed=0):
     return FactorizedEmbedding(r, u)
 
 
-def test_skip_margin_covers_products_that_exceed_the_norms(monkeypatch):
-    # Each row's bound sits 40 eps units above its computed distance to the nearest center,
-    # whose Cauchy-Schwarz lower bound is up to ~200 units above that distance: a margin of
-    # 2·ROUNDING_TOLERANCE units (the old one) skips such pairs and leaves the bound too high.
+def _skipped_pairs_that_come_closer(emb, centers, start):
+    """Pairs the refresh skips whose distance, computed with some product shape, is below the bound.
+
+    Shapes: the row alone or in blocks of 2, 5, 7, 12 rows or all of them (as
+    chunks and gathers give), with one center or all of them (as groups give).
+    """
+    ref = refresh._Refresh(emb, centers.r, centers.u, centers.sq_norms(), centers.u_norms(),
+                           start.copy(), np, 1, refresh.Scratch())
+    rows = slice(0, len(emb))
+    skipped = ~ref.needs(rows, emb.r @ ref.r_c.T)
+    found = []
+    for x, j in zip(*np.nonzero(skipped), strict=True):
+        for size in (1, 2, 5, 7, 12, len(emb)):
+            block = np.arange(x, min(x + size, len(emb))) if size < len(emb) else np.arange(len(emb))
+            at = int(np.flatnonzero(block == x)[0])
+            for cols in ([j], slice(None)):
+                products = ((emb.u[block] @ ref.u_c[cols].T) * (emb.r[block] @ ref.r_c[cols].T))
+                column = 0 if isinstance(cols, list) else j
+                d2 = expanded_sq_distances(products[at:at + 1, column:column + 1],
+                                           emb.sq_norms()[x], ref.sq_norms_c[j])[0, 0]
+                if d2 < start[x]:
+                    found.append((x, j, size))
+    return found
+
+
+def test_skipped_pairs_cannot_come_closer_in_any_product_shape(monkeypatch):
+    # Near-parallel rows (_near_parallel): a computed u_x·u_c exceeds the product of the
+    # computed norms by hundreds of eps, and how much depends on the product's shape. Each
+    # row's bound sits 40 eps units above its distance to the nearest center, whose
+    # Cauchy-Schwarz lower bound is up to ~200 units above that distance.
     emb = _near_parallel()
     centers = list(range(0, 48, 3))
     c = FactorizedEmbedding(emb.r[centers], emb.u[centers])
     d2 = emb.sq_distances(c.r, c.u, c.sq_norms())
     d2[centers, np.arange(len(centers))] = np.inf
-    scale = emb.sq_norms().astype(np.float64) + float(c.sq_norms().max())
     eps = float(np.finfo(np.float32).eps)
+    scale = emb.sq_norms().astype(np.float64) + float(c.sq_norms().max())
     start = (d2.min(axis=1) + 40 * eps * scale).astype(np.float32)
     start[centers] = 0.0
-    dense = _dense(emb, c, start)
-    assert np.all(dense[dense != start] < start[dense != start])
-    monkeypatch.setattr(refresh, "GATHER_COST", 0)  # always gather: skipped pairs stay skipped
-    results = {}
-    for name, margin in (("old", lambda width, dtype: 2 * ROUNDING_TOLERANCE * eps),
-                         ("proven", skip_margin)):
-        monkeypatch.setattr(refresh, "skip_margin", margin)
-        results[name] = start.copy()
-        lower_bound_inplace(emb, c.r, c.u, c.sq_norms(), c.u_norms(), results[name], group=1,
-                            workers=1)
-    # a BLAS may round a product of another shape (a gathered row) differently in its last
-    # bits; a skipped nearest center leaves the bound its 40 units too high
-    noise = 4 * eps * scale
-    assert np.any(np.abs(results["old"] - dense) > noise)  # the case is adversarial enough
-    np.testing.assert_array_less(np.abs(results["proven"] - dense), noise)
+    # the margin of 2·ROUNDING_TOLERANCE units used before skips pairs that come closer
+    monkeypatch.setattr(refresh, "skip_margin", lambda width, dtype: 2 * ROUNDING_TOLERANCE * eps)
+    assert _skipped_pairs_that_come_closer(emb, c, start)
+    monkeypatch.undo()
+    assert _skipped_pairs_that_come_closer(emb, c, start) == []
 
 
 def test_skip_margin_known_values():

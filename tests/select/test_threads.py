@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from mmal.select.threads import cpu_workers, row_chunks, row_parallel_map
+from mmal.select.threads import RowPool, cpu_workers, row_chunks, row_parallel_map
 
 
 def _blas_threads() -> int:
@@ -22,10 +22,12 @@ def test_results_come_back_in_order_from_several_threads():
         seen.add(threading.get_ident())
         return item * item, _blas_threads()
 
-    out = row_parallel_map(work, range(40), workers=3)
+    with threadpool_limits(limits=2, user_api="blas"):
+        out = row_parallel_map(work, range(40), workers=3)
+        assert _blas_threads() == 2  # restored after the pass
     assert [value for value, _ in out] == [i * i for i in range(40)]
     assert {threads for _, threads in out} == {1}  # each worker's BLAS is single-threaded
-    assert len(seen) >= 1 and threading.get_ident() not in seen
+    assert seen and threading.get_ident() not in seen  # the items ran on the pool's threads
 
 
 def test_one_worker_runs_in_the_calling_thread_and_leaves_the_blas_alone():
@@ -35,16 +37,27 @@ def test_one_worker_runs_in_the_calling_thread_and_leaves_the_blas_alone():
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_the_blas_is_restored():
-    before = _blas_threads()
-
     def work(item):
         if item == 3:
             raise ValueError("row block 3 is bad")
         return item
 
-    with pytest.raises(ValueError, match="row block 3 is bad"):
-        row_parallel_map(work, range(8), workers=2)
-    assert _blas_threads() == before
+    with threadpool_limits(limits=2, user_api="blas"):
+        with pytest.raises(ValueError, match="row block 3 is bad"):
+            row_parallel_map(work, range(8), workers=2)
+        assert _blas_threads() == 2
+
+
+def test_a_pool_keeps_its_threads_across_passes():
+    local, both = threading.local(), threading.Barrier(2, timeout=10)
+
+    def mark(item):
+        local.marked = True
+        both.wait()  # each of the two threads marks one item
+
+    with RowPool(2) as pool:
+        pool.map(mark, range(2))
+        assert pool.map(lambda item: getattr(local, "marked", False), range(6)) == [True] * 6
 
 
 def test_cpu_workers_follow_the_blas_thread_count():
@@ -54,7 +67,13 @@ def test_cpu_workers_follow_the_blas_thread_count():
         assert cpu_workers(np) == 2
 
 
-def test_row_chunks_cover_the_rows_with_fixed_boundaries():
-    assert row_chunks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+def test_row_chunks_cover_the_rows_in_near_equal_chunks_of_a_multiple_of_four():
+    assert row_chunks(10, 4) == [slice(0, 2), slice(2, 5), slice(5, 7), slice(7, 10)]
     assert row_chunks(0, 4) == []
-    assert row_chunks(3, 0) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert row_chunks(3, 1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    chunks = row_chunks(13_266, 4096)  # KineticsSound: 4 chunks, not 3 full and a short one
+    assert [c.stop - c.start for c in chunks] == [3316, 3317, 3316, 3317]
+    chunks = row_chunks(162_820, 4096)
+    assert len(chunks) == 40 and chunks[0].start == 0 and chunks[-1].stop == 162_820
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:], strict=False))
+    assert max(c.stop - c.start for c in chunks) <= 4096
