@@ -15,7 +15,7 @@ since the last refresh. Each accepted draw therefore has probability
 ``U(x)/ΣU · D(x)²/U(x) ∝ D(x)²``: exactly k-means++, not an approximation.
 
 A proposal can be rejected many times in a row when the bound is stale (the
-new centers sit where most of ``U``'s mass is). After ``4·block_size + 16``
+new centers sit where most of ``U``'s mass is). After ``4·min(block_size, 128) + 16``
 rejections the bound is refreshed, and the next proposal, drawn from the exact
 ``U = D²``, is the center: every center takes a bounded number of proposals
 and the draw stays exact (the comment in the loop says why).
@@ -61,10 +61,19 @@ from mmal.select.threads import RowPool, cpu_workers
 
 log = logging.getLogger(__name__)
 
-#: Centers per bound refresh. 128 keeps the refresh GEMMs near peak BLAS
-#: throughput while the per-proposal work against pending centers stays small
-#: (measured on a 2-core CPU, see docs/performance.md).
-DEFAULT_BLOCK_SIZE = 128
+#: Centers per bound refresh. Larger blocks mean fewer refreshes (the centers of
+#: the last, partial block are never refreshed against) and more work per
+#: proposal against the pending centers. Measured with the threaded refresh on a
+#: 2-core CPU (docs/performance.md): 256 against 128 took 0.12 s against 0.16 s
+#: at KineticsSound scale and 6.5 s against 7.1-7.7 s at VGGSound scale. Any
+#: value gives exact D² sampling; a budget above it picks other samples for the
+#: same seed than another value would (0.3.0 used 128: ``-p block_size=128``).
+DEFAULT_BLOCK_SIZE = 256
+
+#: Rejections since the last refresh are capped at ``4·min(block_size, 128) + 16``:
+#: the run of rejections that a refresh ends does not grow past that of 128-center
+#: blocks (the default of mmal 0.3.0), so budgets up to 129 pick what 0.3.0 picked.
+REJECTION_BLOCK = 128
 
 
 def kmeans_pp(
@@ -192,7 +201,7 @@ class _BoundSampler:
         self.cdf = np.zeros(n)
         self.total = 0.0
         # Rejections since the last refresh; past this many, the bound is refreshed.
-        self.rejection_limit = 4 * block + 16
+        self.rejection_limit = 4 * min(block, REJECTION_BLOCK) + 16
         self.rejections = 0
         self.total_rejections = 0
         self.refreshes = 0

@@ -66,7 +66,7 @@ def test_provenance_records_the_effective_defaults(cache_factory, tmp_path, stra
 
     index = select(cache_factory("concat2"), strategy, 3, out=tmp_path / "s.json")
     assert index.provenance["params"] == {"precision": "float32", "block_size": DEFAULT_BLOCK_SIZE}
-    assert DEFAULT_BLOCK_SIZE == 128  # the default docs/selection.md states
+    assert DEFAULT_BLOCK_SIZE == 256  # the default docs/selection.md states
 
 
 def test_a_forced_select_whose_index_cannot_be_written_leaves_the_older_pair(

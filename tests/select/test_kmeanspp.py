@@ -155,3 +155,22 @@ def test_center_groups_change_the_speed_not_the_picks(monkeypatch, caplog, dtype
         caplog.clear()
     np.testing.assert_array_equal(picks[4], picks[1 << 30])
     assert work[4] < work[1 << 30]  # the grouped path ran
+
+
+def test_budgets_up_to_129_pick_the_same_with_the_old_and_new_default_block(caplog):
+    # 0.3.0's default block was 128; the rejection limit stays that of 128-center blocks,
+    # so until a 128-center block would have been refreshed the two schedules are one.
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 6, size=2000)
+    r = 0.05 * rng.uniform(size=(2000, 6))
+    r[np.arange(2000), label] = -0.9
+    u = 6 * rng.normal(size=(6, 20))[label] + rng.normal(size=(2000, 20))
+    emb = FactorizedEmbedding(r, u)
+    picks = {}
+    for block in (128, 256):
+        with caplog.at_level(logging.DEBUG, logger="mmal.select.kmeanspp"):
+            picks[block] = kmeans_pp(emb, 129, rng=np.random.default_rng(9), block_size=block)
+        limited = int(re.search(r"\((\d+) after the rejection limit\)", caplog.text).group(1))
+        assert limited >= 1  # a run of rejections ended in a refresh: the limit mattered
+        caplog.clear()
+    np.testing.assert_array_equal(picks[128], picks[256])
