@@ -67,12 +67,14 @@ log = logging.getLogger(__name__)
 #: 2-core CPU (docs/performance.md): 256 against 128 took 0.12 s against 0.16 s
 #: at KineticsSound scale and 6.5 s against 7.1-7.7 s at VGGSound scale. Any
 #: value gives exact D² sampling; a budget above it picks other samples for the
-#: same seed than another value would (0.3.0 used 128: ``-p block_size=128``).
+#: same seed than another value would (0.3.0's default was 128; ``-p
+#: block_size=128`` picked the same 500 samples as 0.3.0 at KineticsSound scale).
 DEFAULT_BLOCK_SIZE = 256
 
 #: Rejections since the last refresh are capped at ``4·min(block_size, 128) + 16``:
 #: the run of rejections that a refresh ends does not grow past that of 128-center
-#: blocks (the default of mmal 0.3.0), so budgets up to 129 pick what 0.3.0 picked.
+#: blocks (the default of mmal 0.3.0), so budgets up to 129 pick what
+#: ``block_size=128`` picks (the same schedule of refreshes).
 REJECTION_BLOCK = 128
 
 

@@ -44,14 +44,15 @@ PER_ROW_BYTES = 192
 #: Bytes kept free within the budget for the temporaries of the blocks being
 #: worked on: the streaming pass's blocks (their rows shrink to fit it), or the
 #: chunks of a k-means++ refresh (a 4,096-row chunk of float16 ``u`` with
-#: D = 2,048, gathered and widened to float32 for its product, is 48 MiB with
-#: its (rows x centers) buffers). Independent of the pool size; one more
-#: :data:`WORKER_ALLOWANCE` for each worker thread past the first.
+#: D = 2,048, gathered and widened to float32 for its product, is 48 MiB, and
+#: its five (rows x centers) buffers 4 MiB each with blocks of 256 centers).
+#: Independent of the pool size; one more :data:`WORKER_ALLOWANCE` for each
+#: worker thread past the first.
 BLOCK_ALLOWANCE = 512 * 2**20
 
 #: Bytes kept free for the temporaries of each worker thread past the first
 #: (:mod:`mmal.select.threads`): one refresh chunk's, above.
-WORKER_ALLOWANCE = 64 * 2**20
+WORKER_ALLOWANCE = 96 * 2**20
 
 #: Fewest rows per block of the streaming pass, whatever the budget.
 MIN_BLOCK_ROWS = 64

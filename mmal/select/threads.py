@@ -17,6 +17,7 @@ bound selection's threads as they bound the BLAS.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator
@@ -65,12 +66,15 @@ class RowPool:
 
     Keep one for a whole k-means++ seeding: the threads, and the per-thread
     buffers the refresh keeps in them (:class:`mmal.select.refresh.Scratch`),
-    then live from one refresh to the next. Use as a context manager.
+    then live from one refresh to the next. While its threads exist the BLAS
+    runs one thread per calling thread (process-wide), and :meth:`close`
+    restores it after they have stopped. Use as a context manager.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, int(workers))
         self._executor: ThreadPoolExecutor | None = None
+        self._limit: contextlib.ExitStack | None = None
 
     def __enter__(self) -> RowPool:
         return self
@@ -79,38 +83,44 @@ class RowPool:
         self.close()
 
     def close(self) -> None:
-        """Stop the threads (after the running items)."""
+        """Stop the threads (after their running items), then restore the BLAS threads."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self._limit is not None:
+            self._limit.close()
+            self._limit = None
 
     def map(self, func: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
         """``[func(item) for item in items]``, on the threads, with a one-thread BLAS each.
 
         ``func`` must write only to its own item's rows. Results come back in
-        the order of ``items``; the first exception is raised after the running
-        items finish, and items not started are cancelled. One worker, or one
-        item, runs in the calling thread.
+        the order of ``items``; the first exception is raised once the running
+        items have finished, and items not started are cancelled. One worker,
+        or one item, runs in the calling thread. Not to be called from within
+        ``func`` (its threads would wait on themselves).
         """
         items = list(items)
         if self.workers <= 1 or len(items) <= 1:
             return [func(item) for item in items]
         if self._executor is None:
+            self._limit = contextlib.ExitStack()
+            self._limit.enter_context(single_threaded_blas())
             # The limit is set in each worker too: an OpenMP BLAS keeps it per thread.
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="mmal-rows",
                                                 initializer=_one_blas_thread)
-        with single_threaded_blas():
-            futures = [self._executor.submit(func, item) for item in items]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        futures = [self._executor.submit(func, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            concurrent.futures.wait(futures)
+            raise
 
 
 def _one_blas_thread() -> None:
-    _blas_controller().limit(limits=1)  # applied now; the thread ends with the pool
+    _blas_controller().limit(limits=1)  # applied now; the pool restores the limits at close
 
 
 def row_parallel_map(func: Callable[[Any], T], items: Iterable[Any], workers: int) -> list[T]:
@@ -125,17 +135,18 @@ def row_parallel_map(func: Callable[[Any], T], items: Iterable[Any], workers: in
 CHUNK_MULTIPLE = 4
 
 
-def row_chunks(n: int, rows: int) -> list[slice]:
+def row_chunks(n: int, rows: int, multiple: int = CHUNK_MULTIPLE) -> list[slice]:
     """Contiguous slices covering ``range(n)``, of at most ``rows`` rows, near-equal in size.
 
-    Their number is a multiple of :data:`CHUNK_MULTIPLE` (when ``n`` allows).
-    The boundaries depend on ``n`` and ``rows`` only, not on the number of
-    workers: a BLAS may sum a product of another shape in another order, so a
-    pass whose chunks are fixed gives the same bits on any number of threads.
+    Their number is a multiple of ``multiple`` (when ``n`` allows; 1 on a GPU,
+    which runs one chunk at a time). The boundaries depend on ``n``, ``rows``
+    and ``multiple`` only, not on the number of workers: a BLAS may sum a
+    product of another shape in another order, so a pass whose chunks do not
+    move gives the same bits on any number of threads.
     """
     if n <= 0:
         return []
     count = -(-n // max(1, rows))
-    count = min(n, -(-count // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
+    count = min(n, -(-count // max(1, multiple)) * max(1, multiple))
     bounds = [n * i // count for i in range(count + 1)]
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,9 @@ def test_results_come_back_in_order_from_several_threads():
     with threadpool_limits(limits=2, user_api="blas"):
         out = row_parallel_map(work, range(40), workers=3)
         assert _blas_threads() == 2  # restored after the pass
+        for _ in range(300):  # also when a thread starts late, as the pool closes (found in review)
+            row_parallel_map(lambda item: item, range(2), workers=2)
+            assert _blas_threads() == 2
     assert [value for value, _ in out] == [i * i for i in range(40)]
     assert {threads for _, threads in out} == {1}  # each worker's BLAS is single-threaded
     assert seen and threading.get_ident() not in seen  # the items ran on the pool's threads
@@ -37,14 +41,20 @@ def test_one_worker_runs_in_the_calling_thread_and_leaves_the_blas_alone():
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_the_blas_is_restored():
+    finished = []
+
     def work(item):
-        if item == 3:
-            raise ValueError("row block 3 is bad")
+        if item == 0:
+            raise ValueError("row block 0 is bad")
+        time.sleep(0.05)
+        finished.append(item)
         return item
 
     with threadpool_limits(limits=2, user_api="blas"):
-        with pytest.raises(ValueError, match="row block 3 is bad"):
-            row_parallel_map(work, range(8), workers=2)
+        with RowPool(2) as pool:
+            with pytest.raises(ValueError, match="row block 0 is bad"):
+                pool.map(work, range(8))
+            assert 1 in finished  # the item running beside the failing one finished first
         assert _blas_threads() == 2
 
 
@@ -77,3 +87,4 @@ def test_row_chunks_cover_the_rows_in_near_equal_chunks_of_a_multiple_of_four():
     assert len(chunks) == 40 and chunks[0].start == 0 and chunks[-1].stop == 162_820
     assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:], strict=False))
     assert max(c.stop - c.start for c in chunks) <= 4096
+    assert row_chunks(10_000, 65_536, multiple=1) == [slice(0, 10_000)]  # a GPU: one launch
