@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from mmal.cache.fusion import head_input
 from mmal.errors import SelectionError, preview
 from mmal.select.backend import asnumpy
 from mmal.select.memory import WorkingSet
@@ -115,14 +114,35 @@ def scaled_head_input(
     -------
     u : array (n, D) with ``D = sum(D_m)``, or ``D_m`` for ``feature-sum``
     """
-    dtype = dtype or features[0].dtype
-    feats = [z.astype(dtype, copy=False) for z in features]
-    per_modality = None
-    if weights is not None:
-        w = weights.astype(dtype, copy=False)
-        per_modality = [w[:, m] for m in range(w.shape[1])]
-    return head_input(feats, bmmal_fusion(fusion), weights=per_modality,
-                      xp=xp).astype(dtype, copy=False)
+    summed = bmmal_fusion(fusion) == "feature-sum"
+    width = features[0].shape[1] if summed else sum(z.shape[1] for z in features)
+    u = xp.empty((len(features[0]), width), dtype=dtype or features[0].dtype)
+    write_scaled_head_input(u, features, fusion, weights=weights, xp=xp)
+    return u
+
+
+def write_scaled_head_input(target: Any, features: Sequence[Any], fusion: str, *,
+                            weights: Any = None, xp: Any = np) -> None:
+    """:func:`scaled_head_input` written into ``target`` (n, D), computed in its dtype.
+
+    Each block times its weight, side by side (concatenating fusions) or summed
+    in modality order (``feature-sum``; in float64 for precision="float64", as
+    before schema 2). NumPy widens float16 and float32 blocks exactly before
+    multiplying, so no widened copy of a block is made.
+    """
+    w = None if weights is None else weights.astype(target.dtype, copy=False)
+    summed = bmmal_fusion(fusion) == "feature-sum"
+    start = 0
+    for m, z in enumerate(features):
+        if summed and m:
+            target += z if w is None else z * w[:, m, None]
+            continue
+        cols = slice(None) if summed else slice(start, start + z.shape[1])
+        start += z.shape[1]
+        if w is None:
+            target[:, cols] = z
+        else:
+            xp.multiply(z, w[:, m, None], out=target[:, cols])
 
 
 def bmmal_fusion(fusion: str) -> str:
@@ -495,29 +515,12 @@ def _read_embedding(cache, xp, dtype, modality_weights, block_rows, memory, work
 
 
 def _write_u(target, cache, rows, keep, weights, xp):
-    """Write the (n_b, D) ``u`` of a block's unlabeled rows into ``target``, in its dtype.
-
-    BMMAL's weighted blocks or BADGE's ``h``, with the arithmetic of
-    :func:`scaled_head_input` in ``target``'s dtype: each block times its
-    weight, side by side (concatenating fusions) or summed in modality order
-    (``feature-sum``; in float64 for precision="float64", as before schema 2).
-    NumPy widens float16 and float32 blocks exactly before multiplying.
-    """
+    """Write the (n_b, D) ``u`` of a block's unlabeled rows into ``target``, in its dtype:
+    BMMAL's weighted blocks, BADGE's ``h`` (:func:`write_scaled_head_input`), or
+    the stored ``h`` of a fusion whose head input is no function of the blocks."""
     meta = cache.meta
     if weights is None and meta.stores_head_input:
         target[...] = xp.asarray(cache.head_input(rows)[keep])
         return
-    w = None if weights is None else weights.astype(target.dtype, copy=False)
-    summed = bmmal_fusion(meta.fusion) == "feature-sum"
-    start = 0
-    for m, name in enumerate(meta.modalities):
-        z = xp.asarray(cache.features(name, rows)[keep])
-        if summed and m:
-            target += z if w is None else z * w[:, m, None]
-            continue
-        cols = slice(None) if summed else slice(start, start + z.shape[1])
-        start += z.shape[1]
-        if w is None:
-            target[:, cols] = z
-        else:
-            xp.multiply(z, w[:, m, None], out=target[:, cols])
+    features = [xp.asarray(cache.features(name, rows)[keep]) for name in meta.modalities]
+    write_scaled_head_input(target, features, meta.fusion, weights=weights, xp=xp)

@@ -7,9 +7,11 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from mmal.cache import open_cache
+from mmal.cache.fusion import head_input
 from mmal.select.backend import asnumpy
 from mmal.select.embedding import (
     FactorizedEmbedding,
+    bmmal_fusion,
     cache_embedding,
     logit_gradient,
     min_sq_distances,
@@ -197,13 +199,16 @@ def test_streaming_pass_is_the_same_on_any_number_of_threads_and_blocks(cache_fa
             for other in (2, 3):
                 for got, want in zip(runs[other], runs[1], strict=True):
                     np.testing.assert_array_equal(got, want)
-            # u follows scaled_head_input's arithmetic (then the working dtypes' rounding)
+            # u is the cache's own fused head input (mmal.cache.fusion.head_input) of the
+            # blocks and weights in the precision, then the working dtypes' rounding
             positions, u = runs[1][0], runs[1][2]
-            features = [cache.features(m, positions) for m in cache.meta.modalities]
-            w = None if modality_weights is None else weights(None, None,
-                                                               cache.logits("mm", positions))
+            features = [cache.features(m, positions).astype(precision)
+                        for m in cache.meta.modalities]
+            w = None if modality_weights is None else weights(
+                None, None, cache.logits("mm", positions)).astype(precision)
             _, u_dtype = working_dtypes(cache.meta, precision)
-            want = scaled_head_input(features, cache.meta.fusion, weights=w, dtype=precision)
+            want = head_input(features, bmmal_fusion(cache.meta.fusion),
+                              weights=None if w is None else list(w.T))
             np.testing.assert_array_equal(u, want.astype(u_dtype).astype(precision))
 
 
