@@ -52,11 +52,8 @@ def cpu_workers(xp: Any = np) -> int:
 
 
 @contextlib.contextmanager
-def single_threaded_blas(enabled: bool = True) -> Iterator[None]:
+def single_threaded_blas() -> Iterator[None]:
     """Within the block, BLAS calls run on the calling thread only (process-wide)."""
-    if not enabled:
-        yield
-        return
     with _blas_controller().limit(limits=1):
         yield
 
